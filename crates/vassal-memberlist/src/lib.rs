@@ -4,4 +4,16 @@
 //! No IO, no clock, no OS randomness: time comes in as an argument, randomness from a seed in the
 //! [`Config`], and bytes in and out through `handle_*` and `poll_*`.
 
+pub mod broadcast;
+pub mod config;
+pub mod delegate;
+mod memberlist;
+pub mod suspicion;
 pub mod wire;
+
+pub use config::{Config, ConfigError};
+pub use delegate::{Delegate, NoDelegate, Node};
+pub use memberlist::{
+    push_pull_scale, Event, JoinId, Memberlist, Stats, StreamId, Transmit, Transport, META_MAX_SIZE,
+};
+pub use wire::NodeStateKind;

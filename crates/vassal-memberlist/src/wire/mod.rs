@@ -7,6 +7,8 @@
 pub mod messages;
 
 pub use messages::*;
+mod stub;
+pub use stub::*;
 
 use thiserror::Error;
 

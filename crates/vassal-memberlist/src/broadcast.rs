@@ -87,7 +87,11 @@ impl TransmitLimitedQueue {
                 break;
             };
             let from = (tier, Reverse(free), Reverse(u64::MAX));
-            let to = (tier.saturating_add(1), Reverse(usize::MAX), Reverse(u64::MAX));
+            let to = (
+                tier.saturating_add(1),
+                Reverse(usize::MAX),
+                Reverse(u64::MAX),
+            );
             let Some(key) = self.items.range(from..to).next().map(|(k, _)| *k) else {
                 tier += 1;
                 continue;
@@ -157,7 +161,11 @@ mod tests {
         let first = q.get_broadcasts(2, 34, 4, 3);
         assert_eq!(first, vec![vec![2; 30]], "the larger fits first");
         let next = q.get_broadcasts(2, 100, 4, 3);
-        assert_eq!(next, vec![vec![1; 10], vec![2; 30]], "untransmitted before transmitted");
+        assert_eq!(
+            next,
+            vec![vec![1; 10], vec![2; 30]],
+            "untransmitted before transmitted"
+        );
     }
 
     #[test]

@@ -133,7 +133,14 @@ impl Config {
     /// The six version bytes we advertise.
     pub fn vsn(&self) -> Vsn {
         let [dmin, dmax, dcur] = self.delegate_protocol;
-        [PROTOCOL_MIN, PROTOCOL_MAX, PROTOCOL_VERSION, dmin, dmax, dcur]
+        [
+            PROTOCOL_MIN,
+            PROTOCOL_MAX,
+            PROTOCOL_VERSION,
+            dmin,
+            dmax,
+            dcur,
+        ]
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -167,7 +174,10 @@ pub enum ConfigError {
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
     #[error("probe timeout {timeout:?} is longer than the probe interval {interval:?}")]
-    ProbeTimeout { timeout: Duration, interval: Duration },
+    ProbeTimeout {
+        timeout: Duration,
+        interval: Duration,
+    },
     #[error("label is {0} bytes; limit is 255")]
     LabelTooLong(usize),
 }

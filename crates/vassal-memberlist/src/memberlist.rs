@@ -50,7 +50,12 @@ pub enum Transmit {
     /// Open a TCP connection to `to`, write `bytes`, read one stream message back (framed with
     /// [`Memberlist::decode_stream`]) and hand it to [`Memberlist::handle_stream_reply`]; give up
     /// at `deadline`.
-    Stream { id: StreamId, to: SocketAddr, bytes: Vec<u8>, deadline: Instant },
+    Stream {
+        id: StreamId,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+        deadline: Instant,
+    },
 }
 
 /// Where unreadable input came from.
@@ -64,9 +69,17 @@ pub enum Transport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A [`Memberlist::join`] finished: `joined` exchanges succeeded.
-    JoinFinished { id: JoinId, joined: usize, errors: Vec<String> },
+    JoinFinished {
+        id: JoinId,
+        joined: usize,
+        errors: Vec<String>,
+    },
     /// Input we could not read, or a peer's error reply. Worth a warning in the log.
-    InboundError { from: SocketAddr, transport: Transport, error: String },
+    InboundError {
+        from: SocketAddr,
+        transport: Transport,
+        error: String,
+    },
     /// A push/pull with a peer failed after the exchange (e.g. incompatible protocol versions).
     PushPullFailed { peer: SocketAddr, error: String },
     /// A probe failed and the node is now suspect.
@@ -121,8 +134,15 @@ struct Relay {
 
 #[derive(Debug, Clone)]
 enum PendingStream {
-    PushPull { peer: SocketAddr, join: Option<JoinId>, deadline: Instant },
-    Ping { seq: u32, deadline: Instant },
+    PushPull {
+        peer: SocketAddr,
+        join: Option<JoinId>,
+        deadline: Instant,
+    },
+    Ping {
+        seq: u32,
+        deadline: Instant,
+    },
 }
 
 impl PendingStream {
@@ -183,8 +203,8 @@ impl Memberlist {
             }
         };
         let next_probe = now + stagger(&mut rng, config.probe_interval);
-        let next_gossip =
-            (!config.gossip_interval.is_zero()).then(|| now + stagger(&mut rng, config.gossip_interval));
+        let next_gossip = (!config.gossip_interval.is_zero())
+            .then(|| now + stagger(&mut rng, config.gossip_interval));
         let next_push_pull = (!config.push_pull_interval.is_zero())
             .then(|| now + stagger(&mut rng, config.push_pull_interval));
         let mut ml = Memberlist {
@@ -242,7 +262,8 @@ impl Memberlist {
     }
 
     pub fn local_node(&self) -> &Node {
-        self.node(&self.config.name).expect("the local node is always in the table")
+        self.node(&self.config.name)
+            .expect("the local node is always in the table")
     }
 
     /// Nodes in the table (memberlist's `estNumNodes`), ourselves and dead ones included.
@@ -252,7 +273,10 @@ impl Memberlist {
 
     /// Alive nodes, ourselves included.
     pub fn num_alive(&self) -> usize {
-        self.nodes.iter().filter(|n| n.node.state == NodeStateKind::Alive).count()
+        self.nodes
+            .iter()
+            .filter(|n| n.node.state == NodeStateKind::Alive)
+            .count()
     }
 
     /// Lifeguard health score: 0 is healthy.
@@ -288,11 +312,25 @@ impl Memberlist {
     /// as [`Event::JoinFinished`].
     pub fn join(&mut self, addrs: &[SocketAddr], now: Instant, d: &mut impl Delegate) -> JoinId {
         let id = JoinId(self.next_id());
-        self.joins.insert(id, JoinProgress { pending: addrs.len(), ..Default::default() });
+        self.joins.insert(
+            id,
+            JoinProgress {
+                pending: addrs.len(),
+                ..Default::default()
+            },
+        );
         for &addr in addrs {
             let msg = self.local_push_pull(true, d);
             let deadline = now + self.config.tcp_timeout;
-            self.open_stream(addr, &msg, PendingStream::PushPull { peer: addr, join: Some(id), deadline });
+            self.open_stream(
+                addr,
+                &msg,
+                PendingStream::PushPull {
+                    peer: addr,
+                    join: Some(id),
+                    deadline,
+                },
+            );
         }
         self.finish_join_if_done(id);
         id
@@ -387,7 +425,9 @@ impl Memberlist {
                     transport: Transport::Stream,
                     error: e.to_string(),
                 });
-                let reply = StreamMessage::Err(wire::ErrResp { error: e.to_string() });
+                let reply = StreamMessage::Err(wire::ErrResp {
+                    error: e.to_string(),
+                });
                 return Some(self.encode_stream(&reply));
             }
         };
@@ -396,7 +436,8 @@ impl Memberlist {
                 let reply = self.local_push_pull(remote.join, d);
                 let bytes = self.encode_stream(&reply);
                 if let Err(error) = self.merge_remote(&remote, now, d) {
-                    self.events.push_back(Event::PushPullFailed { peer: from, error });
+                    self.events
+                        .push_back(Event::PushPullFailed { peer: from, error });
                 }
                 Some(bytes)
             }
@@ -405,7 +446,10 @@ impl Memberlist {
                     debug!(%from, node = %ping.node, "stream ping for another node");
                     return None;
                 }
-                let ack = StreamMessage::Ack(Ack { seq_no: ping.seq_no, payload: None });
+                let ack = StreamMessage::Ack(Ack {
+                    seq_no: ping.seq_no,
+                    payload: None,
+                });
                 Some(self.encode_stream(&ack))
             }
             StreamMessage::User(msg) => {
@@ -441,7 +485,9 @@ impl Memberlist {
                             p.pending -= 1;
                             match result {
                                 Ok(()) => p.joined += 1,
-                                Err(e) => p.errors.push(format!("Failed to join {}: {e}", peer.ip())),
+                                Err(e) => {
+                                    p.errors.push(format!("Failed to join {}: {e}", peer.ip()))
+                                }
                             }
                         }
                         self.finish_join_if_done(join);
@@ -455,7 +501,11 @@ impl Memberlist {
             }
             PendingStream::Ping { seq, .. } => {
                 if let Ok(StreamMessage::Ack(ack)) = reply {
-                    if let Some(probe) = self.probe.as_mut().filter(|p| p.seq == seq && ack.seq_no == seq) {
+                    if let Some(probe) = self
+                        .probe
+                        .as_mut()
+                        .filter(|p| p.seq == seq && ack.seq_no == seq)
+                    {
                         probe.tcp_ok = true;
                     }
                 }
@@ -466,8 +516,12 @@ impl Memberlist {
     /// Runs whatever is due at `now`: probes, gossip, push/pull, suspicion and ack timeouts.
     pub fn handle_timeout(&mut self, now: Instant, d: &mut impl Delegate) {
         // Streams past their deadline fail (the shell should have reported them already).
-        let expired: Vec<StreamId> =
-            self.streams.iter().filter(|(_, s)| s.deadline() <= now).map(|(id, _)| *id).collect();
+        let expired: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.deadline() <= now)
+            .map(|(id, _)| *id)
+            .collect();
         for id in expired {
             self.handle_stream_reply(id, Err("i/o timeout".into()), now, d);
         }
@@ -537,7 +591,13 @@ impl Memberlist {
 
     // ----- message handling -----
 
-    fn handle_message(&mut self, from: SocketAddr, msg: Message, now: Instant, d: &mut impl Delegate) {
+    fn handle_message(
+        &mut self,
+        from: SocketAddr,
+        msg: Message,
+        now: Instant,
+        d: &mut impl Delegate,
+    ) {
         trace!(%from, ?msg, "message");
         match msg {
             Message::Ping(p) => self.handle_ping(from, p, d),
@@ -563,7 +623,10 @@ impl Memberlist {
             return;
         }
         let payload = d.ack_payload();
-        let ack = Ack { seq_no: p.seq_no, payload: (!payload.is_empty()).then_some(payload) };
+        let ack = Ack {
+            seq_no: p.seq_no,
+            payload: (!payload.is_empty()).then_some(payload),
+        };
         let to = reply_addr(&p.source_addr, p.source_port, from);
         self.send_msg(to, wire::encode_message(&Message::Ack(ack)), false, d);
     }
@@ -575,7 +638,11 @@ impl Memberlist {
         now: Instant,
         d: &mut impl Delegate,
     ) {
-        let port = if ind.port == 0 { self.config.bind_port } else { ind.port };
+        let port = if ind.port == 0 {
+            self.config.bind_port
+        } else {
+            ind.port
+        };
         let seq = self.next_seq();
         let requester = reply_addr(&ind.source_addr, ind.source_port, from);
         self.relays.insert(
@@ -589,13 +656,26 @@ impl Memberlist {
         );
         let ping = self.ping_to(seq, &ind.node);
         let crc = self.node(&ind.node).is_some_and(|n| n.pmax() >= 5);
-        self.send_msg(SocketAddr::new(ind.target, port), wire::encode_message(&Message::Ping(ping)), crc, d);
+        self.send_msg(
+            SocketAddr::new(ind.target, port),
+            wire::encode_message(&Message::Ping(ping)),
+            crc,
+            d,
+        );
     }
 
     fn handle_ack(&mut self, ack: Ack, now: Instant, d: &mut impl Delegate) {
         if let Some(relay) = self.relays.remove(&ack.seq_no) {
-            let fwd = Ack { seq_no: relay.requester_seq, payload: None };
-            self.send_msg(relay.requester, wire::encode_message(&Message::Ack(fwd)), false, d);
+            let fwd = Ack {
+                seq_no: relay.requester_seq,
+                payload: None,
+            };
+            self.send_msg(
+                relay.requester,
+                wire::encode_message(&Message::Ack(fwd)),
+                false,
+                d,
+            );
             return;
         }
         let Some(probe) = self.probe.as_ref().filter(|p| p.seq == ack.seq_no) else {
@@ -683,10 +763,16 @@ impl Memberlist {
         let old_state = state.node.state;
         let old_meta = state.node.meta.clone();
         if !bootstrap && is_local {
-            if a.incarnation == state.incarnation && a.meta == state.node.meta && a.vsn == state.node.vsn {
+            if a.incarnation == state.incarnation
+                && a.meta == state.node.meta
+                && a.vsn == state.node.vsn
+            {
                 return;
             }
-            debug!(incarnation = a.incarnation, "refuting an alive message about us");
+            debug!(
+                incarnation = a.incarnation,
+                "refuting an alive message about us"
+            );
             self.refute(a.incarnation);
         } else {
             self.broadcast(&a.node.clone(), Message::Alive(a.clone()), None);
@@ -749,7 +835,8 @@ impl Memberlist {
         }
         let min = suspicion_timeout(self.config.suspicion_mult, n, self.config.probe_interval);
         let max = min * self.config.suspicion_max_timeout_mult;
-        self.suspicions.insert(s.node.clone(), Suspicion::new(&s.from, k, min, max, now));
+        self.suspicions
+            .insert(s.node.clone(), Suspicion::new(&s.from, k, min, max, now));
     }
 
     fn suspicion_expired(&mut self, name: &str, now: Instant, d: &mut impl Delegate) {
@@ -793,7 +880,11 @@ impl Memberlist {
         self.broadcast(&dead.node.clone(), Message::Dead(dead), notify);
         let state = &mut self.nodes[idx];
         state.incarnation = incarnation;
-        state.node.state = if left { NodeStateKind::Left } else { NodeStateKind::Dead };
+        state.node.state = if left {
+            NodeStateKind::Left
+        } else {
+            NodeStateKind::Dead
+        };
         state.state_change = now;
         let node = state.node.clone();
         d.notify_leave(&node, now);
@@ -957,7 +1048,12 @@ impl Memberlist {
                 source_node: self.config.name.clone(),
             };
             let crc = peer.pmax() >= 5;
-            self.send_msg(peer.socket_addr(), wire::encode_message(&Message::IndirectPing(ind)), crc, d);
+            self.send_msg(
+                peer.socket_addr(),
+                wire::encode_message(&Message::IndirectPing(ind)),
+                crc,
+                d,
+            );
         }
         if let Some(p) = self.probe.as_mut() {
             p.expected_nacks = expected_nacks;
@@ -983,8 +1079,15 @@ impl Memberlist {
         for seq in due {
             let relay = self.relays.remove(&seq).expect("collected above");
             if relay.nack_at.is_some_and(|at| now >= at) {
-                let nack = Nack { seq_no: relay.requester_seq };
-                self.send_msg(relay.requester, wire::encode_message(&Message::Nack(nack)), false, d);
+                let nack = Nack {
+                    seq_no: relay.requester_seq,
+                };
+                self.send_msg(
+                    relay.requester,
+                    wire::encode_message(&Message::Nack(nack)),
+                    false,
+                    d,
+                );
             }
         }
     }
@@ -1016,7 +1119,15 @@ impl Memberlist {
         let msg = self.local_push_pull(false, d);
         let addr = peer.socket_addr();
         let deadline = now + self.config.tcp_timeout;
-        self.open_stream(addr, &msg, PendingStream::PushPull { peer: addr, join: None, deadline });
+        self.open_stream(
+            addr,
+            &msg,
+            PendingStream::PushPull {
+                peer: addr,
+                join: None,
+                deadline,
+            },
+        );
     }
 
     fn local_push_pull(&mut self, join: bool, d: &mut impl Delegate) -> StreamMessage {
@@ -1033,11 +1144,20 @@ impl Memberlist {
                 vsn: n.node.vsn.to_vec(),
             })
             .collect();
-        StreamMessage::PushPull(PushPull { join, nodes, user_state: d.local_state(join) })
+        StreamMessage::PushPull(PushPull {
+            join,
+            nodes,
+            user_state: d.local_state(join),
+        })
     }
 
     /// Merges a peer's push/pull: version check, node states, then the delegate's state.
-    fn merge_remote(&mut self, remote: &PushPull, now: Instant, d: &mut impl Delegate) -> Result<(), String> {
+    fn merge_remote(
+        &mut self,
+        remote: &PushPull,
+        now: Instant,
+        d: &mut impl Delegate,
+    ) -> Result<(), String> {
         self.verify_protocol(&remote.nodes)?;
         for r in &remote.nodes {
             let vsn: Option<[u8; 6]> = r.vsn.as_slice().try_into().ok();
@@ -1046,7 +1166,11 @@ impl Memberlist {
                     let Some(vsn) = vsn else {
                         continue;
                     };
-                    let port = if r.port == 0 { self.config.bind_port } else { r.port };
+                    let port = if r.port == 0 {
+                        self.config.bind_port
+                    } else {
+                        r.port
+                    };
                     let a = Alive {
                         incarnation: r.incarnation,
                         node: r.name.clone(),
@@ -1058,7 +1182,11 @@ impl Memberlist {
                     self.alive_node(a, false, now, d);
                 }
                 NodeStateKind::Left => {
-                    let dead = Dead { incarnation: r.incarnation, node: r.name.clone(), from: r.name.clone() };
+                    let dead = Dead {
+                        incarnation: r.incarnation,
+                        node: r.name.clone(),
+                        from: r.name.clone(),
+                    };
                     self.dead_node(dead, None, now, d);
                 }
                 // A peer's "dead" becomes our suspicion, never an instant verdict.
@@ -1081,13 +1209,20 @@ impl Memberlist {
     /// memberlist's `verifyProtocol` (spec §2.12).
     fn verify_protocol(&self, remote: &[PushNodeState]) -> Result<(), String> {
         let (mut max_pmin, mut min_pmax, mut max_dmin, mut min_dmax) = (0u8, u8::MAX, 0u8, u8::MAX);
-        for r in remote.iter().filter(|r| r.state == NodeStateKind::Alive && r.vsn.len() >= 6) {
+        for r in remote
+            .iter()
+            .filter(|r| r.state == NodeStateKind::Alive && r.vsn.len() >= 6)
+        {
             max_pmin = max_pmin.max(r.vsn[0]);
             min_pmax = min_pmax.min(r.vsn[1]);
             max_dmin = max_dmin.max(r.vsn[3]);
             min_dmax = min_dmax.min(r.vsn[4]);
         }
-        for n in self.nodes.iter().filter(|n| n.node.state == NodeStateKind::Alive) {
+        for n in self
+            .nodes
+            .iter()
+            .filter(|n| n.node.state == NodeStateKind::Alive)
+        {
             max_pmin = max_pmin.max(n.node.vsn[0]);
             min_pmax = min_pmax.min(n.node.vsn[1]);
             max_dmin = max_dmin.max(n.node.vsn[3]);
@@ -1107,7 +1242,11 @@ impl Memberlist {
             Ok(())
         };
         for r in remote {
-            let (pcur, dcur) = if r.vsn.len() >= 6 { (r.vsn[2], r.vsn[5]) } else { (0, 0) };
+            let (pcur, dcur) = if r.vsn.len() >= 6 {
+                (r.vsn[2], r.vsn[5])
+            } else {
+                (0, 0)
+            };
             check(&r.name, pcur, dcur)?;
         }
         for n in &self.nodes {
@@ -1125,7 +1264,8 @@ impl Memberlist {
         self.nodes.push(state);
         self.nodes.swap(offset, n);
         self.index.insert(self.nodes[n].node.name.clone(), n);
-        self.index.insert(self.nodes[offset].node.name.clone(), offset);
+        self.index
+            .insert(self.nodes[offset].node.name.clone(), offset);
         offset
     }
 
@@ -1140,7 +1280,12 @@ impl Memberlist {
             let j = self.rng.gen_range(0..=i);
             self.nodes.swap(i, j);
         }
-        self.index = self.nodes.iter().enumerate().map(|(i, n)| (n.node.name.clone(), i)).collect();
+        self.index = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.node.name.clone(), i))
+            .collect();
     }
 
     /// Up to `k` distinct random nodes other than ourselves, skipping those `exclude` rejects.
@@ -1171,12 +1316,20 @@ impl Memberlist {
     // ----- sending -----
 
     fn broadcast(&mut self, node: &str, msg: Message, notify: Option<u64>) {
-        self.broadcasts.queue(Some(node.to_owned()), wire::encode_message(&msg), notify);
+        self.broadcasts
+            .queue(Some(node.to_owned()), wire::encode_message(&msg), notify);
     }
 
-    fn get_broadcasts(&mut self, overhead: usize, limit: usize, d: &mut impl Delegate) -> Vec<Vec<u8>> {
+    fn get_broadcasts(
+        &mut self,
+        overhead: usize,
+        limit: usize,
+        d: &mut impl Delegate,
+    ) -> Vec<Vec<u8>> {
         let n = self.nodes.len();
-        let mut msgs = self.broadcasts.get_broadcasts(overhead, limit, self.config.retransmit_mult, n);
+        let mut msgs =
+            self.broadcasts
+                .get_broadcasts(overhead, limit, self.config.retransmit_mult, n);
         let used: usize = msgs.iter().map(|m| m.len() + overhead).sum();
         let avail = limit.saturating_sub(used);
         if avail > overhead + USER_MSG_OVERHEAD {
@@ -1206,7 +1359,11 @@ impl Memberlist {
             let nonce = self.nonce();
             let opts = WriteOptions {
                 label: &self.config.label,
-                keyring: self.config.keyring.as_ref().filter(|_| self.config.gossip_verify_outgoing),
+                keyring: self
+                    .config
+                    .keyring
+                    .as_ref()
+                    .filter(|_| self.config.gossip_verify_outgoing),
                 compress: self.config.enable_compression,
                 crc,
             };
@@ -1220,14 +1377,23 @@ impl Memberlist {
         let deadline = pending.deadline();
         let bytes = self.encode_stream(msg);
         self.streams.insert(id, pending);
-        self.transmits.push_back(Transmit::Stream { id, to, bytes, deadline });
+        self.transmits.push_back(Transmit::Stream {
+            id,
+            to,
+            bytes,
+            deadline,
+        });
     }
 
     fn encode_stream(&mut self, msg: &StreamMessage) -> Vec<u8> {
         let nonce = self.nonce();
         let opts = WriteOptions {
             label: &self.config.label,
-            keyring: self.config.keyring.as_ref().filter(|_| self.config.gossip_verify_outgoing),
+            keyring: self
+                .config
+                .keyring
+                .as_ref()
+                .filter(|_| self.config.gossip_verify_outgoing),
             compress: self.config.enable_compression,
             crc: false,
         };
@@ -1244,15 +1410,27 @@ impl Memberlist {
 
     /// Label and encryption bytes that every packet carries.
     fn packet_overhead(&self) -> usize {
-        let label = if self.config.label.is_empty() { 0 } else { 2 + self.config.label.len() };
-        let crypto = if self.config.keyring.is_some() { ENCRYPT_OVERHEAD } else { 0 };
+        let label = if self.config.label.is_empty() {
+            0
+        } else {
+            2 + self.config.label.len()
+        };
+        let crypto = if self.config.keyring.is_some() {
+            ENCRYPT_OVERHEAD
+        } else {
+            0
+        };
         label + crypto
     }
 
     fn finish_join_if_done(&mut self, id: JoinId) {
         if self.joins.get(&id).is_some_and(|p| p.pending == 0) {
             let p = self.joins.remove(&id).expect("checked");
-            self.events.push_back(Event::JoinFinished { id, joined: p.joined, errors: p.errors });
+            self.events.push_back(Event::JoinFinished {
+                id,
+                joined: p.joined,
+                errors: p.errors,
+            });
         }
     }
 
@@ -1309,7 +1487,11 @@ impl Memberlist {
 }
 
 /// Where to answer: the `Source*` fields when both are set, else the packet's source.
-fn reply_addr(source_addr: &Option<std::net::IpAddr>, source_port: u16, from: SocketAddr) -> SocketAddr {
+fn reply_addr(
+    source_addr: &Option<std::net::IpAddr>,
+    source_port: u16,
+    from: SocketAddr,
+) -> SocketAddr {
     match source_addr {
         Some(ip) if source_port > 0 => SocketAddr::new(*ip, source_port),
         _ => from,

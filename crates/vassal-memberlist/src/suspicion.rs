@@ -74,7 +74,10 @@ pub struct Awareness {
 
 impl Awareness {
     pub fn new(max_multiplier: u32) -> Self {
-        Awareness { max: max_multiplier as i32, score: 0 }
+        Awareness {
+            max: max_multiplier as i32,
+            score: 0,
+        }
     }
 
     pub fn apply_delta(&mut self, delta: i32) {

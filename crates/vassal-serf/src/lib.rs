@@ -1,1 +1,18 @@
-//! vassal-serf
+//! The Serf layer (spec §4) over [`vassal_memberlist`]: member status with join/leave intents and
+//! Lamport clocks, tags in the node metadata, and a graceful leave. Pure and deterministic like
+//! the layer below: `handle_*` in, `poll_*` out, time as an argument.
+
+pub mod clock;
+mod member;
+mod messages;
+mod serf;
+pub mod tags;
+
+pub use member::{Member, MemberEvent, MemberEventKind, MemberStatus};
+pub use messages::SerfMessage;
+pub use serf::{Config, Event, Serf};
+
+/// Serf protocol versions this implementation speaks: min, max, and the agent default.
+pub const PROTOCOL_MIN: u8 = 2;
+pub const PROTOCOL_MAX: u8 = 5;
+pub const PROTOCOL_DEFAULT: u8 = 5;

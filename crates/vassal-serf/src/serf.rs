@@ -1,0 +1,696 @@
+//! The Serf state machine: memberlist plus member status, intents, clocks and tags.
+//!
+//! [`Serf`] owns a [`Memberlist`] and a [`Core`]; the core is the memberlist [`Delegate`], lent
+//! to each memberlist call, so the two never hold references to each other.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+use vassal_memberlist::broadcast::TransmitLimitedQueue;
+use vassal_memberlist::wire::{DecodeError, StreamMessage};
+use vassal_memberlist::{
+    self as ml, Delegate, JoinId, Memberlist, Node, NodeStateKind, StreamId, Transmit,
+};
+
+use crate::clock::LamportClock;
+use crate::member::{Member, MemberEvent, MemberEventKind, MemberStatus};
+use crate::messages::{self, Join, Leave, PushPullState, SerfMessage};
+use crate::tags;
+
+/// Serf settings (spec §4.14) around the memberlist ones.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub memberlist: ml::Config,
+    pub tags: BTreeMap<String, String>,
+    /// Serf protocol version we speak (agent default 5).
+    pub protocol_version: u8,
+    /// How long a leave waits for each of its broadcasts to go out.
+    pub broadcast_timeout: Duration,
+    /// How long a leaving node lingers so peers hear of it before it stops answering.
+    pub leave_propagate_delay: Duration,
+    /// Intents about unknown nodes are kept this long.
+    pub recent_intent_timeout: Duration,
+    /// Cap on each broadcast queue.
+    pub max_queue_depth: usize,
+}
+
+impl Config {
+    /// Serf defaults over a memberlist config; the protocol is the agent's default (5).
+    pub fn new(memberlist: ml::Config) -> Self {
+        Config {
+            memberlist,
+            tags: BTreeMap::new(),
+            protocol_version: crate::PROTOCOL_DEFAULT,
+            broadcast_timeout: Duration::from_secs(5),
+            leave_propagate_delay: Duration::from_secs(1),
+            recent_intent_timeout: Duration::from_secs(300),
+            max_queue_depth: 4096,
+        }
+    }
+}
+
+/// What Serf tells the layer above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Member(MemberEvent),
+    /// A [`Serf::join`] finished.
+    JoinFinished {
+        id: JoinId,
+        joined: usize,
+        errors: Vec<String>,
+    },
+    /// A graceful [`Serf::leave`] is complete: the process may exit.
+    LeaveComplete,
+    /// Something worth a warning in the log (unreadable input, failed sync, …).
+    Warning(String),
+}
+
+#[derive(Debug, Clone)]
+struct MemberState {
+    member: Member,
+    status_ltime: u64,
+    leave_time: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IntentKind {
+    Join,
+    Leave,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Intent {
+    kind: IntentKind,
+    ltime: u64,
+    at: Instant,
+}
+
+/// Where a graceful leave is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeavePhase {
+    Running,
+    /// Our leave intent is being gossiped.
+    Intent {
+        until: Instant,
+    },
+    /// memberlist's `dead` about ourselves is being gossiped.
+    Memberlist {
+        until: Instant,
+    },
+    /// Lingering so peers learn of the leave before we stop answering.
+    Propagate {
+        until: Instant,
+    },
+    Left,
+}
+
+/// Token of our leave intent in the intent queue.
+const LEAVE_NOTIFY: u64 = 1;
+
+/// Everything Serf keeps besides memberlist; memberlist's delegate.
+#[derive(Debug)]
+struct Core {
+    name: String,
+    config_tags: BTreeMap<String, String>,
+    recent_intent_timeout: Duration,
+    retransmit_mult: u32,
+    clock: LamportClock,
+    event_clock: LamportClock,
+    query_clock: LamportClock,
+    members: BTreeMap<String, MemberState>,
+    intents: BTreeMap<String, Intent>,
+    intent_queue: TransmitLimitedQueue,
+    events: VecDeque<Event>,
+    phase: LeavePhase,
+}
+
+/// A Serf node: the pure state machine the agent drives.
+#[derive(Debug)]
+pub struct Serf {
+    ml: Memberlist,
+    core: Core,
+    config: Config,
+}
+
+impl Serf {
+    pub fn new(config: Config, now: Instant) -> Result<Self, ml::ConfigError> {
+        let mut ml_config = config.memberlist.clone();
+        ml_config.delegate_protocol = [
+            crate::PROTOCOL_MIN,
+            crate::PROTOCOL_MAX,
+            config.protocol_version,
+        ];
+        let mut core = Core {
+            name: ml_config.name.clone(),
+            config_tags: config.tags.clone(),
+            recent_intent_timeout: config.recent_intent_timeout,
+            retransmit_mult: ml_config.retransmit_mult,
+            clock: LamportClock::new(),
+            event_clock: LamportClock::new(),
+            query_clock: LamportClock::new(),
+            members: BTreeMap::new(),
+            intents: BTreeMap::new(),
+            intent_queue: TransmitLimitedQueue::new(),
+            events: VecDeque::new(),
+            phase: LeavePhase::Running,
+        };
+        core.clock.increment();
+        core.event_clock.increment();
+        core.query_clock.increment();
+        let ml = Memberlist::new(ml_config, now, &mut core)?;
+        Ok(Serf { ml, core, config })
+    }
+
+    // ----- accessors -----
+
+    pub fn local_name(&self) -> &str {
+        &self.core.name
+    }
+
+    /// Every member, including failed and left ones until they are reaped.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.core.members.values().map(|m| &m.member)
+    }
+
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.core.members.get(name).map(|m| &m.member)
+    }
+
+    pub fn local_member(&self) -> &Member {
+        self.member(&self.core.name)
+            .expect("the local member is always known")
+    }
+
+    pub fn tags(&self) -> &BTreeMap<String, String> {
+        &self.core.config_tags
+    }
+
+    pub fn memberlist(&self) -> &Memberlist {
+        &self.ml
+    }
+
+    pub fn member_clock(&self) -> u64 {
+        self.core.clock.time()
+    }
+
+    pub fn event_clock(&self) -> u64 {
+        self.core.event_clock.time()
+    }
+
+    pub fn query_clock(&self) -> u64 {
+        self.core.query_clock.time()
+    }
+
+    pub fn intent_queue_len(&self) -> usize {
+        self.core.intent_queue.len()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether a graceful leave has completed.
+    pub fn has_left(&self) -> bool {
+        self.core.phase == LeavePhase::Left
+    }
+
+    // ----- commands -----
+
+    /// Joins through the given addresses; the result comes as [`Event::JoinFinished`], after
+    /// which a join intent is broadcast if any exchange succeeded.
+    pub fn join(&mut self, addrs: &[SocketAddr], now: Instant) -> JoinId {
+        self.ml.join(addrs, now, &mut self.core)
+    }
+
+    /// Starts a graceful leave (spec §4.5): leave intent, then memberlist's leave, then a short
+    /// linger. [`Event::LeaveComplete`] says when it is done.
+    pub fn leave(&mut self, now: Instant) {
+        if self.core.phase != LeavePhase::Running {
+            return;
+        }
+        let msg = Leave {
+            ltime: self.core.clock.time(),
+            node: self.core.name.clone(),
+            prune: false,
+        };
+        self.core.clock.increment();
+        // Not alive any more, so handling our own intent does not refute it.
+        self.core.phase = LeavePhase::Intent {
+            until: now + self.config.broadcast_timeout,
+        };
+        self.core.handle_leave_intent(&msg, now);
+        if self.core.any_other_alive() {
+            let bytes = messages::encode(&SerfMessage::Leave(msg));
+            self.core
+                .intent_queue
+                .queue(None, bytes, Some(LEAVE_NOTIFY));
+        }
+        self.advance_leave(now);
+    }
+
+    /// Replaces our tags and announces them (`member-update` everywhere).
+    pub fn set_tags(
+        &mut self,
+        tags: BTreeMap<String, String>,
+        now: Instant,
+    ) -> Result<(), tags::TagsError> {
+        tags::encode(&tags)?;
+        self.core.config_tags = tags;
+        self.ml.update_meta(now, &mut self.core);
+        Ok(())
+    }
+
+    // ----- inputs -----
+
+    pub fn handle_packet(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        self.ml.handle_packet(from, bytes, now, &mut self.core);
+        self.after_input(now);
+    }
+
+    pub fn decode_stream(&self, buf: &[u8]) -> Result<Option<(StreamMessage, usize)>, DecodeError> {
+        self.ml.decode_stream(buf)
+    }
+
+    pub fn handle_stream(
+        &mut self,
+        from: SocketAddr,
+        msg: Result<StreamMessage, DecodeError>,
+        now: Instant,
+    ) -> Option<Vec<u8>> {
+        let reply = self.ml.handle_stream(from, msg, now, &mut self.core);
+        self.after_input(now);
+        reply
+    }
+
+    pub fn handle_stream_reply(
+        &mut self,
+        id: StreamId,
+        reply: Result<StreamMessage, String>,
+        now: Instant,
+    ) {
+        self.ml.handle_stream_reply(id, reply, now, &mut self.core);
+        self.after_input(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.ml.handle_timeout(now, &mut self.core);
+        self.core.expire_intents(now);
+        self.after_input(now);
+    }
+
+    // ----- outputs -----
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.ml.poll_transmit()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.core.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let leave = match self.core.phase {
+            LeavePhase::Intent { until }
+            | LeavePhase::Memberlist { until }
+            | LeavePhase::Propagate { until } => Some(until),
+            LeavePhase::Running | LeavePhase::Left => None,
+        };
+        [self.ml.poll_timeout(), leave].into_iter().flatten().min()
+    }
+
+    // ----- internals -----
+
+    /// Carries memberlist's events up and moves a leave in progress along.
+    fn after_input(&mut self, now: Instant) {
+        while let Some(e) = self.ml.poll_event() {
+            match e {
+                ml::Event::JoinFinished { id, joined, errors } => {
+                    if joined > 0 {
+                        self.broadcast_join(now);
+                    }
+                    self.core
+                        .events
+                        .push_back(Event::JoinFinished { id, joined, errors });
+                }
+                ml::Event::InboundError {
+                    from,
+                    transport,
+                    error,
+                } => {
+                    let kind = match transport {
+                        ml::Transport::Packet => "packet",
+                        ml::Transport::Stream => "stream",
+                    };
+                    self.core.events.push_back(Event::Warning(format!(
+                        "failed to read {kind} from {from}: {error}"
+                    )));
+                }
+                ml::Event::PushPullFailed { peer, error } => {
+                    self.core.events.push_back(Event::Warning(format!(
+                        "push/pull with {peer} failed: {error}"
+                    )));
+                }
+                ml::Event::Suspected {
+                    node,
+                    confirmations,
+                } => {
+                    debug!(%node, confirmations, "suspect has failed, no acks received");
+                }
+            }
+        }
+        self.advance_leave(now);
+    }
+
+    fn broadcast_join(&mut self, now: Instant) {
+        let msg = Join {
+            ltime: self.core.clock.time(),
+            node: self.core.name.clone(),
+        };
+        self.core.clock.witness(msg.ltime);
+        self.core.handle_join_intent(&msg, now);
+        self.core
+            .intent_queue
+            .queue(None, messages::encode(&SerfMessage::Join(msg)), None);
+    }
+
+    fn advance_leave(&mut self, now: Instant) {
+        loop {
+            let finished = self.core.intent_queue.take_finished();
+            let next = match self.core.phase {
+                LeavePhase::Intent { until }
+                    if now >= until
+                        || finished.contains(&LEAVE_NOTIFY)
+                        || !self.core.intent_queue.is_pending(LEAVE_NOTIFY) =>
+                {
+                    if now >= until {
+                        warn!("timeout while waiting for graceful leave");
+                    }
+                    self.ml.leave(now, &mut self.core);
+                    LeavePhase::Memberlist {
+                        until: now + self.config.broadcast_timeout,
+                    }
+                }
+                LeavePhase::Memberlist { until } if now >= until || !self.ml.leave_pending() => {
+                    LeavePhase::Propagate {
+                        until: now + self.config.leave_propagate_delay,
+                    }
+                }
+                LeavePhase::Propagate { until } if now >= until => {
+                    self.core.events.push_back(Event::LeaveComplete);
+                    LeavePhase::Left
+                }
+                _ => return,
+            };
+            self.core.phase = next;
+        }
+    }
+}
+
+impl Core {
+    fn any_other_alive(&self) -> bool {
+        self.members
+            .values()
+            .any(|m| m.member.name != self.name && m.member.status == MemberStatus::Alive)
+    }
+
+    fn emit(&mut self, kind: MemberEventKind, member: Member) {
+        self.events.push_back(Event::Member(MemberEvent {
+            kind,
+            members: vec![member],
+        }));
+    }
+
+    /// Records an intent about a node we do not know yet; true if it was news.
+    fn upsert_intent(&mut self, node: &str, kind: IntentKind, ltime: u64, now: Instant) -> bool {
+        match self.intents.get(node) {
+            Some(i) if ltime <= i.ltime => false,
+            _ => {
+                self.intents.insert(
+                    node.to_owned(),
+                    Intent {
+                        kind,
+                        ltime,
+                        at: now,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    fn expire_intents(&mut self, now: Instant) {
+        let timeout = self.recent_intent_timeout;
+        self.intents
+            .retain(|_, i| now.saturating_duration_since(i.at) < timeout);
+    }
+
+    /// Serf's `handleNodeJoinIntent`; true if the intent should be re-gossiped.
+    fn handle_join_intent(&mut self, msg: &Join, now: Instant) -> bool {
+        self.clock.witness(msg.ltime);
+        let Some(member) = self.members.get_mut(&msg.node) else {
+            return self.upsert_intent(&msg.node, IntentKind::Join, msg.ltime, now);
+        };
+        if msg.ltime <= member.status_ltime {
+            return false;
+        }
+        member.status_ltime = msg.ltime;
+        if member.member.status == MemberStatus::Leaving {
+            member.member.status = MemberStatus::Alive;
+        }
+        true
+    }
+
+    /// Serf's `handleNodeLeaveIntent`; true if the intent should be re-gossiped.
+    fn handle_leave_intent(&mut self, msg: &Leave, now: Instant) -> bool {
+        self.clock.witness(msg.ltime);
+        let Some(member) = self.members.get_mut(&msg.node) else {
+            return self.upsert_intent(&msg.node, IntentKind::Leave, msg.ltime, now);
+        };
+        if msg.ltime <= member.status_ltime {
+            return false;
+        }
+        if msg.node == self.name && self.phase == LeavePhase::Running {
+            debug!("refuting an older leave intent");
+            let join = Join {
+                ltime: self.clock.time(),
+                node: self.name.clone(),
+            };
+            self.clock.witness(join.ltime);
+            self.handle_join_intent(&join, now);
+            self.intent_queue
+                .queue(None, messages::encode(&SerfMessage::Join(join)), None);
+            return false;
+        }
+        let member = self.members.get_mut(&msg.node).expect("checked above");
+        match member.member.status {
+            MemberStatus::Alive => {
+                member.member.status = MemberStatus::Leaving;
+                member.status_ltime = msg.ltime;
+                true
+            }
+            MemberStatus::Failed => {
+                member.member.status = MemberStatus::Left;
+                member.status_ltime = msg.ltime;
+                let m = member.member.clone();
+                info!(node = %m.name, addr = %m.addr, "EventMemberLeave (forced)");
+                self.emit(MemberEventKind::Leave, m);
+                true
+            }
+            MemberStatus::Leaving | MemberStatus::Left => true,
+            MemberStatus::None => false,
+        }
+    }
+
+    fn handle_message(&mut self, msg: SerfMessage, raw: &[u8], now: Instant) {
+        let rebroadcast = match &msg {
+            SerfMessage::Join(j) => self.handle_join_intent(j, now),
+            SerfMessage::Leave(l) => self.handle_leave_intent(l, now),
+            other => {
+                debug!(?other, "serf message not handled yet");
+                false
+            }
+        };
+        if rebroadcast {
+            self.intent_queue.queue(None, raw.to_vec(), None);
+        }
+    }
+
+    fn member_from_node(&self, n: &Node) -> Member {
+        Member {
+            name: n.name.clone(),
+            addr: n.addr,
+            port: n.port,
+            tags: tags::decode(&n.meta),
+            status: MemberStatus::Alive,
+            vsn: n.vsn,
+        }
+    }
+}
+
+impl Delegate for Core {
+    fn node_meta(&mut self, _limit: usize) -> Vec<u8> {
+        tags::encode(&self.config_tags)
+            .unwrap_or_else(|_| tags::encode(&BTreeMap::new()).expect("empty tags fit"))
+    }
+
+    fn notify_message(&mut self, msg: &[u8], now: Instant) {
+        match messages::decode(msg) {
+            Ok(m) => self.handle_message(m, msg, now),
+            Err(e) => debug!(error = %e, "dropping malformed serf message"),
+        }
+    }
+
+    fn broadcasts(&mut self, overhead: usize, limit: usize) -> Vec<Vec<u8>> {
+        let n = self.members.len();
+        self.intent_queue
+            .get_broadcasts(overhead, limit, self.retransmit_mult, n)
+    }
+
+    fn local_state(&mut self, _join: bool) -> Vec<u8> {
+        let state = PushPullState {
+            ltime: self.clock.time(),
+            status_ltimes: self
+                .members
+                .iter()
+                .map(|(n, m)| (n.clone(), m.status_ltime))
+                .collect(),
+            left_members: self
+                .members
+                .values()
+                .filter(|m| m.member.status == MemberStatus::Left)
+                .map(|m| m.member.name.clone())
+                .collect(),
+            event_ltime: self.event_clock.time(),
+            events: Vec::new(),
+            query_ltime: self.query_clock.time(),
+        };
+        messages::encode(&SerfMessage::PushPull(state))
+    }
+
+    fn merge_remote_state(&mut self, buf: &[u8], _join: bool, now: Instant) {
+        let state = match messages::decode(buf) {
+            Ok(SerfMessage::PushPull(s)) => s,
+            Ok(_) => return debug!("remote state has bad type prefix"),
+            Err(e) => return debug!(error = %e, "failed to decode remote state"),
+        };
+        if state.ltime > 0 {
+            self.clock.witness(state.ltime - 1);
+        }
+        if state.event_ltime > 0 {
+            self.event_clock.witness(state.event_ltime - 1);
+        }
+        if state.query_ltime > 0 {
+            self.query_clock.witness(state.query_ltime - 1);
+        }
+        for name in &state.left_members {
+            let ltime = state.status_ltimes.get(name).copied().unwrap_or(0) + 1;
+            self.handle_leave_intent(
+                &Leave {
+                    ltime,
+                    node: name.clone(),
+                    prune: false,
+                },
+                now,
+            );
+        }
+        for (name, &ltime) in &state.status_ltimes {
+            if !state.left_members.contains(name) {
+                self.handle_join_intent(
+                    &Join {
+                        ltime,
+                        node: name.clone(),
+                    },
+                    now,
+                );
+            }
+        }
+    }
+
+    fn notify_join(&mut self, n: &Node, now: Instant) {
+        let fresh = self.member_from_node(n);
+        let intent = self.intents.get(&n.name).copied();
+        let member = match self.members.get_mut(&n.name) {
+            None => {
+                let mut state = MemberState {
+                    member: fresh,
+                    status_ltime: 0,
+                    leave_time: None,
+                };
+                if let Some(i) = intent {
+                    state.status_ltime = i.ltime;
+                    if i.kind == IntentKind::Leave {
+                        state.member.status = MemberStatus::Leaving;
+                    }
+                }
+                self.members.insert(n.name.clone(), state);
+                &self.members[&n.name]
+            }
+            Some(state) => {
+                state.member = Member {
+                    status: MemberStatus::Alive,
+                    ..fresh
+                };
+                state.leave_time = None;
+                &*state
+            }
+        };
+        let m = member.member.clone();
+        info!(node = %m.name, addr = %m.addr, "EventMemberJoin");
+        self.emit(MemberEventKind::Join, m);
+        let _ = now;
+    }
+
+    fn notify_leave(&mut self, n: &Node, now: Instant) {
+        let Some(state) = self.members.get_mut(&n.name) else {
+            return;
+        };
+        let kind = match state.member.status {
+            MemberStatus::Leaving => {
+                state.member.status = MemberStatus::Left;
+                MemberEventKind::Leave
+            }
+            // A memberlist "left" without a Serf intent (e.g. a bare memberlist peer) is a leave too.
+            MemberStatus::Alive if n.state == NodeStateKind::Left => {
+                state.member.status = MemberStatus::Left;
+                MemberEventKind::Leave
+            }
+            MemberStatus::Alive => {
+                state.member.status = MemberStatus::Failed;
+                MemberEventKind::Failed
+            }
+            other => {
+                warn!(node = %n.name, status = %other, "bad state when leave");
+                return;
+            }
+        };
+        state.leave_time = Some(now);
+        let m = state.member.clone();
+        info!(node = %m.name, addr = %m.addr, event = %kind, "member left or failed");
+        self.emit(kind, m);
+    }
+
+    fn notify_update(&mut self, n: &Node, _now: Instant) {
+        let fresh = self.member_from_node(n);
+        let Some(state) = self.members.get_mut(&n.name) else {
+            return;
+        };
+        state.member.addr = fresh.addr;
+        state.member.port = fresh.port;
+        state.member.tags = fresh.tags;
+        state.member.vsn = fresh.vsn;
+        let m = state.member.clone();
+        info!(node = %m.name, "EventMemberUpdate");
+        self.emit(MemberEventKind::Update, m);
+    }
+
+    fn notify_conflict(&mut self, existing: &Node, other: &Node, _now: Instant) {
+        self.events.push_back(Event::Warning(format!(
+            "name conflict for '{}': known at {}, claimed by {}",
+            existing.name,
+            existing.socket_addr(),
+            other.socket_addr()
+        )));
+    }
+}

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use vassal_memberlist::broadcast::TransmitLimitedQueue;
 use vassal_memberlist::wire::{DecodeError, StreamMessage};
-use vassal_memberlist::{
-    self as ml, Delegate, JoinId, Memberlist, Node, NodeStateKind, StreamId, Transmit,
-};
+use vassal_memberlist::{self as ml, Delegate, JoinId, Memberlist, Node, StreamId, Transmit};
 
 use crate::clock::LamportClock;
 use crate::member::{Member, MemberEvent, MemberEventKind, MemberStatus};
@@ -648,11 +646,6 @@ impl Delegate for Core {
         };
         let kind = match state.member.status {
             MemberStatus::Leaving => {
-                state.member.status = MemberStatus::Left;
-                MemberEventKind::Leave
-            }
-            // A memberlist "left" without a Serf intent (e.g. a bare memberlist peer) is a leave too.
-            MemberStatus::Alive if n.state == NodeStateKind::Left => {
                 state.member.status = MemberStatus::Left;
                 MemberEventKind::Leave
             }

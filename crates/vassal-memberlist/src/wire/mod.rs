@@ -5,6 +5,7 @@
 //! Every decoder bounds lengths taken from the wire before allocating and never panics.
 
 pub mod messages;
+pub mod msgpack;
 
 pub use messages::*;
 mod stub;

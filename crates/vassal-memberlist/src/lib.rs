@@ -4,4 +4,5 @@
 //! No IO, no clock, no OS randomness: time comes in as an argument, randomness from a seed in the
 //! [`Config`], and bytes in and out through `handle_*` and `poll_*`.
 
+pub mod fuzzing;
 pub mod wire;

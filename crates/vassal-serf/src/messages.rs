@@ -132,7 +132,7 @@ pub fn encode(msg: &SerfMessage) -> Vec<u8> {
                             w.str("Name");
                             w.str(&ev.name);
                             w.str("Payload");
-                            w.bytes(&ev.payload);
+                            w.raw(&ev.payload);
                         }
                         w.str("LTime");
                         w.uint(e.ltime);
@@ -164,7 +164,7 @@ pub fn encode(msg: &SerfMessage) -> Vec<u8> {
             w.str("Name");
             w.str(&e.name);
             w.str("Payload");
-            w.bytes(&e.payload);
+            w.raw(&e.payload);
         }
         SerfMessage::Other { body, .. } => return [&[kind][..], body].concat(),
     }

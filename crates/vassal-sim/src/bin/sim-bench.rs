@@ -109,7 +109,7 @@ fn detect(seed: u64, n: usize) {
     let all = sim.run_until_cond(Duration::from_secs(300), |s| {
         (0..s.len())
             .filter(|&i| i != victim)
-            .all(|i| s.view(i, victim) != Some(NodeStateKind::Alive))
+            .all(|i| matches!(s.view(i, victim), Some(NodeStateKind::Dead) | None))
     });
     let mut firsts: Vec<Duration> = (0..n)
         .filter(|&i| i != victim)

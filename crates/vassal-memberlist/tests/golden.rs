@@ -9,14 +9,21 @@ use std::path::PathBuf;
 use vassal_memberlist::wire::*;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let s = text.trim();
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn key() -> Keyring {
-    let text = include_str!("fixtures/encryption_key.txt").trim().to_string();
+    let text = include_str!("fixtures/encryption_key.txt")
+        .trim()
+        .to_string();
     Keyring::new(&base64_decode(&text)).unwrap()
 }
 
@@ -37,21 +44,35 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-const PLAIN: ReadOptions<'static> = ReadOptions { label: b"", keyring: None, verify_incoming: true };
+const PLAIN: ReadOptions<'static> = ReadOptions {
+    label: b"",
+    keyring: None,
+    verify_incoming: true,
+};
 
 /// The innermost messages of a packet, found by peeling the layers by hand.
 fn leaves(buf: &[u8]) -> Vec<Vec<u8>> {
     match buf[0] {
         12 => leaves(strip_crc(buf).unwrap()),
         9 => leaves(&decompress_body(&buf[1..], DEFAULT_MAX_DECOMPRESSED).unwrap()),
-        7 => decode_compound(&buf[1..]).unwrap().parts.iter().flat_map(|p| leaves(p)).collect(),
+        7 => decode_compound(&buf[1..])
+            .unwrap()
+            .parts
+            .iter()
+            .flat_map(|p| leaves(p))
+            .collect(),
         _ => vec![buf.to_vec()],
     }
 }
 
 /// Decode a plaintext datagram, check every message re-encodes to Go's bytes, then rebuild the
 /// whole datagram with the same layers and compare.
-fn check_packet(plain: &[u8], opts: &ReadOptions<'_>, wire_bytes: &[u8], nonce: [u8; 12]) -> Vec<Message> {
+fn check_packet(
+    plain: &[u8],
+    opts: &ReadOptions<'_>,
+    wire_bytes: &[u8],
+    nonce: [u8; 12],
+) -> Vec<Message> {
     let decoded = decode_packet(wire_bytes, opts).unwrap();
     assert_eq!(decoded.malformed, 0);
     let parts = leaves(plain);
@@ -61,7 +82,12 @@ fn check_packet(plain: &[u8], opts: &ReadOptions<'_>, wire_bytes: &[u8], nonce: 
         assert_eq!(&encode_message(msg), part, "re-encoding {msg:?}");
     }
     // Serf enables compression; Go keeps it only when smaller, which encode_packet decides too.
-    let wopts = WriteOptions { label: b"", keyring: opts.keyring, compress: true, crc: plain[0] == 12 };
+    let wopts = WriteOptions {
+        label: b"",
+        keyring: opts.keyring,
+        compress: true,
+        crc: plain[0] == 12,
+    };
     let again = encode_packet(&parts, &wopts, nonce);
     assert_eq!(hex(&again), hex(wire_bytes), "whole packet re-encoding");
     decoded.messages
@@ -79,16 +105,25 @@ fn packet(name: &str) -> Vec<Message> {
 fn enc_packet(name: &str) -> Vec<Message> {
     let b = fixture(name);
     let ring = key();
-    let opts = ReadOptions { label: b"", keyring: Some(&ring), verify_incoming: true };
+    let opts = ReadOptions {
+        label: b"",
+        keyring: Some(&ring),
+        verify_incoming: true,
+    };
     let plain = ring.decrypt(&b, b"").unwrap();
     let nonce: [u8; 12] = b[1..13].try_into().unwrap();
-    assert!(decode_packet(&b, &PLAIN).is_err(), "ciphertext must not decode as plaintext");
+    assert!(
+        decode_packet(&b, &PLAIN).is_err(),
+        "ciphertext must not decode as plaintext"
+    );
     check_packet(&plain, &opts, &b, nonce)
 }
 
 #[test]
 fn ping_from_go_round_trips() {
-    let [Message::Ping(p)] = &packet("udp_ping.hex")[..] else { panic!() };
+    let [Message::Ping(p)] = &packet("udp_ping.hex")[..] else {
+        panic!()
+    };
     assert_eq!(p.node, "cap");
     assert_eq!(p.source_node, "a");
     assert_eq!(p.source_addr, Some(IpAddr::from([127, 0, 0, 1])));
@@ -97,7 +132,9 @@ fn ping_from_go_round_trips() {
 
 #[test]
 fn indirect_ping_from_go_round_trips() {
-    let [Message::IndirectPing(p)] = &packet("udp_indirect_ping.hex")[..] else { panic!() };
+    let [Message::IndirectPing(p)] = &packet("udp_indirect_ping.hex")[..] else {
+        panic!()
+    };
     assert_eq!(p.target, IpAddr::from([127, 0, 0, 1]));
     assert!(p.nack, "our Vsn says PMax 5, so Go asks for a nack");
 }
@@ -105,8 +142,14 @@ fn indirect_ping_from_go_round_trips() {
 #[test]
 fn ack_with_coordinate_round_trips() {
     for name in ["udp_ack_coordinate.hex", "udp_compress_ack.hex"] {
-        let [Message::Ack(a)] = &packet(name)[..] else { panic!("{name}") };
-        assert_eq!(a.payload.as_ref().unwrap()[0], 1, "Serf coordinate payloads start with version 1");
+        let [Message::Ack(a)] = &packet(name)[..] else {
+            panic!("{name}")
+        };
+        assert_eq!(
+            a.payload.as_ref().unwrap()[0],
+            1,
+            "Serf coordinate payloads start with version 1"
+        );
     }
 }
 
@@ -115,7 +158,9 @@ fn crc_compound_of_alives_round_trips() {
     let msgs = packet("udp_crc_compound_alives.hex");
     assert_eq!(msgs.len(), 2);
     for m in &msgs {
-        let Message::Alive(a) = m else { panic!("{m:?}") };
+        let Message::Alive(a) = m else {
+            panic!("{m:?}")
+        };
         // Go agents say DCur 5; the capture node advertised DCur 4.
         assert_eq!(a.vsn[..5], [1, 5, 2, 2, 5]);
         assert_eq!(a.meta[0], 0xff, "Serf tags start with ff");
@@ -126,12 +171,25 @@ fn crc_compound_of_alives_round_trips() {
 
 #[test]
 fn suspect_and_graceful_dead_round_trip() {
-    let [Message::Suspect(s)] = &packet("udp_crc_suspect.hex")[..] else { panic!() };
+    let [Message::Suspect(s)] = &packet("udp_crc_suspect.hex")[..] else {
+        panic!()
+    };
     assert_eq!((s.node.as_str(), s.from.as_str()), ("b", "a"));
-    let [Message::Dead(d)] = &packet("udp_crc_dead_left.hex")[..] else { panic!() };
-    assert_eq!(d.node, d.from, "a graceful leave is a dead from the node itself");
-    assert!(matches!(&packet("udp_compound_ping_dead.hex")[..], [Message::Ping(_), Message::Dead(_)]));
-    assert!(matches!(&packet("udp_compound_ping_suspect.hex")[..], [Message::Ping(_), Message::Suspect(_)]));
+    let [Message::Dead(d)] = &packet("udp_crc_dead_left.hex")[..] else {
+        panic!()
+    };
+    assert_eq!(
+        d.node, d.from,
+        "a graceful leave is a dead from the node itself"
+    );
+    assert!(matches!(
+        &packet("udp_compound_ping_dead.hex")[..],
+        [Message::Ping(_), Message::Dead(_)]
+    ));
+    assert!(matches!(
+        &packet("udp_compound_ping_suspect.hex")[..],
+        [Message::Ping(_), Message::Suspect(_)]
+    ));
 }
 
 #[test]
@@ -143,10 +201,15 @@ fn serf_user_messages_round_trip() {
         ("udp_crc_user_event.hex", 3),
         ("udp_crc_user_query.hex", 4),
     ] {
-        let [Message::User(u)] = &packet(name)[..] else { panic!("{name}") };
+        let [Message::User(u)] = &packet(name)[..] else {
+            panic!("{name}")
+        };
         assert_eq!(u[0], serf_type, "{name}");
     }
-    assert!(matches!(&packet("udp_compound_ack_query.hex")[..], [Message::Ack(_), Message::User(_)]));
+    assert!(matches!(
+        &packet("udp_compound_ack_query.hex")[..],
+        [Message::Ack(_), Message::User(_)]
+    ));
 }
 
 #[test]
@@ -157,8 +220,14 @@ fn compressed_compounds_round_trip() {
 
 #[test]
 fn encrypted_packets_round_trip_with_their_nonce() {
-    assert!(matches!(&enc_packet("enc_udp_ping.hex")[..], [Message::Ping(_)]));
-    assert!(matches!(&enc_packet("enc_udp_ack_coordinate.hex")[..], [Message::Ack(_)]));
+    assert!(matches!(
+        &enc_packet("enc_udp_ping.hex")[..],
+        [Message::Ping(_)]
+    ));
+    assert!(matches!(
+        &enc_packet("enc_udp_ack_coordinate.hex")[..],
+        [Message::Ack(_)]
+    ));
     assert_eq!(enc_packet("enc_udp_crc_compound_alives.hex").len(), 2);
     assert!(enc_packet("enc_udp_crc_compress_compound.hex").len() >= 4);
     assert_eq!(enc_packet("enc_udp_compound_ping_dead.hex").len(), 2);
@@ -166,17 +235,40 @@ fn encrypted_packets_round_trip_with_their_nonce() {
 
 fn check_stream(name: &str, ring: Option<&Keyring>) -> PushPull {
     let b = fixture(name);
-    let opts = ReadOptions { label: b"", keyring: ring, verify_incoming: true };
+    let opts = ReadOptions {
+        label: b"",
+        keyring: ring,
+        verify_incoming: true,
+    };
     let (msg, used) = decode_stream(&b, &opts).unwrap().expect("complete");
     assert_eq!(used, b.len());
     // Every shorter prefix asks for more bytes.
     for cut in [0, 1, 4, 5, b.len() / 2, b.len() - 1] {
-        assert_eq!(decode_stream(&b[..cut], &opts), Ok(None), "{name} cut at {cut}");
+        assert_eq!(
+            decode_stream(&b[..cut], &opts),
+            Ok(None),
+            "{name} cut at {cut}"
+        );
     }
-    let nonce: [u8; 12] = if ring.is_some() { b[6..18].try_into().unwrap() } else { [0; 12] };
-    let wopts = WriteOptions { label: b"", keyring: ring, compress: true, crc: false };
-    assert_eq!(hex(&encode_stream(&msg, &wopts, nonce)), hex(&b), "{name} re-encoding");
-    let StreamMessage::PushPull(pp) = msg else { panic!("{msg:?}") };
+    let nonce: [u8; 12] = if ring.is_some() {
+        b[6..18].try_into().unwrap()
+    } else {
+        [0; 12]
+    };
+    let wopts = WriteOptions {
+        label: b"",
+        keyring: ring,
+        compress: true,
+        crc: false,
+    };
+    assert_eq!(
+        hex(&encode_stream(&msg, &wopts, nonce)),
+        hex(&b),
+        "{name} re-encoding"
+    );
+    let StreamMessage::PushPull(pp) = msg else {
+        panic!("{msg:?}")
+    };
     pp
 }
 
@@ -184,7 +276,10 @@ fn check_stream(name: &str, ring: Option<&Keyring>) -> PushPull {
 fn compressed_push_pull_streams_round_trip() {
     let pp = check_stream("stream_pushpull_join_reply.hex", None);
     assert!(pp.join, "the join reply carries the same Join flag");
-    assert_eq!(pp.user_state[0], 2, "Serf push/pull state starts with its message type");
+    assert_eq!(
+        pp.user_state[0], 2,
+        "Serf push/pull state starts with its message type"
+    );
     let pp = check_stream("stream_pushpull_periodic.hex", None);
     assert!(!pp.join);
     assert!(pp.nodes.iter().any(|n| n.state == NodeStateKind::Left));
@@ -198,9 +293,19 @@ fn encrypted_push_pull_stream_round_trips() {
     // spec §2.9 error strings
     let b = fixture("enc_stream_pushpull_join_reply.hex");
     let err = decode_stream(&b, &PLAIN).unwrap_err();
-    assert_eq!(err, DecodeError::Malformed("remote state is encrypted and encryption is not configured".into()));
+    assert_eq!(
+        err,
+        DecodeError::Malformed("remote state is encrypted and encryption is not configured".into())
+    );
     let plain = fixture("stream_pushpull_join_reply.hex");
-    let opts = ReadOptions { label: b"", keyring: Some(&ring), verify_incoming: true };
+    let opts = ReadOptions {
+        label: b"",
+        keyring: Some(&ring),
+        verify_incoming: true,
+    };
     let err = decode_stream(&plain, &opts).unwrap_err();
-    assert_eq!(err, DecodeError::Malformed("encryption is configured but remote state is not encrypted".into()));
+    assert_eq!(
+        err,
+        DecodeError::Malformed("encryption is configured but remote state is not encrypted".into())
+    );
 }

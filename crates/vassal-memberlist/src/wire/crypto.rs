@@ -74,7 +74,7 @@ pub fn encrypt_with(key: &[u8], plaintext: &[u8], aad: &[u8], nonce: [u8; 12]) -
 pub fn encrypt_v0_with(key: &[u8], plaintext: &[u8], aad: &[u8], nonce: [u8; 12]) -> Vec<u8> {
     let pad = 16 - plaintext.len() % 16;
     let mut padded = plaintext.to_vec();
-    padded.extend(std::iter::repeat(pad as u8).take(pad));
+    padded.resize(padded.len() + pad, pad as u8);
     let mut out = vec![0u8];
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&seal(key, &nonce, &padded, aad));

@@ -1,0 +1,6 @@
+//! Fuzz target: `vassal_memberlist::fuzzing::lzw_decompress` must never panic on any input.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| vassal_memberlist::fuzzing::lzw_decompress(data));

@@ -95,6 +95,7 @@ impl Proc {
     }
 
     /// Panics with the log tail if the process has exited.
+    #[track_caller]
     pub(crate) fn assert_running(&mut self) {
         if let Some(status) = self.try_exit() {
             panic!(
@@ -128,6 +129,7 @@ impl Proc {
 
     /// SIGINT (graceful leave, §5.6), then wait up to `deadline`; SIGKILL and panic if it
     /// does not exit in time.
+    #[track_caller]
     pub(crate) fn interrupt(&mut self, deadline: Duration) -> ExitStatus {
         if let Some(status) = self.try_exit() {
             panic!(

@@ -1,0 +1,19 @@
+//! Test support for Vassal: deadline-bounded waits, free loopback addresses, and process
+//! harnesses for the real Go Serf agent ([`GoSerf`]) and our own binary ([`VassalAgent`]).
+//!
+//! House rules this crate enforces (STYLE.md item 11, spec §8):
+//! - tests wait on conditions with deadlines ([`wait_until`]), never on bare sleeps;
+//! - traffic stays on 127.0.0.0/8, on a fresh address per [`Loopback`] so parallel tests and
+//!   other agents on the machine do not collide;
+//! - only processes we spawned are signalled, by PID, and every one is killed and reaped on drop.
+
+mod go_serf;
+mod net;
+mod process;
+mod vassal;
+mod wait;
+
+pub use go_serf::{GoSerf, GoSerfBuilder, Member, SERF_BIN};
+pub use net::Loopback;
+pub use vassal::{vassal_bin, VassalAgent, VassalAgentBuilder};
+pub use wait::{hold_for, wait_until, POLL_INTERVAL};

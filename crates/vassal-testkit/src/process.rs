@@ -1,0 +1,229 @@
+//! One spawned agent process: output to a log file in its own temp dir, signalled by PID only,
+//! killed and reaped on drop. On a failing test, drop prints the tail of the log.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// Set to keep every agent's temp dir (and log) after the test; the path is printed.
+pub(crate) const KEEP_LOGS_ENV: &str = "VASSAL_TEST_KEEP_LOGS";
+
+/// How long a graceful stop may take before we SIGKILL. Serf allows 3 s for a leave (§5.6).
+pub(crate) const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub(crate) struct Proc {
+    label: String,
+    child: Child,
+    exit: Option<ExitStatus>,
+    log_path: PathBuf,
+    dir: Option<TempDir>,
+}
+
+impl Proc {
+    /// Spawns `program args…` with stdin closed and stdout+stderr appended to `<tmp>/agent.log`.
+    pub(crate) fn spawn(
+        label: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("vassal-test-{label}-"))
+            .tempdir()
+            .expect("creating temp dir for agent log");
+        let log_path = dir.path().join("agent.log");
+        let log = File::create(&log_path).expect("creating agent log");
+        let log2 = log.try_clone().expect("cloning log file handle");
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .current_dir(dir.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {} {args:?}: {e}", program.display()));
+        Proc {
+            label: label.to_string(),
+            child,
+            exit: None,
+            log_path,
+            dir: Some(dir),
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        self.log_path.parent().expect("log has a parent dir")
+    }
+
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    pub(crate) fn log(&self) -> String {
+        std::fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|e| format!("<cannot read {}: {e}>", self.log_path.display()))
+    }
+
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The exit status if the process has exited (reaping it), else `None`.
+    pub(crate) fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().expect("waitpid on agent");
+        }
+        self.exit
+    }
+
+    /// Panics with the log tail if the process has exited.
+    #[track_caller]
+    pub(crate) fn assert_running(&mut self) {
+        if let Some(status) = self.try_exit() {
+            panic!(
+                "{} (pid {}) exited unexpectedly with {status}; log tail:\n{}",
+                self.label,
+                self.pid(),
+                self.log_tail(40)
+            );
+        }
+    }
+
+    fn signal(&self, sig: Signal) {
+        // Only ever our own child, by its PID, and only while it has not been reaped.
+        if self.exit.is_none() {
+            let pid = Pid::from_raw(i32::try_from(self.pid()).expect("pid fits in i32"));
+            // ESRCH is impossible before reaping; any other error is a harness bug.
+            kill(pid, sig).unwrap_or_else(|e| panic!("kill({pid}, {sig}) on {}: {e}", self.label));
+        }
+    }
+
+    /// SIGKILL and reap. Idempotent.
+    pub(crate) fn kill_9(&mut self) -> ExitStatus {
+        if let Some(status) = self.try_exit() {
+            return status;
+        }
+        self.signal(Signal::SIGKILL);
+        let status = self.child.wait().expect("waitpid after SIGKILL");
+        self.exit = Some(status);
+        status
+    }
+
+    /// SIGINT (graceful leave, §5.6), then wait up to `deadline`; SIGKILL and panic if it
+    /// does not exit in time.
+    #[track_caller]
+    pub(crate) fn interrupt(&mut self, deadline: Duration) -> ExitStatus {
+        if let Some(status) = self.try_exit() {
+            panic!(
+                "{} had already exited with {status} before SIGINT; log tail:\n{}",
+                self.label,
+                self.log_tail(40)
+            );
+        }
+        self.signal(Signal::SIGINT);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.try_exit() {
+                return status;
+            }
+            if start.elapsed() > deadline {
+                self.kill_9();
+                panic!(
+                    "{} did not exit within {deadline:?} of SIGINT; killed it. log tail:\n{}",
+                    self.label,
+                    self.log_tail(40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill_9();
+        let keep = std::env::var_os(KEEP_LOGS_ENV).is_some();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} (pid {}) log tail, {} ----\n{}\n---- end {} ----",
+                self.label,
+                self.pid(),
+                self.log_path.display(),
+                self.log_tail(60),
+                self.label
+            );
+        }
+        if keep {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("{KEEP_LOGS_ENV}: kept {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// Runs a short-lived command (a `serf` CLI call) with a deadline; returns stdout on exit 0,
+/// or an error naming the command, status and stderr. On timeout the command is SIGKILLed by PID.
+pub(crate) fn run_with_timeout(
+    program: &Path,
+    args: &[String],
+    deadline: Duration,
+) -> Result<String, String> {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawning {} {args:?}: {e}", program.display()))?;
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in i32"));
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(deadline) {
+        Ok(out) => out,
+        Err(_) => {
+            // Still unreaped (the waiter owns it and is blocked in wait), so the PID is ours.
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waiter.join();
+            return Err(format!(
+                "`{} {}` did not finish within {deadline:?}",
+                program.display(),
+                args.join(" ")
+            ));
+        }
+    };
+    let _ = waiter.join();
+    let out = out.map_err(|e| format!("waiting for {}: {e}", program.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "`{} {}` exited with {}\nstdout: {}\nstderr: {}",
+            program.display(),
+            args.join(" "),
+            out.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}

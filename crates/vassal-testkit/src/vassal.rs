@@ -1,0 +1,214 @@
+//! Our own agent binary (`target/release/vassal agent …`) under test. It has no RPC yet, so it
+//! is observed through its log (and from the Go side via `serf members`).
+//!
+//! Log contract the interop tests rely on (INFO level, one per line, anywhere in the line):
+//! `member-join: NAME ADDR`, `member-failed: NAME`, `member-leave: NAME`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use crate::net::Loopback;
+use crate::process::{Proc, STOP_DEADLINE};
+use crate::wait::wait_until;
+
+/// The release binary the interop tests run: `$VASSAL_BIN` if set, else
+/// `$CARGO_TARGET_DIR/release/vassal`, else `<workspace>/target/release/vassal`.
+pub fn vassal_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("VASSAL_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) => PathBuf::from(t),
+        // This crate lives at <workspace>/crates/vassal-testkit.
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+    };
+    target.join("release/vassal")
+}
+
+/// Everything needed to start (and restart, under the same name and address) a Vassal agent.
+#[derive(Debug, Clone)]
+pub struct VassalAgentBuilder {
+    name: String,
+    bind: SocketAddr,
+    rpc: SocketAddr,
+    join: Vec<SocketAddr>,
+    encrypt: Option<String>,
+    tags: Vec<(String, String)>,
+    extra_args: Vec<String>,
+}
+
+impl VassalAgentBuilder {
+    pub fn join(mut self, addr: SocketAddr) -> Self {
+        self.join.push(addr);
+        self
+    }
+    pub fn encrypt(mut self, key: &str) -> Self {
+        self.encrypt = Some(key.to_string());
+        self
+    }
+    pub fn tag(mut self, k: &str, v: &str) -> Self {
+        self.tags.push((k.to_string(), v.to_string()));
+        self
+    }
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.to_string());
+        self
+    }
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind
+    }
+
+    fn args(&self) -> Vec<String> {
+        // Serf's flag spelling (§5.5). -rpc-addr is passed so that, once the agent serves RPC,
+        // parallel tests do not all fight over the default 127.0.0.1:7373.
+        let mut a = vec![
+            "agent".into(),
+            format!("-node={}", self.name),
+            format!("-bind={}", self.bind),
+            format!("-rpc-addr={}", self.rpc),
+        ];
+        a.extend(self.join.iter().map(|j| format!("-join={j}")));
+        if let Some(k) = &self.encrypt {
+            a.push(format!("-encrypt={k}"));
+        }
+        for (k, v) in &self.tags {
+            a.extend(["-tag".into(), format!("{k}={v}")]);
+        }
+        a.extend(self.extra_args.iter().cloned());
+        a
+    }
+
+    /// Starts the agent. There is no readiness signal yet, so this returns at once; callers wait
+    /// on an observable condition (Go's member list, a log line).
+    #[track_caller]
+    pub fn spawn(&self) -> VassalAgent {
+        let bin = vassal_bin();
+        assert!(
+            bin.exists(),
+            "{} not found: run `cargo build --release --bin vassal` first (or set VASSAL_BIN)",
+            bin.display()
+        );
+        let env = [("NO_COLOR", "1"), ("RUST_BACKTRACE", "1")];
+        let proc = Proc::spawn(&format!("vassal-{}", self.name), &bin, &self.args(), &env);
+        VassalAgent {
+            cfg: self.clone(),
+            proc,
+        }
+    }
+}
+
+/// A running `vassal agent`. Dropping it SIGKILLs and reaps the process.
+#[derive(Debug)]
+pub struct VassalAgent {
+    cfg: VassalAgentBuilder,
+    proc: Proc,
+}
+
+impl VassalAgent {
+    /// A builder for agent `name` with gossip and RPC ports allocated on `host`.
+    pub fn builder(name: &str, host: &Loopback) -> VassalAgentBuilder {
+        VassalAgentBuilder {
+            name: name.to_string(),
+            bind: host.addr(),
+            rpc: host.addr(),
+            join: Vec::new(),
+            encrypt: None,
+            tags: Vec::new(),
+            extra_args: Vec::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+    /// Gossip address (`-bind`).
+    pub fn addr(&self) -> SocketAddr {
+        self.cfg.bind
+    }
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.cfg.rpc
+    }
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+    /// The configuration it was started with; `.spawn()` it again to restart under the same
+    /// name and address.
+    pub fn builder_again(&self) -> VassalAgentBuilder {
+        self.cfg.clone()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill_9(&mut self) -> ExitStatus {
+        self.proc.kill_9()
+    }
+    /// SIGINT and wait (≤ 10 s): should be a graceful leave (§5.6).
+    #[track_caller]
+    pub fn stop(&mut self) -> ExitStatus {
+        self.proc.interrupt(STOP_DEADLINE)
+    }
+    pub fn is_running(&mut self) -> bool {
+        self.proc.try_exit().is_none()
+    }
+    /// Panics with the log tail if the agent has exited.
+    #[track_caller]
+    pub fn assert_running(&mut self) {
+        self.proc.assert_running()
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.proc.log_tail(lines)
+    }
+    pub fn log_path(&self) -> &Path {
+        self.proc.log_path()
+    }
+
+    /// Whether some log line contains `EVENT: NAME` as a whole word, e.g.
+    /// `saw_member_event("member-failed", "v1")` (does not match `member-failed: v10`).
+    pub fn saw_member_event(&self, event: &str, name: &str) -> bool {
+        let needle = format!("{event}: {name}");
+        self.log().lines().any(|line| {
+            line.match_indices(&needle).any(|(i, _)| {
+                line[i + needle.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| c.is_whitespace() || c == '"')
+            })
+        })
+    }
+
+    /// Waits until the log shows `EVENT: NAME` (see [`Self::saw_member_event`]); panics with the
+    /// log tail. Also fails fast if the agent exits.
+    #[track_caller]
+    pub fn wait_member_event(&mut self, event: &str, name: &str, deadline: Duration) {
+        let what = format!("vassal {} to log `{event}: {name}`", self.cfg.name);
+        wait_until(deadline, &what, || {
+            self.proc.assert_running();
+            if self.saw_member_event(event, name) {
+                Ok(())
+            } else {
+                Err(self.proc.log_tail(30))
+            }
+        })
+    }
+
+    /// Waits until some log line contains `needle`; panics with the log tail.
+    #[track_caller]
+    pub fn wait_log_contains(&mut self, needle: &str, deadline: Duration) -> String {
+        let what = format!("vassal {} to log {needle:?}", self.cfg.name);
+        wait_until(deadline, &what, || {
+            let log = self.proc.log();
+            match log.lines().find(|l| l.contains(needle)) {
+                Some(line) => Ok(line.to_string()),
+                None => {
+                    self.proc.assert_running();
+                    Err(self.proc.log_tail(30))
+                }
+            }
+        })
+    }
+}

@@ -7,6 +7,7 @@
 pub mod broadcast;
 pub mod config;
 pub mod delegate;
+pub mod fuzzing;
 mod memberlist;
 pub mod suspicion;
 pub mod wire;

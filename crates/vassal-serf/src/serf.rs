@@ -3,16 +3,17 @@
 //! [`Serf`] owns a [`Memberlist`] and a [`Core`]; the core is the memberlist [`Delegate`], lent
 //! to each memberlist call, so the two never hold references to each other.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 use vassal_memberlist::broadcast::TransmitLimitedQueue;
 use vassal_memberlist::wire::{DecodeError, StreamMessage};
-use vassal_memberlist::{
-    self as ml, Delegate, JoinId, Memberlist, Node, NodeStateKind, StreamId, Transmit,
-};
+use vassal_memberlist::{self as ml, Delegate, JoinId, Memberlist, Node, StreamId, Transmit};
 
 use crate::clock::LamportClock;
 use crate::member::{Member, MemberEvent, MemberEventKind, MemberStatus};
@@ -34,6 +35,14 @@ pub struct Config {
     pub recent_intent_timeout: Duration,
     /// Cap on each broadcast queue.
     pub max_queue_depth: usize,
+    /// How often failed and left members are checked for reaping.
+    pub reap_interval: Duration,
+    /// How often to try reconnecting to a failed member.
+    pub reconnect_interval: Duration,
+    /// Failed members are forgotten (reaped) after this long.
+    pub reconnect_timeout: Duration,
+    /// Left members are forgotten (reaped) after this long.
+    pub tombstone_timeout: Duration,
 }
 
 impl Config {
@@ -47,6 +56,10 @@ impl Config {
             leave_propagate_delay: Duration::from_secs(1),
             recent_intent_timeout: Duration::from_secs(300),
             max_queue_depth: 4096,
+            reap_interval: Duration::from_secs(15),
+            reconnect_interval: Duration::from_secs(30),
+            reconnect_timeout: Duration::from_secs(24 * 3600),
+            tombstone_timeout: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -124,6 +137,9 @@ struct Core {
     intent_queue: TransmitLimitedQueue,
     events: VecDeque<Event>,
     phase: LeavePhase,
+    rng: ChaCha8Rng,
+    next_reap: Instant,
+    next_reconnect: Instant,
 }
 
 /// A Serf node: the pure state machine the agent drives.
@@ -132,6 +148,8 @@ pub struct Serf {
     ml: Memberlist,
     core: Core,
     config: Config,
+    /// Joins started by [`Serf::reconnect`], which report nothing upward.
+    reconnects: BTreeSet<JoinId>,
 }
 
 impl Serf {
@@ -155,12 +173,20 @@ impl Serf {
             intent_queue: TransmitLimitedQueue::new(),
             events: VecDeque::new(),
             phase: LeavePhase::Running,
+            rng: ChaCha8Rng::seed_from_u64(ml_config.seed ^ 0x5e4f_5e4f),
+            next_reap: now + config.reap_interval,
+            next_reconnect: now + config.reconnect_interval,
         };
         core.clock.increment();
         core.event_clock.increment();
         core.query_clock.increment();
         let ml = Memberlist::new(ml_config, now, &mut core)?;
-        Ok(Serf { ml, core, config })
+        Ok(Serf {
+            ml,
+            core,
+            config,
+            reconnects: BTreeSet::new(),
+        })
     }
 
     // ----- accessors -----
@@ -297,6 +323,14 @@ impl Serf {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ml.handle_timeout(now, &mut self.core);
         self.core.expire_intents(now);
+        if now >= self.core.next_reap {
+            self.core.next_reap = now + self.config.reap_interval;
+            self.reap(now);
+        }
+        if now >= self.core.next_reconnect {
+            self.core.next_reconnect = now + self.config.reconnect_interval;
+            self.reconnect(now);
+        }
         self.after_input(now);
     }
 
@@ -317,7 +351,11 @@ impl Serf {
             | LeavePhase::Propagate { until } => Some(until),
             LeavePhase::Running | LeavePhase::Left => None,
         };
-        [self.ml.poll_timeout(), leave].into_iter().flatten().min()
+        let serf = Some(self.core.next_reap.min(self.core.next_reconnect));
+        [self.ml.poll_timeout(), leave, serf]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ----- internals -----
@@ -327,6 +365,10 @@ impl Serf {
         while let Some(e) = self.ml.poll_event() {
             match e {
                 ml::Event::JoinFinished { id, joined, errors } => {
+                    if self.reconnects.remove(&id) {
+                        debug!(joined, ?errors, "reconnect attempt finished");
+                        continue;
+                    }
                     if joined > 0 {
                         self.broadcast_join(now);
                     }
@@ -361,6 +403,67 @@ impl Serf {
             }
         }
         self.advance_leave(now);
+    }
+
+    /// Forgets failed members after the reconnect timeout and left ones after the tombstone
+    /// timeout, raising `member-reap` (spec §4.12).
+    fn reap(&mut self, now: Instant) {
+        let (reconnect, tombstone) = (self.config.reconnect_timeout, self.config.tombstone_timeout);
+        let expired: Vec<String> = self
+            .core
+            .members
+            .values()
+            .filter(|m| {
+                let age = m.leave_time.map(|t| now.saturating_duration_since(t));
+                match m.member.status {
+                    MemberStatus::Failed => age.is_some_and(|a| a > reconnect),
+                    MemberStatus::Left => age.is_some_and(|a| a > tombstone),
+                    _ => false,
+                }
+            })
+            .map(|m| m.member.name.clone())
+            .collect();
+        for name in expired {
+            let m = self
+                .core
+                .members
+                .remove(&name)
+                .expect("collected above")
+                .member;
+            info!(node = %m.name, "EventMemberReap");
+            self.core.emit(MemberEventKind::Reap, m);
+        }
+    }
+
+    /// With probability failed/alive, tries a memberlist join to one random failed member, so
+    /// partitions heal (spec §4.12). No join intent is broadcast for it.
+    fn reconnect(&mut self, now: Instant) {
+        let failed: Vec<&Member> = self
+            .core
+            .members
+            .values()
+            .map(|m| &m.member)
+            .filter(|m| m.status == MemberStatus::Failed)
+            .collect();
+        if failed.is_empty() {
+            return;
+        }
+        let left = self
+            .core
+            .members
+            .values()
+            .filter(|m| m.member.status == MemberStatus::Left)
+            .count();
+        let alive = (self.core.members.len() - failed.len() - left).max(1);
+        let prob = failed.len() as f64 / alive as f64;
+        if self.core.rng.gen::<f64>() > prob {
+            return;
+        }
+        let m = failed[self.core.rng.gen_range(0..failed.len())];
+        let addr = SocketAddr::new(m.addr, m.port);
+        info!(node = %m.name, %addr, "attempting reconnect");
+        self.reconnects
+            .insert(self.ml.join(&[addr], now, &mut self.core));
     }
 
     fn broadcast_join(&mut self, now: Instant) {
@@ -648,11 +751,6 @@ impl Delegate for Core {
         };
         let kind = match state.member.status {
             MemberStatus::Leaving => {
-                state.member.status = MemberStatus::Left;
-                MemberEventKind::Leave
-            }
-            // A memberlist "left" without a Serf intent (e.g. a bare memberlist peer) is a leave too.
-            MemberStatus::Alive if n.state == NodeStateKind::Left => {
                 state.member.status = MemberStatus::Left;
                 MemberEventKind::Leave
             }

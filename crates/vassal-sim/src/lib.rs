@@ -1,1 +1,597 @@
-//! vassal-sim
+//! A deterministic simulator: hundreds to thousands of real [`Serf`] state machines in one
+//! process, over a virtual network with seeded latency, loss, partitions, pauses and crashes.
+//!
+//! Nothing here reads the clock or the OS RNG: virtual time is `epoch + elapsed`, every random
+//! choice comes from the seed, so the same seed gives the same trace, byte for byte. Invariants
+//! are checked as the simulation runs; a violation panics with the seed that replays it.
+
+mod invariants;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use vassal_memberlist::{self as ml, NodeStateKind, StreamId, Transmit};
+use vassal_serf::{Config, Event, MemberEventKind, Serf};
+
+pub use invariants::{Invariants, Violation};
+
+/// The virtual network.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// One-way latency is uniform in `[min, max]`.
+    pub latency_min: Duration,
+    pub latency_max: Duration,
+    /// Probability that a UDP packet is lost (TCP streams are reliable but slow).
+    pub loss: f64,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            latency_min: Duration::from_micros(200),
+            latency_max: Duration::from_millis(2),
+            loss: 0.0,
+        }
+    }
+}
+
+/// What the simulator saw happen, in order; its hash is the run's fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TraceEntry {
+    pub at: Duration,
+    pub node: usize,
+    pub what: String,
+}
+
+#[derive(Debug)]
+struct SimNode {
+    name: String,
+    addr: SocketAddr,
+    serf: Serf,
+    up: bool,
+    paused_until: Option<Duration>,
+    /// `(when, event)` for every Serf event this node produced, if recording is on.
+    events: Vec<(Duration, Event)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Delivery {
+    Wake {
+        node: usize,
+    },
+    Packet {
+        from: SocketAddr,
+        to: usize,
+        bytes: Vec<u8>,
+    },
+    StreamRequest {
+        origin: usize,
+        id: u64,
+        to: usize,
+        bytes: Vec<u8>,
+    },
+    StreamReply {
+        origin: usize,
+        id: u64,
+        reply: Result<Vec<u8>, String>,
+    },
+}
+
+/// A simulated cluster.
+pub struct Sim {
+    seed: u64,
+    epoch: Instant,
+    now: Duration,
+    rng: ChaCha8Rng,
+    pub network: Network,
+    nodes: Vec<SimNode>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    queue: BinaryHeap<Reverse<(Duration, u64, Delivery)>>,
+    /// The wake-up each node has scheduled (stale heap entries are skipped).
+    wake_at: Vec<Option<Duration>>,
+    seq: u64,
+    /// Partition group per node; traffic flows only within a group.
+    groups: Vec<u32>,
+    trace_hash: std::collections::hash_map::DefaultHasher,
+    trace: Option<Vec<TraceEntry>>,
+    record_events: bool,
+    invariants: Option<Invariants>,
+    steps: u64,
+}
+
+/// The virtual address of node `i` (never used for real traffic).
+pub fn node_addr(i: usize) -> SocketAddr {
+    let i = i as u32 + 1;
+    let ip = Ipv4Addr::new(127, 1, (i >> 8) as u8, (i & 0xff) as u8);
+    SocketAddr::new(IpAddr::V4(ip), 7946 + (i >> 16) as u16)
+}
+
+impl Sim {
+    /// A cluster of `n` nodes built from `config(i)`, none joined yet.
+    pub fn new(seed: u64, n: usize, config: impl Fn(usize) -> ml::Config) -> Self {
+        let epoch = Instant::now();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut nodes = Vec::with_capacity(n);
+        let mut by_addr = BTreeMap::new();
+        for i in 0..n {
+            let addr = node_addr(i);
+            let mut c = config(i);
+            c.name = format!("n{i}");
+            c.advertise = addr;
+            c.bind_port = addr.port();
+            c.seed = rng.gen();
+            let serf = Serf::new(Config::new(c), epoch).expect("simulated config is valid");
+            by_addr.insert(addr, i);
+            nodes.push(SimNode {
+                name: format!("n{i}"),
+                addr,
+                serf,
+                up: true,
+                paused_until: None,
+                events: Vec::new(),
+            });
+        }
+        let mut sim = Sim {
+            seed,
+            epoch,
+            now: Duration::ZERO,
+            rng,
+            network: Network::default(),
+            nodes,
+            by_addr,
+            queue: BinaryHeap::new(),
+            wake_at: vec![None; n],
+            seq: 0,
+            groups: vec![0; n],
+            trace_hash: Default::default(),
+            trace: None,
+            record_events: false,
+            invariants: None,
+            steps: 0,
+        };
+        for i in 0..n {
+            sim.after(i);
+        }
+        sim
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    pub fn instant(&self) -> Instant {
+        self.epoch + self.now
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn serf(&self, i: usize) -> &Serf {
+        &self.nodes[i].serf
+    }
+
+    pub fn name(&self, i: usize) -> &str {
+        &self.nodes[i].name
+    }
+
+    pub fn is_up(&self, i: usize) -> bool {
+        self.nodes[i].up
+    }
+
+    /// Steps processed so far (deliveries and wake-ups).
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Keep the full trace in memory (tests); the hash is always kept.
+    pub fn record_trace(&mut self) {
+        self.trace = Some(Vec::new());
+    }
+
+    pub fn trace(&self) -> &[TraceEntry] {
+        self.trace.as_deref().unwrap_or_default()
+    }
+
+    /// A fingerprint of everything that happened so far.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace_hash.finish()
+    }
+
+    /// Keep every node's Serf events with their times.
+    pub fn record_events(&mut self) {
+        self.record_events = true;
+    }
+
+    pub fn events(&self, i: usize) -> &[(Duration, Event)] {
+        &self.nodes[i].events
+    }
+
+    /// Check the invariants after every step (costs O(n) per step).
+    pub fn check_invariants(&mut self) {
+        self.invariants = Some(Invariants::new(self.nodes.len()));
+    }
+
+    // ----- scenario commands -----
+
+    /// Node `i` joins through node `j`.
+    pub fn join(&mut self, i: usize, j: usize) {
+        let now = self.instant();
+        let addr = self.nodes[j].addr;
+        self.nodes[i].serf.join(&[addr], now);
+        self.after(i);
+    }
+
+    /// Every node joins through node 0, staggered by `gap`.
+    pub fn join_all(&mut self, gap: Duration) {
+        for i in 1..self.nodes.len() {
+            self.join(i, 0);
+            let t = self.now + gap;
+            self.run_until(t);
+        }
+    }
+
+    /// Node `i` stops dead (kill -9): no more packets, timers or answers.
+    pub fn crash(&mut self, i: usize) {
+        self.nodes[i].up = false;
+        self.log(i, "crash".into());
+    }
+
+    /// Node `i` freezes for `d` (a GC or VM pause): input waits, timers wait.
+    pub fn pause(&mut self, i: usize, d: Duration) {
+        self.nodes[i].paused_until = Some(self.now + d);
+        self.log(i, format!("pause {d:?}"));
+    }
+
+    /// Node `i` leaves gracefully.
+    pub fn leave(&mut self, i: usize) {
+        let now = self.instant();
+        self.nodes[i].serf.leave(now);
+        self.after(i);
+    }
+
+    /// Node `i` changes its tags (a broadcast that every node must see as `member-update`).
+    pub fn set_tags(&mut self, i: usize, tags: BTreeMap<String, String>) {
+        let now = self.instant();
+        self.nodes[i].serf.set_tags(tags, now).expect("tags fit");
+        self.after(i);
+    }
+
+    /// Splits the cluster: traffic flows only between nodes of the same group.
+    pub fn partition(&mut self, group_of: impl Fn(usize) -> u32) {
+        self.groups = (0..self.nodes.len()).map(group_of).collect();
+        self.log(0, "partition".into());
+    }
+
+    pub fn heal(&mut self) {
+        self.groups.iter_mut().for_each(|g| *g = 0);
+        self.log(0, "heal".into());
+    }
+
+    // ----- running -----
+
+    /// Runs until virtual time `t`.
+    pub fn run_until(&mut self, t: Duration) {
+        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+            if *at > t {
+                break;
+            }
+            let Reverse((at, _, d)) = self.queue.pop().expect("peeked");
+            self.now = self.now.max(at);
+            self.deliver(d);
+        }
+        self.now = self.now.max(t);
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let t = self.now + d;
+        self.run_until(t);
+    }
+
+    /// Runs until `done` holds (checked after every step) or `limit` passes; returns the time it
+    /// first held.
+    pub fn run_until_cond(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Option<Duration> {
+        let end = self.now + limit;
+        if done(self) {
+            return Some(self.now);
+        }
+        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+            if *at > end {
+                break;
+            }
+            let Reverse((at, _, d)) = self.queue.pop().expect("peeked");
+            self.now = self.now.max(at);
+            self.deliver(d);
+            if done(self) {
+                return Some(self.now);
+            }
+        }
+        self.now = self.now.max(end);
+        None
+    }
+
+    /// How node `i` sees node `j` in memberlist terms.
+    pub fn view(&self, i: usize, j: usize) -> Option<NodeStateKind> {
+        self.nodes[i]
+            .serf
+            .memberlist()
+            .node(&self.nodes[j].name)
+            .map(|n| n.state)
+    }
+
+    /// Whether every up node sees every other up node alive and every down node not alive.
+    pub fn converged(&self) -> bool {
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].up)
+            .collect();
+        up.iter().all(|&i| {
+            (0..self.nodes.len()).all(|j| {
+                let v = self.view(i, j);
+                if self.nodes[j].up {
+                    v == Some(NodeStateKind::Alive)
+                } else {
+                    v != Some(NodeStateKind::Alive)
+                }
+            })
+        })
+    }
+
+    // ----- internals -----
+
+    fn push(&mut self, at: Duration, d: Delivery) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, d)));
+    }
+
+    fn latency(&mut self) -> Duration {
+        let (lo, hi) = (self.network.latency_min, self.network.latency_max);
+        if hi <= lo {
+            return lo;
+        }
+        Duration::from_nanos(
+            self.rng
+                .gen_range(lo.as_nanos() as u64..=hi.as_nanos() as u64),
+        )
+    }
+
+    fn reachable(&self, a: usize, b: usize) -> bool {
+        self.groups[a] == self.groups[b]
+    }
+
+    fn log(&mut self, node: usize, what: String) {
+        let e = TraceEntry {
+            at: self.now,
+            node,
+            what,
+        };
+        e.hash(&mut self.trace_hash);
+        if let Some(t) = self.trace.as_mut() {
+            t.push(e);
+        }
+    }
+
+    /// While paused, anything for node `i` waits until the pause ends.
+    fn deferred(&mut self, i: usize, d: &Delivery) -> bool {
+        match self.nodes[i].paused_until {
+            Some(until) if until > self.now => {
+                self.push(until, d.clone());
+                true
+            }
+            Some(_) => {
+                self.nodes[i].paused_until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        self.steps += 1;
+        let now = self.instant();
+        match d {
+            Delivery::Wake { node } => {
+                if self.wake_at[node] != Some(self.now) || !self.nodes[node].up {
+                    return;
+                }
+                if let Some(until) = self.nodes[node].paused_until.filter(|u| *u > self.now) {
+                    self.wake_at[node] = Some(until);
+                    self.push(until, d);
+                    return;
+                }
+                self.wake_at[node] = None;
+                self.nodes[node].serf.handle_timeout(now);
+                self.after(node);
+            }
+            Delivery::Packet {
+                from,
+                to,
+                ref bytes,
+            } => {
+                if !self.nodes[to].up || self.deferred(to, &d) {
+                    return;
+                }
+                self.nodes[to].serf.handle_packet(from, bytes, now);
+                self.after(to);
+            }
+            Delivery::StreamRequest {
+                origin,
+                id,
+                to,
+                ref bytes,
+            } => {
+                if !self.nodes[to].up {
+                    let at = self.now + self.latency();
+                    let reply = Err("connection refused".to_string());
+                    self.push(at, Delivery::StreamReply { origin, id, reply });
+                    return;
+                }
+                if self.deferred(to, &d) {
+                    return;
+                }
+                let from = self.nodes[origin].addr;
+                let serf = &mut self.nodes[to].serf;
+                let msg = match serf.decode_stream(bytes) {
+                    Ok(Some((m, _))) => Ok(m),
+                    Ok(None) => Err(ml::wire::DecodeError::Truncated),
+                    Err(e) => Err(e),
+                };
+                let reply = serf.handle_stream(from, msg, now);
+                self.after(to);
+                let at = self.now + self.latency();
+                let reply = reply.ok_or_else(|| "EOF".to_string());
+                self.push(at, Delivery::StreamReply { origin, id, reply });
+            }
+            Delivery::StreamReply {
+                origin,
+                id,
+                ref reply,
+            } => {
+                if !self.nodes[origin].up || self.deferred(origin, &d) {
+                    return;
+                }
+                let serf = &mut self.nodes[origin].serf;
+                let msg = match reply {
+                    Ok(bytes) => match serf.decode_stream(bytes) {
+                        Ok(Some((m, _))) => Ok(m),
+                        Ok(None) => Err("truncated reply".to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.clone()),
+                };
+                serf.handle_stream_reply(StreamId(id), msg, now);
+                self.after(origin);
+            }
+        }
+        if let Some(inv) = self.invariants.as_mut() {
+            let node = match &d {
+                Delivery::Wake { node } => *node,
+                Delivery::Packet { to, .. } | Delivery::StreamRequest { to, .. } => *to,
+                Delivery::StreamReply { origin, .. } => *origin,
+            };
+            let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            if let Err(v) = inv.check(node, &self.nodes[node].serf, &names) {
+                panic!(
+                    "invariant violated at {:?} on {}: {v}\nreplay with SIM_SEED={}",
+                    self.now, self.nodes[node].name, self.seed
+                );
+            }
+        }
+    }
+
+    /// Drains node `i`'s output onto the network and schedules its next wake-up.
+    fn after(&mut self, i: usize) {
+        while let Some(t) = self.nodes[i].serf.poll_transmit() {
+            match t {
+                Transmit::Packet { to, bytes } => {
+                    let Some(&j) = self.by_addr.get(&to) else {
+                        continue;
+                    };
+                    if !self.reachable(i, j) || self.rng.gen_bool(self.network.loss.clamp(0.0, 1.0))
+                    {
+                        continue;
+                    }
+                    let from = self.nodes[i].addr;
+                    let at = self.now + self.latency();
+                    self.push(at, Delivery::Packet { from, to: j, bytes });
+                }
+                Transmit::Stream {
+                    id,
+                    to,
+                    bytes,
+                    deadline,
+                } => {
+                    let at = self.now + self.latency();
+                    match self
+                        .by_addr
+                        .get(&to)
+                        .copied()
+                        .filter(|&j| self.reachable(i, j))
+                    {
+                        Some(j) => self.push(
+                            at,
+                            Delivery::StreamRequest {
+                                origin: i,
+                                id: id.0,
+                                to: j,
+                                bytes,
+                            },
+                        ),
+                        None => {
+                            // Unreachable: the connect times out at the deadline.
+                            let at = deadline.saturating_duration_since(self.epoch);
+                            let reply = Err("i/o timeout".to_string());
+                            self.push(
+                                at,
+                                Delivery::StreamReply {
+                                    origin: i,
+                                    id: id.0,
+                                    reply,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        while let Some(e) = self.nodes[i].serf.poll_event() {
+            let what = match &e {
+                Event::Member(m) => {
+                    let names: Vec<&str> = m.members.iter().map(|m| m.name.as_str()).collect();
+                    format!("{} {}", m.kind, names.join(","))
+                }
+                other => format!("{other:?}"),
+            };
+            self.log(i, what);
+            if self.record_events {
+                self.nodes[i].events.push((self.now, e));
+            }
+        }
+        if let Some(t) = self.nodes[i].serf.poll_timeout() {
+            let at = t.saturating_duration_since(self.epoch).max(self.now);
+            if self.wake_at[i].is_none_or(|w| at < w || w < self.now) {
+                self.wake_at[i] = Some(at);
+                self.push(at, Delivery::Wake { node: i });
+            }
+        }
+    }
+
+    /// When node `observer` first recorded `kind` about `subject` at or after `since`.
+    pub fn first_event(
+        &self,
+        observer: usize,
+        kind: MemberEventKind,
+        subject: &str,
+        since: Duration,
+    ) -> Option<Duration> {
+        self.nodes[observer]
+            .events
+            .iter()
+            .find_map(|(at, e)| match e {
+                Event::Member(m)
+                    if *at >= since
+                        && m.kind == kind
+                        && m.members.iter().any(|m| m.name == subject) =>
+                {
+                    Some(*at)
+                }
+                _ => None,
+            })
+    }
+}

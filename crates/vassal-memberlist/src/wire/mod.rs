@@ -4,11 +4,31 @@
 //! Everything here is pure: bytes in, bytes out. Randomness (the AES-GCM nonce) is an argument.
 //! Every decoder bounds lengths taken from the wire before allocating and never panics.
 
+mod codec;
+pub mod compound;
+pub mod compress;
+pub mod crc;
+pub mod crypto;
+pub mod label;
 pub mod messages;
+pub mod msgpack;
+mod packet;
+mod stream;
 
+pub use codec::{decode_message, encode_message};
+pub use compound::{decode_compound, encode_compound, encode_compound_one, CompoundParts};
+pub use compress::{
+    compress_message, decompress_body, lzw_compress, lzw_decompress, DEFAULT_MAX_DECOMPRESSED,
+};
+pub use crc::{add_crc, strip_crc};
+pub use crypto::{encrypt_with, KeyringError, ENCRYPTION_OVERHEAD};
+pub use label::{add_label, label_header, strip_label};
 pub use messages::*;
-mod stub;
-pub use stub::*;
+pub use packet::{decode_packet, decode_packet_limited, encode_packet, DecodedPacket};
+pub use stream::{
+    decode_stream, decode_stream_limited, encode_stream, encode_stream_body, MAX_BUFFERED,
+    MAX_PUSH_NODES, MAX_STREAM_PAYLOAD,
+};
 
 use thiserror::Error;
 

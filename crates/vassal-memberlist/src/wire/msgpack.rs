@@ -1,0 +1,577 @@
+//! A small msgpack writer and bounded reader for the dialect go-msgpack 0.5.x speaks (spec §1).
+//!
+//! The writer emits exactly Go's bytes: strings *and* byte slices as the old "raw" family (fixstr,
+//! str16, str32; never str8, never bin), unsigned integers in their smallest form, structs as maps
+//! whose keys the caller writes in Go's byte order. A general-purpose msgpack library would pick
+//! str8 or bin and break byte-for-byte fidelity, which is why this exists.
+//!
+//! The reader is as lenient as Go (str8/bin accepted, any integer marker that fits, nil as the
+//! zero value, unknown keys skipped) and as careful as network input demands: every length is
+//! checked against the remaining input before anything is allocated or skipped, nesting depth is
+//! bounded, and running out of input is always [`DecodeError::Truncated`] (streams use that to
+//! mean "wait for more bytes"), never a panic.
+
+use super::DecodeError;
+
+/// How deeply nested maps/arrays may be when skipping an unknown value. Gossip structs are at most
+/// three levels deep; anything deeper is hostile.
+pub const MAX_DEPTH: usize = 32;
+
+/// Appends msgpack values to a buffer in go-msgpack's encoding.
+#[derive(Debug, Default, Clone)]
+pub struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Start from an existing buffer (e.g. one holding a type byte already).
+    pub fn with_buf(buf: Vec<u8>) -> Self {
+        Self { buf }
+    }
+
+    pub fn into_vec(self) -> Vec<u8> {
+        self.buf
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// A map header for `n` entries (fixmap, map16, map32).
+    pub fn map_header(&mut self, n: usize) {
+        if n < 16 {
+            self.buf.push(0x80 | n as u8);
+        } else if n <= 0xffff {
+            self.buf.push(0xde);
+            self.buf.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            self.buf.push(0xdf);
+            self.buf.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+
+    /// An array header for `n` elements (fixarray, array16, array32).
+    pub fn array_header(&mut self, n: usize) {
+        if n < 16 {
+            self.buf.push(0x90 | n as u8);
+        } else if n <= 0xffff {
+            self.buf.push(0xdc);
+            self.buf.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            self.buf.push(0xdd);
+            self.buf.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+
+    /// A string or byte slice as a raw string: fixstr, str16 or str32 — Go never uses str8 or bin.
+    pub fn raw(&mut self, b: &[u8]) {
+        let n = b.len();
+        if n < 32 {
+            self.buf.push(0xa0 | n as u8);
+        } else if n <= 0xffff {
+            self.buf.push(0xda);
+            self.buf.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            self.buf.push(0xdb);
+            self.buf.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        self.buf.extend_from_slice(b);
+    }
+
+    pub fn str(&mut self, s: &str) {
+        self.raw(s.as_bytes());
+    }
+
+    /// A Go `[]byte` that may be nil: `None` is `c0`.
+    pub fn opt_raw(&mut self, b: Option<&[u8]>) {
+        match b {
+            Some(b) => self.raw(b),
+            None => self.nil(),
+        }
+    }
+
+    pub fn nil(&mut self) {
+        self.buf.push(0xc0);
+    }
+
+    pub fn bool(&mut self, v: bool) {
+        self.buf.push(if v { 0xc3 } else { 0xc2 });
+    }
+
+    /// An unsigned integer in its smallest form (positive fixint, `cc`, `cd`, `ce`, `cf`).
+    pub fn uint(&mut self, v: u64) {
+        if v <= 0x7f {
+            self.buf.push(v as u8);
+        } else if v <= 0xff {
+            self.buf.extend_from_slice(&[0xcc, v as u8]);
+        } else if v <= 0xffff {
+            self.buf.push(0xcd);
+            self.buf.extend_from_slice(&(v as u16).to_be_bytes());
+        } else if v <= 0xffff_ffff {
+            self.buf.push(0xce);
+            self.buf.extend_from_slice(&(v as u32).to_be_bytes());
+        } else {
+            self.buf.push(0xcf);
+            self.buf.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+
+    /// A signed integer the way go-msgpack 0.5.x writes it: non-negative values exactly like
+    /// unsigned ones, negative values in the smallest signed form.
+    pub fn int(&mut self, v: i64) {
+        if v >= 0 {
+            self.uint(v as u64);
+        } else if v >= -32 {
+            self.buf.push(v as i8 as u8);
+        } else if v >= i8::MIN as i64 {
+            self.buf.extend_from_slice(&[0xd0, v as i8 as u8]);
+        } else if v >= i16::MIN as i64 {
+            self.buf.push(0xd1);
+            self.buf.extend_from_slice(&(v as i16).to_be_bytes());
+        } else if v >= i32::MIN as i64 {
+            self.buf.push(0xd2);
+            self.buf.extend_from_slice(&(v as i32).to_be_bytes());
+        } else {
+            self.buf.push(0xd3);
+            self.buf.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+
+    pub fn f64(&mut self, v: f64) {
+        self.buf.push(0xcb);
+        self.buf.extend_from_slice(&v.to_bits().to_be_bytes());
+    }
+
+    /// Bytes that are not msgpack (e.g. the raw user state after a push/pull header).
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+}
+
+/// Reads msgpack values from a borrowed buffer without ever reading past its end.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+fn malformed(what: impl Into<String>) -> DecodeError {
+    DecodeError::Malformed(what.into())
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    /// Bytes consumed so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The unread rest of the input.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Take `n` raw bytes, or `Truncated` if fewer remain.
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.remaining() {
+            return Err(DecodeError::Truncated);
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn peek(&self) -> Result<u8, DecodeError> {
+        self.buf
+            .get(self.pos)
+            .copied()
+            .ok_or(DecodeError::Truncated)
+    }
+
+    fn be(&mut self, n: usize) -> Result<u64, DecodeError> {
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | b as u64))
+    }
+
+    fn len_of(&mut self, n: usize) -> Result<usize, DecodeError> {
+        usize::try_from(self.be(n)?).map_err(|_| malformed("length does not fit in memory"))
+    }
+
+    /// A map header; nil counts as an empty map (Go's zero value).
+    pub fn map_len(&mut self) -> Result<usize, DecodeError> {
+        let m = self.byte()?;
+        let n = match m {
+            0x80..=0x8f => (m & 0x0f) as usize,
+            0xde => self.len_of(2)?,
+            0xdf => self.len_of(4)?,
+            0xc0 => 0,
+            _ => return Err(malformed(format!("expected a map, found marker {m:#04x}"))),
+        };
+        // Every entry needs at least two bytes; a count the input cannot hold is a lie, but it may
+        // still be a prefix of a longer stream, so it is "truncated" rather than "malformed".
+        if n.saturating_mul(2) > self.remaining() {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(n)
+    }
+
+    /// An array header; nil counts as empty.
+    pub fn array_len(&mut self) -> Result<usize, DecodeError> {
+        let m = self.byte()?;
+        let n = match m {
+            0x90..=0x9f => (m & 0x0f) as usize,
+            0xdc => self.len_of(2)?,
+            0xdd => self.len_of(4)?,
+            0xc0 => 0,
+            _ => {
+                return Err(malformed(format!(
+                    "expected an array, found marker {m:#04x}"
+                )))
+            }
+        };
+        if n > self.remaining() {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(n)
+    }
+
+    /// The payload of a str-family value (fixstr, str8, str16, str32), or `None` if the marker is
+    /// not a string. Does not consume anything when it returns `Ok(None)`.
+    fn str_payload(&mut self, allow_bin: bool) -> Result<Option<&'a [u8]>, DecodeError> {
+        let m = self.peek()?;
+        let save = self.pos;
+        let n = match m {
+            0xa0..=0xbf => {
+                self.pos += 1;
+                (m & 0x1f) as usize
+            }
+            0xd9 => {
+                self.pos += 1;
+                self.len_of(1)?
+            }
+            0xda => {
+                self.pos += 1;
+                self.len_of(2)?
+            }
+            0xdb => {
+                self.pos += 1;
+                self.len_of(4)?
+            }
+            0xc4 if allow_bin => {
+                self.pos += 1;
+                self.len_of(1)?
+            }
+            0xc5 if allow_bin => {
+                self.pos += 1;
+                self.len_of(2)?
+            }
+            0xc6 if allow_bin => {
+                self.pos += 1;
+                self.len_of(4)?
+            }
+            _ => return Ok(None),
+        };
+        match self.take(n) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => {
+                self.pos = save;
+                Err(e)
+            }
+        }
+    }
+
+    /// A Go `string`: str family only (go-msgpack 0.5.x refuses bin here); nil is "".
+    /// Invalid UTF-8 is replaced rather than refused, because Go strings are arbitrary bytes.
+    pub fn string(&mut self) -> Result<String, DecodeError> {
+        if self.peek()? == 0xc0 {
+            self.pos += 1;
+            return Ok(String::new());
+        }
+        match self.str_payload(false)? {
+            Some(b) => Ok(String::from_utf8_lossy(b).into_owned()),
+            None => Err(malformed(format!(
+                "expected a string, found marker {:#04x}",
+                self.peek()?
+            ))),
+        }
+    }
+
+    /// A Go `[]byte`: str family or bin; nil is `None`.
+    pub fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
+        if self.peek()? == 0xc0 {
+            self.pos += 1;
+            return Ok(None);
+        }
+        match self.str_payload(true)? {
+            Some(b) => Ok(Some(b)),
+            None => Err(malformed(format!(
+                "expected bytes, found marker {:#04x}",
+                self.peek()?
+            ))),
+        }
+    }
+
+    /// A Go `[]byte` where nil and empty are the same.
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        Ok(self.opt_bytes()?.unwrap_or(&[]))
+    }
+
+    /// A Go `[]uint8` that may also arrive as an array of small integers (Go accepts both).
+    pub fn byte_vec_lenient(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let m = self.peek()?;
+        if matches!(m, 0x90..=0x9f | 0xdc | 0xdd) {
+            let n = self.array_len()?;
+            let mut out = Vec::with_capacity(n.min(64));
+            for _ in 0..n {
+                out.push(self.uint_as::<u8>()?);
+            }
+            return Ok(out);
+        }
+        Ok(self.bytes()?.to_vec())
+    }
+
+    /// Any integer marker as an i128 (wide enough for every msgpack integer); nil is 0, and
+    /// booleans are 0/1 like Go's lenient decoder.
+    fn integer(&mut self) -> Result<i128, DecodeError> {
+        let m = self.byte()?;
+        Ok(match m {
+            0x00..=0x7f => m as i128,
+            0xe0..=0xff => m as i8 as i128,
+            0xcc => self.be(1)? as i128,
+            0xcd => self.be(2)? as i128,
+            0xce => self.be(4)? as i128,
+            0xcf => self.be(8)? as i128,
+            0xd0 => self.be(1)? as u8 as i8 as i128,
+            0xd1 => self.be(2)? as u16 as i16 as i128,
+            0xd2 => self.be(4)? as u32 as i32 as i128,
+            0xd3 => self.be(8)? as i64 as i128,
+            0xc0 | 0xc2 => 0,
+            0xc3 => 1,
+            _ => {
+                return Err(malformed(format!(
+                    "expected an integer, found marker {m:#04x}"
+                )))
+            }
+        })
+    }
+
+    /// An integer of any marker converted to `T` if it fits.
+    pub fn uint_as<T: TryFrom<i128>>(&mut self) -> Result<T, DecodeError> {
+        let v = self.integer()?;
+        T::try_from(v).map_err(|_| malformed(format!("integer {v} out of range")))
+    }
+
+    /// A Go `bool`: `c2`/`c3`, also 0/1 integers and nil (false).
+    pub fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.byte()? {
+            0xc3 | 0x01 => Ok(true),
+            0xc2 | 0xc0 | 0x00 => Ok(false),
+            m => Err(malformed(format!("expected a bool, found marker {m:#04x}"))),
+        }
+    }
+
+    /// A Go `float64`: `cb`, `ca`, or any integer.
+    pub fn f64(&mut self) -> Result<f64, DecodeError> {
+        match self.peek()? {
+            0xcb => {
+                self.pos += 1;
+                Ok(f64::from_bits(self.be(8)?))
+            }
+            0xca => {
+                self.pos += 1;
+                Ok(f32::from_bits(self.be(4)? as u32) as f64)
+            }
+            _ => Ok(self.integer()? as f64),
+        }
+    }
+
+    /// Skip one value of any kind, including nested containers and ext types.
+    pub fn skip(&mut self) -> Result<(), DecodeError> {
+        self.skip_depth(0)
+    }
+
+    fn skip_depth(&mut self, depth: usize) -> Result<(), DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(malformed("msgpack nesting is too deep"));
+        }
+        let m = self.byte()?;
+        let skip_bytes = |r: &mut Self, n: usize| r.take(n).map(|_| ());
+        match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => Ok(()),
+            0xc1 => Err(malformed("reserved marker 0xc1")),
+            0xa0..=0xbf => skip_bytes(self, (m & 0x1f) as usize),
+            0x80..=0x8f | 0xde | 0xdf | 0x90..=0x9f | 0xdc | 0xdd => {
+                self.pos -= 1;
+                let is_map = matches!(m, 0x80..=0x8f | 0xde | 0xdf);
+                let n = if is_map {
+                    self.map_len()? * 2
+                } else {
+                    self.array_len()?
+                };
+                for _ in 0..n {
+                    self.skip_depth(depth + 1)?;
+                }
+                Ok(())
+            }
+            0xc4 | 0xd9 => {
+                let n = self.len_of(1)?;
+                skip_bytes(self, n)
+            }
+            0xc5 | 0xda => {
+                let n = self.len_of(2)?;
+                skip_bytes(self, n)
+            }
+            0xc6 | 0xdb => {
+                let n = self.len_of(4)?;
+                skip_bytes(self, n)
+            }
+            0xc7 => {
+                let n = self.len_of(1)?;
+                skip_bytes(self, n.saturating_add(1))
+            }
+            0xc8 => {
+                let n = self.len_of(2)?;
+                skip_bytes(self, n.saturating_add(1))
+            }
+            0xc9 => {
+                let n = self.len_of(4)?;
+                skip_bytes(self, n.saturating_add(1))
+            }
+            0xca => skip_bytes(self, 4),
+            0xcb => skip_bytes(self, 8),
+            0xcc | 0xd0 => skip_bytes(self, 1),
+            0xcd | 0xd1 => skip_bytes(self, 2),
+            0xce | 0xd2 => skip_bytes(self, 4),
+            0xcf | 0xd3 => skip_bytes(self, 8),
+            0xd4 => skip_bytes(self, 2),
+            0xd5 => skip_bytes(self, 3),
+            0xd6 => skip_bytes(self, 5),
+            0xd7 => skip_bytes(self, 9),
+            0xd8 => skip_bytes(self, 17),
+        }
+    }
+
+    /// Read a struct encoded as a map: `field` is called with each key and must consume the value
+    /// and return `true`, or return `false` (consuming nothing) for unknown keys, which are skipped.
+    pub fn read_struct(
+        &mut self,
+        mut field: impl FnMut(&[u8], &mut Self) -> Result<bool, DecodeError>,
+    ) -> Result<(), DecodeError> {
+        let n = self.map_len()?;
+        for _ in 0..n {
+            let key = match self.str_payload(false)? {
+                Some(k) => k,
+                None => return Err(malformed("map key is not a string")),
+            };
+            if !field(key, self)? {
+                self.skip()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(f: impl FnOnce(&mut Writer)) -> Vec<u8> {
+        let mut w = Writer::new();
+        f(&mut w);
+        w.into_vec()
+    }
+
+    #[test]
+    fn strings_use_go_raw_family_and_never_str8() {
+        assert_eq!(written(|w| w.raw(b"ab")), b"\xa2ab");
+        let s = vec![b'x'; 41];
+        assert_eq!(&written(|w| w.raw(&s))[..3], b"\xda\x00\x29"); // spec §1.1: 41 bytes → da 00 29
+        let s = vec![b'x'; 70_000];
+        assert_eq!(&written(|w| w.raw(&s))[..5], b"\xdb\x00\x01\x11\x70");
+    }
+
+    #[test]
+    fn unsigned_ints_take_their_smallest_form() {
+        assert_eq!(written(|w| w.uint(127)), [0x7f]);
+        assert_eq!(written(|w| w.uint(128)), [0xcc, 0x80]);
+        assert_eq!(written(|w| w.uint(344)), [0xcd, 0x01, 0x58]);
+        assert_eq!(written(|w| w.uint(70_000)), [0xce, 0, 1, 0x11, 0x70]);
+        assert_eq!(written(|w| w.uint(1 << 40))[0], 0xcf);
+        assert_eq!(written(|w| w.int(-1)), [0xff]);
+        assert_eq!(written(|w| w.int(-200)), [0xd1, 0xff, 0x38]);
+    }
+
+    #[test]
+    fn reader_accepts_go_leniencies() {
+        // str8 string, bin bytes, nil as zero values, bool from int.
+        let mut r = Reader::new(b"\xd9\x02hi\xc4\x01\x07\xc0\xc0\x01\xd0\x05");
+        assert_eq!(r.string().unwrap(), "hi");
+        assert_eq!(r.bytes().unwrap(), [7]);
+        assert_eq!(r.string().unwrap(), "");
+        assert_eq!(r.uint_as::<u32>().unwrap(), 0);
+        assert!(r.bool().unwrap());
+        assert_eq!(r.uint_as::<u16>().unwrap(), 5);
+    }
+
+    #[test]
+    fn lengths_beyond_the_input_are_truncated_not_allocated() {
+        assert_eq!(
+            Reader::new(b"\xdb\xff\xff\xff\xff").bytes(),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            Reader::new(b"\xdf\xff\xff\xff\xff").map_len(),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            Reader::new(b"\xdd\xff\xff\xff\xff").skip(),
+            Err(DecodeError::Truncated)
+        );
+    }
+
+    #[test]
+    fn skipping_is_depth_bounded() {
+        let deep = vec![0x91u8; 10_000];
+        assert!(matches!(
+            Reader::new(&deep).skip(),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn skip_handles_ext_and_nested_values() {
+        let v = b"\x82\xa1a\x92\xc7\x02\x05xy\xd6\x01abcd\xa1b\x81\xa1c\xcb\0\0\0\0\0\0\0\0\x07";
+        let mut r = Reader::new(v);
+        r.skip().unwrap();
+        assert_eq!(r.rest(), [7]);
+    }
+
+    #[test]
+    fn integers_out_of_range_are_malformed() {
+        assert!(matches!(
+            Reader::new(b"\xcd\x01\x00").uint_as::<u8>(),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            Reader::new(b"\xff").uint_as::<u32>(),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,235 @@
+//! TCP stream messages (spec §2.10): push/pull, fallback ping/ack, reliable user messages and error
+//! responses, inside optional compression (`09`) and encryption (`0a <len:u32 BE> <envelope>`).
+//!
+//! Peers never half-close, so the reader cannot wait for EOF: [`decode_stream`] is incremental and
+//! answers "need more bytes" until one whole message has arrived. Every count and length from the
+//! wire is bounded before it is trusted.
+
+use super::codec::*;
+use super::compress::{compress_message, lzw_decompress, DEFAULT_MAX_DECOMPRESSED};
+use super::crypto::ENCRYPTION_OVERHEAD;
+use super::label::strip_label;
+use super::msgpack::{Reader, Writer};
+use super::{
+    DecodeError, Keyring, MessageType, PushPull, ReadOptions, StreamMessage, WriteOptions,
+};
+
+/// Most node states one push/pull may announce (memberlist master's limit).
+pub const MAX_PUSH_NODES: u64 = 1 << 20;
+/// How many bytes may be buffered without completing a message before the stream is refused (a
+/// 20 MiB state plus 1 Mi nodes of overhead, generously); without it a forged length would make
+/// the reader wait forever.
+pub const MAX_BUFFERED: usize = 64 * 1024 * 1024;
+/// Largest push/pull user state, reliable user message, or encrypted stream (20 MiB).
+pub const MAX_STREAM_PAYLOAD: usize = 20 * 1024 * 1024;
+
+fn malformed(what: impl Into<String>) -> DecodeError {
+    DecodeError::Malformed(what.into())
+}
+
+/// The inner message bytes: type byte and body, with no compression or encryption.
+pub fn encode_stream_body(msg: &StreamMessage) -> Vec<u8> {
+    let ty = match msg {
+        StreamMessage::PushPull(_) => MessageType::PushPull,
+        StreamMessage::Ping(_) => MessageType::Ping,
+        StreamMessage::Ack(_) => MessageType::Ack,
+        StreamMessage::User(_) => MessageType::User,
+        StreamMessage::Err(_) => MessageType::Err,
+    };
+    let mut w = Writer::with_buf(vec![ty as u8]);
+    match msg {
+        StreamMessage::PushPull(pp) => {
+            write_push_pull_header(&mut w, pp.join, pp.nodes.len(), pp.user_state.len());
+            for n in &pp.nodes {
+                write_push_node_state(&mut w, n);
+            }
+            w.bytes(&pp.user_state);
+        }
+        StreamMessage::Ping(p) => write_ping(&mut w, p),
+        StreamMessage::Ack(a) => write_ack(&mut w, a),
+        StreamMessage::User(b) => {
+            write_user_msg_header(&mut w, b.len());
+            w.bytes(b);
+        }
+        StreamMessage::Err(e) => write_err(&mut w, e),
+    }
+    w.into_vec()
+}
+
+/// Encode a stream message: compressed whenever `opts.compress` (streams are compressed even when
+/// that makes them larger, as Go does), then encrypted with `nonce` if there is a keyring.
+///
+/// The label is *not* written here: the dialer writes [`label_header`](super::label_header) once at
+/// the start of the connection, the acceptor never does. Both use the label as encryption AAD.
+pub fn encode_stream(msg: &StreamMessage, opts: &WriteOptions<'_>, nonce: [u8; 12]) -> Vec<u8> {
+    let mut buf = encode_stream_body(msg);
+    if opts.compress {
+        buf = compress_message(&buf);
+    }
+    match opts.keyring {
+        Some(ring) => encrypt_stream(ring, &buf, opts.label, nonce),
+        None => buf,
+    }
+}
+
+fn encrypt_stream(ring: &Keyring, plain: &[u8], label: &[u8], nonce: [u8; 12]) -> Vec<u8> {
+    let len = (ENCRYPTION_OVERHEAD + plain.len()) as u32;
+    let mut out = vec![MessageType::Encrypt as u8];
+    out.extend_from_slice(&len.to_be_bytes());
+    let mut aad = out.clone();
+    aad.extend_from_slice(label);
+    out.extend_from_slice(&ring.encrypt(plain, &aad, nonce));
+    out
+}
+
+/// Read one stream message from the start of `buf`, which holds everything received so far.
+///
+/// `Ok(None)`: not complete yet, read more. `Ok(Some((msg, n)))`: `msg` used the first `n` bytes.
+/// A leading label header is checked against `opts.label` and consumed; an acceptor that requires
+/// the header should check with [`strip_label`](super::strip_label) first.
+pub fn decode_stream(
+    buf: &[u8],
+    opts: &ReadOptions<'_>,
+) -> Result<Option<(StreamMessage, usize)>, DecodeError> {
+    decode_stream_limited(buf, opts, DEFAULT_MAX_DECOMPRESSED)
+}
+
+/// [`decode_stream`] with an explicit bound on decompressed size.
+pub fn decode_stream_limited(
+    buf: &[u8],
+    opts: &ReadOptions<'_>,
+    max_decompressed: usize,
+) -> Result<Option<(StreamMessage, usize)>, DecodeError> {
+    let mut off = 0;
+    if buf.first() == Some(&(MessageType::HasLabel as u8)) {
+        let (label, rest) = match strip_label(buf) {
+            Err(DecodeError::Truncated) => return Ok(None),
+            other => other?,
+        };
+        if label != opts.label {
+            return Err(malformed(format!(
+                "stream label {:?} does not match ours ({:?})",
+                String::from_utf8_lossy(label),
+                String::from_utf8_lossy(opts.label)
+            )));
+        }
+        off = buf.len() - rest.len();
+    }
+    let b = &buf[off..];
+    let Some(&ty) = b.first() else {
+        return Ok(None);
+    };
+
+    if ty == MessageType::Encrypt as u8 {
+        let Some(ring) = opts.keyring else {
+            return Err(malformed(
+                "remote state is encrypted and encryption is not configured",
+            ));
+        };
+        if b.len() < 5 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+        if len > MAX_STREAM_PAYLOAD {
+            return Err(malformed(format!(
+                "encrypted stream of {len} bytes is over the {MAX_STREAM_PAYLOAD}-byte limit"
+            )));
+        }
+        if b.len() < 5 + len {
+            return Ok(None);
+        }
+        let mut aad = b[..5].to_vec();
+        aad.extend_from_slice(opts.label);
+        let plain = ring.decrypt(&b[5..5 + len], &aad)?;
+        let msg = decode_complete(&plain, max_decompressed)?;
+        return Ok(Some((msg, off + 5 + len)));
+    }
+    if opts.keyring.is_some() && opts.verify_incoming {
+        return Err(malformed(
+            "encryption is configured but remote state is not encrypted",
+        ));
+    }
+
+    let parsed = if ty == MessageType::Compress as u8 {
+        let mut r = Reader::new(&b[1..]);
+        read_compress(&mut r).and_then(|lzw| {
+            let used = 1 + r.position();
+            let raw = lzw_decompress(lzw, max_decompressed)?;
+            Ok((complete(parse_inner(&raw))?.0, used))
+        })
+    } else {
+        parse_inner(b)
+    };
+    match parsed {
+        Ok((msg, used)) => Ok(Some((msg, off + used))),
+        Err(DecodeError::Truncated) if b.len() > MAX_BUFFERED => Err(malformed(format!(
+            "no complete stream message in {} bytes; giving up",
+            b.len()
+        ))),
+        Err(DecodeError::Truncated) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A decrypted payload must hold a whole message: running out of bytes is malformed, not "wait".
+fn complete<T>(r: Result<T, DecodeError>) -> Result<T, DecodeError> {
+    r.map_err(|e| match e {
+        DecodeError::Truncated => malformed("stream message is truncated"),
+        e => e,
+    })
+}
+
+fn decode_complete(plain: &[u8], max: usize) -> Result<StreamMessage, DecodeError> {
+    if plain.first() == Some(&(MessageType::Compress as u8)) {
+        let lzw = complete(read_compress(&mut Reader::new(&plain[1..])))?;
+        let raw = lzw_decompress(lzw, max)?;
+        return Ok(complete(parse_inner(&raw))?.0);
+    }
+    Ok(complete(parse_inner(plain))?.0)
+}
+
+/// Parse one plain stream message; `Truncated` means the buffer ends too early.
+fn parse_inner(b: &[u8]) -> Result<(StreamMessage, usize), DecodeError> {
+    let (&ty, body) = b.split_first().ok_or(DecodeError::Truncated)?;
+    let mut r = Reader::new(body);
+    let msg = match MessageType::from_u8(ty) {
+        Some(MessageType::PushPull) => {
+            let (join, n, user_len) = read_push_pull_header(&mut r)?;
+            if n > MAX_PUSH_NODES {
+                return Err(malformed(format!(
+                    "push/pull announces {n} nodes; limit is {MAX_PUSH_NODES}"
+                )));
+            }
+            if user_len > MAX_STREAM_PAYLOAD as u64 {
+                return Err(malformed(format!(
+                    "push/pull user state of {user_len} bytes is over the {MAX_STREAM_PAYLOAD}-byte limit"
+                )));
+            }
+            // Not pre-allocated: `n` is the sender's claim, the bytes are the proof.
+            let mut nodes = Vec::new();
+            for _ in 0..n {
+                nodes.push(read_push_node_state(&mut r)?);
+            }
+            let user_state = r.take(user_len as usize)?.to_vec();
+            StreamMessage::PushPull(PushPull {
+                join,
+                nodes,
+                user_state,
+            })
+        }
+        Some(MessageType::Ping) => StreamMessage::Ping(read_ping(&mut r)?),
+        Some(MessageType::Ack) => StreamMessage::Ack(read_ack(&mut r)?),
+        Some(MessageType::Err) => StreamMessage::Err(read_err(&mut r)?),
+        Some(MessageType::User) => {
+            let len = read_user_msg_header(&mut r)?;
+            if len > MAX_STREAM_PAYLOAD as u64 {
+                return Err(malformed(format!(
+                    "user message of {len} bytes is over the {MAX_STREAM_PAYLOAD}-byte limit"
+                )));
+            }
+            StreamMessage::User(r.take(len as usize)?.to_vec())
+        }
+        _ => return Err(malformed(format!("unexpected stream message type {ty}"))),
+    };
+    Ok((msg, 1 + r.position()))
+}

@@ -1,0 +1,175 @@
+//! Scale benchmarks over the simulator, printing figures (not timed tests).
+//!
+//! ```text
+//! cargo run --release -p vassal-sim --bin sim-bench -- [broadcast N | detect N | false-positives | all]
+//! ```
+//! All runs use memberlist's LAN defaults; the network has 0.2–2 ms one-way latency.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use vassal_memberlist::{Config, NodeStateKind};
+use vassal_serf::MemberEventKind;
+use vassal_sim::Sim;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seed = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let what = args.first().map(String::as_str).unwrap_or("all");
+    let n = |default: usize| args.get(1).and_then(|s| s.parse().ok()).unwrap_or(default);
+    match what {
+        "broadcast" => broadcast(seed, n(1000)),
+        "detect" => detect(seed, n(100)),
+        "false-positives" => false_positives(seed),
+        "all" => {
+            broadcast(seed, 1000);
+            detect(seed, 100);
+            detect(seed, 1000);
+            false_positives(seed);
+        }
+        other => {
+            eprintln!(
+                "unknown benchmark {other}; use broadcast N | detect N | false-positives | all"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Builds an `n`-node LAN cluster and runs it until every node sees every other alive and the
+/// join gossip has died down.
+fn converged_cluster(seed: u64, n: usize) -> (Sim, Duration) {
+    let wall = Instant::now();
+    let mut sim = Sim::new(seed, n, |_| Config::lan("n"));
+    // Joins spread over time, as real nodes start.
+    for i in 1..n {
+        sim.join(i, 0);
+        if i % 10 == 0 {
+            sim.run_for(Duration::from_millis(20));
+        }
+    }
+    let t = sim.run_until_cond(Duration::from_secs(600), Sim::converged);
+    assert!(
+        t.is_some(),
+        "{n} nodes did not converge in 600 simulated seconds (SIM_SEED={seed})"
+    );
+    // Let join broadcasts finish so they do not share packets with the measured one.
+    sim.run_until_cond(Duration::from_secs(120), |s| {
+        (0..s.len()).all(|i| s.serf(i).memberlist().queued_broadcasts() == 0)
+    });
+    (sim, wall.elapsed())
+}
+
+fn broadcast(seed: u64, n: usize) {
+    let (mut sim, setup) = converged_cluster(seed, n);
+    sim.record_events();
+    let t0 = sim.now();
+    let wall = Instant::now();
+    sim.set_tags(0, BTreeMap::from([("v".to_string(), "2".to_string())]));
+    let seen = |s: &Sim, i: usize| {
+        s.serf(i)
+            .member("n0")
+            .is_some_and(|m| m.tags.get("v").is_some_and(|v| v == "2"))
+    };
+    let target_9999 = ((n - 1) as f64 * 0.9999).ceil() as usize;
+    let mut t_9999 = None;
+    let t_all = sim.run_until_cond(Duration::from_secs(60), |s| {
+        let count = (1..s.len()).filter(|&i| seen(s, i)).count();
+        if count >= target_9999 && t_9999.is_none() {
+            t_9999 = Some(s.now());
+        }
+        count == s.len() - 1
+    });
+    let fmt = |t: Option<Duration>| {
+        t.map_or("not reached".to_string(), |t| {
+            format!("{:.2} s", (t - t0).as_secs_f64())
+        })
+    };
+    let sim_secs = sim.now().as_secs_f64();
+    println!(
+        "broadcast n={n}: 99.99% ({target_9999} nodes) in {}, 100% in {} | setup {:.1} s wall, measure {:.1} s wall, {:.0} node-s per wall s",
+        fmt(t_9999),
+        fmt(t_all),
+        setup.as_secs_f64(),
+        wall.elapsed().as_secs_f64(),
+        sim_secs * n as f64 / (setup + wall.elapsed()).as_secs_f64(),
+    );
+}
+
+fn detect(seed: u64, n: usize) {
+    let (mut sim, _) = converged_cluster(seed, n);
+    sim.record_events();
+    let victim = n / 2;
+    let t0 = sim.now();
+    sim.crash(victim);
+    let name = sim.name(victim).to_string();
+    let all = sim.run_until_cond(Duration::from_secs(300), |s| {
+        (0..s.len())
+            .filter(|&i| i != victim)
+            .all(|i| s.view(i, victim) != Some(NodeStateKind::Alive))
+    });
+    let mut firsts: Vec<Duration> = (0..n)
+        .filter(|&i| i != victim)
+        .filter_map(|i| sim.first_event(i, MemberEventKind::Failed, &name, t0))
+        .map(|t| t - t0)
+        .collect();
+    firsts.sort();
+    let pct = |p: f64| {
+        firsts
+            .get(((firsts.len() as f64 - 1.0) * p) as usize)
+            .map_or(f64::NAN, |d| d.as_secs_f64())
+    };
+    println!(
+        "detect n={n}: first member-failed after {:.2} s, median {:.2} s, all {} nodes by {} (SIM_SEED={seed})",
+        pct(0.0),
+        pct(0.5),
+        firsts.len(),
+        all.map_or("never".into(), |t| format!("{:.2} s", (t - t0).as_secs_f64())),
+    );
+}
+
+fn false_positives(seed: u64) {
+    let n = 100;
+    let minutes = Duration::from_secs(600);
+
+    let (mut sim, _) = converged_cluster(seed, n);
+    sim.network.loss = 0.05;
+    sim.record_events();
+    let t0 = sim.now();
+    sim.run_for(minutes);
+    let (verdicts, nodes) = count_failed(&sim, t0);
+    println!("false failures n={n}, 5% loss, 10 min: {verdicts} member-failed verdicts about {nodes} distinct live nodes");
+
+    let (mut sim, _) = converged_cluster(seed, n);
+    sim.record_events();
+    let t0 = sim.now();
+    let staller = 17;
+    while sim.now() < t0 + minutes {
+        sim.pause(staller, Duration::from_secs(3));
+        sim.run_for(Duration::from_secs(30));
+    }
+    let (verdicts, nodes) = count_failed(&sim, t0);
+    println!(
+        "false failures n={n}, one node stalls 3 s every 30 s, 10 min: {verdicts} member-failed verdicts about {nodes} distinct live nodes"
+    );
+}
+
+/// Member-failed events raised since `t0` (every node is up, so each is false).
+fn count_failed(sim: &Sim, t0: Duration) -> (usize, usize) {
+    let mut subjects = std::collections::BTreeSet::new();
+    let mut verdicts = 0;
+    for i in 0..sim.len() {
+        for (at, e) in sim.events(i) {
+            if let vassal_serf::Event::Member(m) = e {
+                if *at >= t0 && m.kind == MemberEventKind::Failed {
+                    verdicts += m.members.len();
+                    subjects.extend(m.members.iter().map(|m| m.name.clone()));
+                }
+            }
+        }
+    }
+    (verdicts, subjects.len())
+}

@@ -1,0 +1,193 @@
+//! Simulated clusters under faults, with invariants checked after every step. A failure prints
+//! `SIM_SEED=…`; set it to replay that exact run.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use vassal_memberlist::{Config, NodeStateKind};
+use vassal_serf::MemberEventKind;
+use vassal_sim::Sim;
+
+fn seed(default: u64) -> u64 {
+    std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn lan_cluster(seed: u64, n: usize) -> Sim {
+    let mut sim = Sim::new(seed, n, |_| Config::lan("n"));
+    sim.check_invariants();
+    sim.record_events();
+    sim.join_all(Duration::from_millis(10));
+    let converged = sim.run_until_cond(Duration::from_secs(30), Sim::converged);
+    assert!(
+        converged.is_some(),
+        "cluster of {n} did not converge; replay with SIM_SEED={seed}"
+    );
+    sim
+}
+
+#[test]
+fn cluster_converges_after_joins() {
+    let sim = lan_cluster(seed(1), 20);
+    for i in 0..sim.len() {
+        assert_eq!(sim.serf(i).members().count(), 20, "node {i} members");
+    }
+}
+
+#[test]
+fn crashed_node_is_declared_failed_by_everyone() {
+    // SWIM §4: a node that stops answering is suspected, then declared dead.
+    let s = seed(2);
+    let mut sim = lan_cluster(s, 10);
+    let t0 = sim.now();
+    sim.crash(3);
+    let all_failed = |sim: &Sim| {
+        (0..10)
+            .filter(|&i| i != 3)
+            .all(|i| sim.view(i, 3) == Some(NodeStateKind::Dead))
+    };
+    let at = sim.run_until_cond(Duration::from_secs(60), all_failed);
+    let at = at.unwrap_or_else(|| {
+        panic!("crash of n3 not detected within 60 s; replay with SIM_SEED={s}")
+    });
+    for i in (0..10).filter(|&i| i != 3) {
+        assert!(
+            sim.first_event(i, MemberEventKind::Failed, "n3", t0)
+                .is_some(),
+            "n{i} raised no member-failed for n3; SIM_SEED={s}"
+        );
+    }
+    // Lifeguard's minimum suspicion at n=10 is 4 s; detection cannot beat it.
+    assert!(
+        at - t0 >= Duration::from_secs(4),
+        "detected implausibly fast: {:?}",
+        at - t0
+    );
+}
+
+#[test]
+fn graceful_leave_is_seen_as_left_not_failed() {
+    let s = seed(3);
+    let mut sim = lan_cluster(s, 8);
+    let t0 = sim.now();
+    sim.leave(5);
+    let all_left = |sim: &Sim| {
+        (0..8)
+            .filter(|&i| i != 5)
+            .all(|i| sim.view(i, 5) == Some(NodeStateKind::Left))
+    };
+    assert!(
+        sim.run_until_cond(Duration::from_secs(10), all_left)
+            .is_some(),
+        "leave not seen; SIM_SEED={s}"
+    );
+    for i in (0..8).filter(|&i| i != 5) {
+        assert!(
+            sim.first_event(i, MemberEventKind::Leave, "n5", t0)
+                .is_some(),
+            "n{i}: no member-leave; SIM_SEED={s}"
+        );
+        assert!(
+            sim.first_event(i, MemberEventKind::Failed, "n5", t0)
+                .is_none(),
+            "n{i}: saw failed; SIM_SEED={s}"
+        );
+    }
+}
+
+#[test]
+fn tag_change_reaches_every_node() {
+    let s = seed(4);
+    let mut sim = lan_cluster(s, 30);
+    let t0 = sim.now();
+    sim.set_tags(7, BTreeMap::from([("role".to_string(), "web".to_string())]));
+    let all = |sim: &Sim| {
+        (0..30).all(|i| {
+            sim.serf(i)
+                .member("n7")
+                .is_some_and(|m| m.tags.get("role").is_some_and(|r| r == "web"))
+        })
+    };
+    assert!(
+        sim.run_until_cond(Duration::from_secs(10), all).is_some(),
+        "update not everywhere; SIM_SEED={s}"
+    );
+    assert!(sim
+        .first_event(0, MemberEventKind::Update, "n7", t0)
+        .is_some());
+}
+
+#[test]
+fn partition_heals_and_the_cluster_converges() {
+    let s = seed(5);
+    let mut sim = lan_cluster(s, 12);
+    sim.partition(|i| (i % 2) as u32);
+    sim.run_for(Duration::from_secs(40));
+    let split = (0..12)
+        .any(|i| (0..12).any(|j| i % 2 != j % 2 && sim.view(i, j) != Some(NodeStateKind::Alive)));
+    assert!(
+        split,
+        "a 40 s partition should make some cross-side node look failed; SIM_SEED={s}"
+    );
+    sim.heal();
+    // Failed nodes come back through periodic push/pull; allow a few intervals.
+    let healed = sim.run_until_cond(Duration::from_secs(180), Sim::converged);
+    assert!(
+        healed.is_some(),
+        "cluster did not reconverge after the partition healed; SIM_SEED={s}"
+    );
+}
+
+#[test]
+fn paused_node_refutes_suspicion_and_stays_alive() {
+    // Lifeguard: a short stall should not get a node declared dead.
+    let s = seed(6);
+    let mut sim = lan_cluster(s, 10);
+    let t0 = sim.now();
+    sim.pause(4, Duration::from_millis(1500));
+    sim.run_for(Duration::from_secs(20));
+    for i in (0..10).filter(|&i| i != 4) {
+        assert!(
+            sim.first_event(i, MemberEventKind::Failed, "n4", t0)
+                .is_none(),
+            "n{i} declared the paused n4 failed; SIM_SEED={s}"
+        );
+    }
+    assert!(sim.converged());
+}
+
+#[test]
+fn lossy_network_still_converges_and_detects_a_crash() {
+    let s = seed(7);
+    let mut sim = Sim::new(s, 15, |_| Config::lan("n"));
+    sim.check_invariants();
+    sim.network.loss = 0.05;
+    sim.join_all(Duration::from_millis(10));
+    assert!(
+        sim.run_until_cond(Duration::from_secs(60), Sim::converged)
+            .is_some(),
+        "SIM_SEED={s}"
+    );
+    sim.crash(9);
+    assert!(
+        sim.run_until_cond(Duration::from_secs(90), Sim::converged)
+            .is_some(),
+        "crash not agreed; SIM_SEED={s}"
+    );
+}
+
+#[test]
+fn same_seed_gives_the_same_trace() {
+    let run = |seed| {
+        let mut sim = Sim::new(seed, 12, |_| Config::lan("n"));
+        sim.network.loss = 0.02;
+        sim.join_all(Duration::from_millis(5));
+        sim.crash(2);
+        sim.run_for(Duration::from_secs(30));
+        sim.trace_hash()
+    };
+    assert_eq!(run(42), run(42));
+    assert_ne!(run(42), run(43), "different seeds should differ");
+}

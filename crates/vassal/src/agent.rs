@@ -179,14 +179,10 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             let key = base64::engine::general_purpose::STANDARD
                 .decode(k)
                 .map_err(|e| bad("encrypt", k, format!("not base64 ({e})")))?;
-            let len = key.len();
-            Some(Keyring::new(key).ok_or_else(|| {
-                bad(
-                    "encrypt",
-                    k,
-                    format!("key is {len} bytes; it must be 16, 24 or 32 (try `serf keygen`)"),
-                )
-            })?)
+            Some(
+                Keyring::new(&key)
+                    .map_err(|e| bad("encrypt", k, format!("{e} (try `serf keygen`)")))?,
+            )
         }
     };
     let profile = p.value("profile").unwrap_or("lan").to_owned();

@@ -48,15 +48,6 @@ pub struct Keyring {
     keys: Vec<Vec<u8>>,
 }
 
-impl Keyring {
-    /// A keyring holding one primary key, or `None` unless it is 16, 24 or 32 bytes (AES-128/192/256).
-    pub fn new(primary: Vec<u8>) -> Option<Self> {
-        matches!(primary.len(), 16 | 24 | 32).then(|| Keyring {
-            keys: vec![primary],
-        })
-    }
-}
-
 /// How this node reads packets and streams.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadOptions<'a> {

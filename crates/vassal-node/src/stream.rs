@@ -77,7 +77,7 @@ impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReadError::Decode(e) => write!(f, "{e}"),
-            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::Io(e) => f.write_str(&io_reason(e)),
             ReadError::Closed { buffered: 0 } => f.write_str("EOF"),
             ReadError::Closed { buffered } => {
                 write!(f, "unexpected EOF after {buffered} bytes")
@@ -167,10 +167,10 @@ pub(crate) async fn exchange(
     let run = async {
         let mut conn = TcpStream::connect(to)
             .await
-            .map_err(|e| format!("dial tcp {to}: {e}"))?;
+            .map_err(|e| format!("dial tcp {to}: connect: {}", io_reason(&e)))?;
         conn.write_all(&bytes)
             .await
-            .map_err(|e| format!("write tcp {to}: {e}"))?;
+            .map_err(|e| format!("write tcp {to}: {}", io_reason(&e)))?;
         read_message(&mut conn, &framing)
             .await
             .map_err(|e| format!("read tcp {to}: {e}"))
@@ -180,4 +180,18 @@ pub(crate) async fn exchange(
         Err(_) => Err(format!("tcp {to}: i/o timeout")),
     };
     let _ = driver.send(StreamInput::Completed { id, result }).await;
+}
+
+/// An IO error the way Go words it: `connection refused`, not `Connection refused (os error 111)`.
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }

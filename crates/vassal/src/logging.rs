@@ -48,6 +48,7 @@ impl LogLevel {
 pub fn init(level: LogLevel) {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .with_env_filter(EnvFilter::new(level.directive()))
         .event_format(SerfFormat)
         .try_init();

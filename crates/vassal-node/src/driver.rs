@@ -76,9 +76,12 @@ struct Driver {
     streams: mpsc::Receiver<StreamInput>,
     streams_tx: mpsc::Sender<StreamInput>,
     events: broadcast::Sender<Event>,
-    joins: HashMap<JoinId, (Vec<SocketAddr>, oneshot::Sender<Result<usize, JoinError>>)>,
+    joins: HashMap<JoinId, PendingJoin>,
     leaving: Vec<oneshot::Sender<()>>,
 }
+
+/// A handle's join in progress: the addresses (for the log) and where the answer goes.
+type PendingJoin = (Vec<SocketAddr>, oneshot::Sender<Result<usize, JoinError>>);
 
 /// What one loop turn brought.
 enum Input {

@@ -1,1 +1,53 @@
-//! vassal-node
+//! The tokio shell around the pure [`vassal_serf::Serf`] state machine: one driver task owns it
+//! and does all its IO (UDP gossip, TCP streams, timers); everyone else talks to it through a
+//! cloneable [`Handle`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use vassal_node::{spawn, NodeConfig};
+//! let ml = vassal_memberlist::Config::local("n1");
+//! let config = NodeConfig::new(vassal_serf::Config::new(ml), "127.0.0.1:0".parse()?);
+//! let (handle, _task) = spawn(config).await?;
+//! handle.join(vec!["127.0.0.1:7946".parse()?]).await?;
+//! for m in handle.members().await? {
+//!     println!("{} {} {}", m.name, m.addr, m.status);
+//! }
+//! handle.leave().await?;
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod driver;
+mod handle;
+mod stream;
+mod transport;
+
+use std::net::SocketAddr;
+
+pub use driver::spawn;
+pub use handle::{Handle, JoinError, NodeError};
+pub use transport::StartError;
+
+/// What the shell needs besides the state machine's own config.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The state machine's settings. `memberlist.advertise` and `memberlist.bind_port` are
+    /// overwritten by [`spawn`] from `bind`/`advertise` once the sockets are bound.
+    pub serf: vassal_serf::Config,
+    /// Where UDP and TCP listen (same address and port). Port 0 picks a free port for both.
+    pub bind: SocketAddr,
+    /// Address peers should use to reach us. `None`: the bind address, or, when that is
+    /// unspecified (`0.0.0.0`), the address of the interface that routes outward.
+    /// A port of 0 means "the bound port".
+    pub advertise: Option<SocketAddr>,
+}
+
+impl NodeConfig {
+    pub fn new(serf: vassal_serf::Config, bind: SocketAddr) -> Self {
+        NodeConfig {
+            serf,
+            bind,
+            advertise: None,
+        }
+    }
+}

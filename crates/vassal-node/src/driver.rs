@@ -1,0 +1,244 @@
+//! The driver task: owns the [`Serf`] state machine by value and is its only caller.
+//!
+//! Each loop turn waits for one input (a datagram, an accepted connection, a stream task's
+//! report, a handle's command, or the state machine's next timer), reads the clock once, feeds the
+//! input in, then drains `poll_transmit` (datagrams go out of the bound gossip socket; streams get
+//! a task each) and `poll_event` (logged, answered to waiting handles, broadcast to subscribers).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+use vassal_memberlist::{JoinId, Transmit};
+use vassal_serf::{Event, MemberEventKind, Serf};
+
+use crate::handle::{Command, Handle, JoinError};
+use crate::stream::{self, Framing, StreamInput};
+use crate::transport::{self, StartError};
+use crate::NodeConfig;
+
+/// memberlist's UDP read buffer (spec §2.1).
+const UDP_READ_BUF: usize = 65536;
+
+/// Binds the sockets, builds the state machine and starts the driver task.
+pub async fn spawn(config: NodeConfig) -> Result<(Handle, JoinHandle<()>), StartError> {
+    let (udp, tcp) = transport::bind(config.bind)?;
+    let bound = udp.local_addr().map_err(|source| StartError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let advertise = transport::advertise_addr(config.advertise, bound)?;
+    let mut serf_config = config.serf;
+    serf_config.memberlist.bind_port = bound.port();
+    serf_config.memberlist.advertise = advertise;
+    let serf = Serf::new(serf_config, Instant::now())?;
+    info!(
+        node = %serf.local_name(),
+        bind = %bound,
+        advertise = %advertise,
+        "serf agent started"
+    );
+
+    let (commands_tx, commands) = mpsc::channel(64);
+    let (events, _) = broadcast::channel(1024);
+    let (streams_tx, streams) = mpsc::channel(256);
+    let driver = Driver {
+        serf,
+        udp,
+        tcp,
+        commands,
+        streams,
+        streams_tx,
+        events: events.clone(),
+        joins: HashMap::new(),
+        leaving: Vec::new(),
+    };
+    let task = tokio::spawn(driver.run());
+    let handle = Handle {
+        commands: commands_tx,
+        events,
+        local_addr: bound,
+        advertise,
+    };
+    Ok((handle, task))
+}
+
+struct Driver {
+    serf: Serf,
+    udp: UdpSocket,
+    tcp: TcpListener,
+    commands: mpsc::Receiver<Command>,
+    /// Reports from connection tasks; we hold a sender, so this never closes.
+    streams: mpsc::Receiver<StreamInput>,
+    streams_tx: mpsc::Sender<StreamInput>,
+    events: broadcast::Sender<Event>,
+    joins: HashMap<JoinId, PendingJoin>,
+    leaving: Vec<oneshot::Sender<()>>,
+}
+
+/// A handle's join in progress: the addresses (for the log) and where the answer goes.
+type PendingJoin = (Vec<SocketAddr>, oneshot::Sender<Result<usize, JoinError>>);
+
+/// What one loop turn brought.
+enum Input {
+    Packet(std::io::Result<(usize, SocketAddr)>),
+    Accepted(std::io::Result<(tokio::net::TcpStream, SocketAddr)>),
+    Stream(StreamInput),
+    Command(Option<Command>),
+    Timeout,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let mut buf = vec![0u8; UDP_READ_BUF];
+        let mut stopped: Option<oneshot::Sender<()>> = None;
+        loop {
+            let wake = self.serf.poll_timeout();
+            let input = tokio::select! {
+                r = self.udp.recv_from(&mut buf) => Input::Packet(r),
+                r = self.tcp.accept() => Input::Accepted(r),
+                Some(s) = self.streams.recv() => Input::Stream(s),
+                c = self.commands.recv() => Input::Command(c),
+                () = sleep_until(wake) => Input::Timeout,
+            };
+            let now = Instant::now();
+            match input {
+                Input::Packet(Ok((0, from))) => debug!(%from, "dropping empty datagram"),
+                Input::Packet(Ok((n, from))) => self.serf.handle_packet(from, &buf[..n], now),
+                // ICMP errors from earlier sends surface here on some systems; not fatal.
+                Input::Packet(Err(e)) => debug!(error = %e, "udp receive failed"),
+                Input::Accepted(Ok((conn, from))) => {
+                    let framing = Framing::from_config(&self.serf.config().memberlist);
+                    let deadline = now + self.serf.config().memberlist.tcp_timeout;
+                    let driver = self.streams_tx.clone();
+                    tokio::spawn(stream::serve_inbound(conn, from, framing, deadline, driver));
+                }
+                Input::Accepted(Err(e)) => warn!(error = %e, "failed to accept tcp connection"),
+                Input::Stream(StreamInput::Inbound { from, msg, reply }) => {
+                    let _ = reply.send(self.serf.handle_stream(from, msg, now));
+                }
+                Input::Stream(StreamInput::Completed { id, result }) => {
+                    self.serf.handle_stream_reply(id, result, now);
+                }
+                Input::Command(Some(Command::Shutdown(done))) => stopped = Some(done),
+                Input::Command(Some(cmd)) => self.command(cmd, now),
+                // Every handle is gone: nobody can talk to us any more.
+                Input::Command(None) => break,
+                Input::Timeout => self.serf.handle_timeout(now),
+            }
+            self.drain().await;
+            if let Some(done) = stopped {
+                info!("serf agent shut down");
+                let _ = done.send(());
+                break;
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Members(reply) => {
+                let _ = reply.send(self.serf.members().cloned().collect());
+            }
+            Command::Join { addrs, done } => {
+                if addrs.is_empty() {
+                    let _ = done.send(Err(JoinError { errors: Vec::new() }));
+                    return;
+                }
+                info!("joining: {addrs:?}");
+                let id = self.serf.join(&addrs, now);
+                self.joins.insert(id, (addrs, done));
+            }
+            Command::Leave(done) => {
+                if self.serf.has_left() {
+                    let _ = done.send(());
+                } else {
+                    info!("gracefully leaving");
+                    self.leaving.push(done);
+                    self.serf.leave(now);
+                }
+            }
+            Command::SetTags { tags, done } => {
+                let _ = done.send(self.serf.set_tags(tags, now));
+            }
+            Command::Shutdown(_) => unreachable!("handled in run"),
+        }
+    }
+
+    async fn drain(&mut self) {
+        while let Some(t) = self.serf.poll_transmit() {
+            match t {
+                Transmit::Packet { to, bytes } => {
+                    if let Err(e) = self.udp.send_to(&bytes, to).await {
+                        debug!(%to, error = %e, "failed to send udp packet");
+                    }
+                }
+                Transmit::Stream {
+                    id,
+                    to,
+                    bytes,
+                    deadline,
+                } => {
+                    let framing = Framing::from_config(&self.serf.config().memberlist);
+                    let driver = self.streams_tx.clone();
+                    tokio::spawn(stream::exchange(id, to, bytes, deadline, framing, driver));
+                }
+            }
+        }
+        while let Some(e) = self.serf.poll_event() {
+            self.event(&e);
+            // No subscribers is fine.
+            let _ = self.events.send(e);
+        }
+    }
+
+    /// Logs an event the way Serf's agent does and answers handles waiting on it.
+    fn event(&mut self, e: &Event) {
+        match e {
+            Event::Member(me) => {
+                for m in &me.members {
+                    match me.kind {
+                        MemberEventKind::Join => info!("{}: {} {}", me.kind, m.name, m.addr),
+                        _ => info!("{}: {}", me.kind, m.name),
+                    }
+                }
+            }
+            Event::JoinFinished { id, joined, errors } => {
+                for e in errors {
+                    error!("join: {e}");
+                }
+                let Some((addrs, done)) = self.joins.remove(id) else {
+                    return;
+                };
+                let result = if *joined > 0 {
+                    info!("joined: {joined} nodes");
+                    Ok(*joined)
+                } else {
+                    warn!("error joining {addrs:?}: no node could be contacted");
+                    Err(JoinError {
+                        errors: errors.clone(),
+                    })
+                };
+                let _ = done.send(result);
+            }
+            Event::LeaveComplete => {
+                info!("graceful leave complete");
+                for done in self.leaving.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+            Event::Warning(w) => warn!("{w}"),
+        }
+    }
+}
+
+async fn sleep_until(wake: Option<Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,130 @@
+//! The [`Handle`]: the only way into a running node. Each call sends a command to the driver task
+//! and, where there is an answer, awaits it on a oneshot channel.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use vassal_serf::tags::TagsError;
+use vassal_serf::{Event, Member};
+
+/// Commands from handles to the driver.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Members(oneshot::Sender<Vec<Member>>),
+    Join {
+        addrs: Vec<SocketAddr>,
+        done: oneshot::Sender<Result<usize, JoinError>>,
+    },
+    Leave(oneshot::Sender<()>),
+    SetTags {
+        tags: BTreeMap<String, String>,
+        done: oneshot::Sender<Result<(), TagsError>>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Why a [`Handle`] call failed.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The driver has stopped (after [`Handle::shutdown`], or because it failed); nothing was done.
+    #[error("the node has shut down")]
+    Stopped,
+    /// No join exchange succeeded.
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    /// The tags were not changed.
+    #[error(transparent)]
+    Tags(#[from] TagsError),
+}
+
+/// A join in which no exchange succeeded; one line per address, like Serf's multi-error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinError {
+    pub errors: Vec<String>,
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.errors.len() {
+            0 => return f.write_str("no addresses to join"),
+            1 => f.write_str("1 error occurred:")?,
+            n => write!(f, "{n} errors occurred:")?,
+        }
+        for e in &self.errors {
+            write!(f, "\n\t* {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// A cloneable handle to a running node. Dropping every handle shuts the node down.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) advertise: SocketAddr,
+}
+
+impl Handle {
+    /// Address the UDP socket and TCP listener are bound to (with the real port if 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Address and port we advertise to peers.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        self.advertise
+    }
+
+    /// Every member we know of, ourselves included, failed and left ones until reaped.
+    pub async fn members(&self) -> Result<Vec<Member>, NodeError> {
+        self.ask(Command::Members).await
+    }
+
+    /// Joins through `addrs` (push/pull with each); the number that succeeded, or every error
+    /// if none did.
+    pub async fn join(&self, addrs: Vec<SocketAddr>) -> Result<usize, NodeError> {
+        Ok(self.ask(|done| Command::Join { addrs, done }).await??)
+    }
+
+    /// Leaves gracefully; returns once the leave has propagated (Serf's `Leave`). The node keeps
+    /// running until [`shutdown`](Self::shutdown).
+    pub async fn leave(&self) -> Result<(), NodeError> {
+        self.ask(Command::Leave).await
+    }
+
+    /// Replaces our tags and announces them.
+    pub async fn set_tags(&self, tags: BTreeMap<String, String>) -> Result<(), NodeError> {
+        Ok(self.ask(|done| Command::SetTags { tags, done }).await??)
+    }
+
+    /// Every [`Event`] from now on. A receiver that falls more than 1024 events behind gets
+    /// `RecvError::Lagged` and skips ahead.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Stops the driver and closes the sockets, without leaving. Returns once it has stopped;
+    /// calling it again is harmless.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(Command::Shutdown).await;
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+}

@@ -1,0 +1,527 @@
+//! `vassal agent`: parse Serf's agent flags, start a node, join, log membership, and shut down on
+//! signals the way Serf does (spec §5.1, §5.5, §5.6).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+use vassal_memberlist::wire::Keyring;
+use vassal_node::{Handle, NodeConfig};
+
+use crate::flags::{parse_duration, FlagError, FlagSet, Kind};
+use crate::logging::{self, LogLevel};
+
+const DEFAULT_PORT: u16 = 7946;
+/// How long a graceful leave may take before we exit anyway (Serf's `gracefulTimeout`).
+const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub fn flags() -> FlagSet {
+    FlagSet::new("agent")
+        .flag(
+            "node",
+            Kind::Value,
+            "<name>",
+            "Node name (default: hostname)",
+        )
+        .flag(
+            "bind",
+            Kind::Value,
+            "<addr[:port]>",
+            "Address to bind (default 0.0.0.0:7946)",
+        )
+        .flag(
+            "advertise",
+            Kind::Value,
+            "<addr[:port]>",
+            "Address to advertise to peers",
+        )
+        .flag(
+            "join",
+            Kind::Multi,
+            "<addr[:port]>",
+            "Join this agent at start; repeatable",
+        )
+        .flag(
+            "retry-join",
+            Kind::Multi,
+            "<addr[:port]>",
+            "Join this agent, retrying until it works; repeatable",
+        )
+        .flag(
+            "retry-interval",
+            Kind::Value,
+            "<duration>",
+            "Time between retry-join attempts (default 30s)",
+        )
+        .flag(
+            "retry-max",
+            Kind::Value,
+            "<n>",
+            "Retry-join attempts before exiting 1 (0: unlimited)",
+        )
+        .flag(
+            "encrypt",
+            Kind::Value,
+            "<key>",
+            "Base64 gossip encryption key (16, 24 or 32 bytes)",
+        )
+        .flag(
+            "profile",
+            Kind::Value,
+            "<lan|wan|local>",
+            "Timing profile (default lan)",
+        )
+        .flag(
+            "tag",
+            Kind::Multi,
+            "<key=value>",
+            "Tag for this node; repeatable",
+        )
+        .flag(
+            "role",
+            Kind::Value,
+            "<role>",
+            "Deprecated: same as -tag role=<role>",
+        )
+        .flag(
+            "log-level",
+            Kind::Value,
+            "<level>",
+            "trace, debug, info, warn or err (default info)",
+        )
+        .flag(
+            "protocol",
+            Kind::Value,
+            "<n>",
+            "Serf protocol version, 2 to 5 (default 5)",
+        )
+        .flag(
+            "disable-compression",
+            Kind::Bool,
+            "",
+            "Do not compress gossip",
+        )
+        .flag(
+            "broadcast-timeout",
+            Kind::Value,
+            "<duration>",
+            "How long a leave waits for its broadcast (default 5s)",
+        )
+        .unimplemented("iface", false)
+        .unimplemented("config-file", false)
+        .unimplemented("config-dir", false)
+        .unimplemented("discover", false)
+        .unimplemented("keyring-file", false)
+        .unimplemented("event-handler", false)
+        .unimplemented("replay", true)
+        .unimplemented("rejoin", true)
+        .unimplemented("rpc-addr", false)
+        .unimplemented("rpc-auth", false)
+        .unimplemented("snapshot", false)
+        .unimplemented("tags-file", false)
+        .unimplemented("syslog", true)
+        .unimplemented("mdns-iface", false)
+        .unimplemented("mdns-disable-ipv4", true)
+        .unimplemented("mdns-disable-ipv6", true)
+}
+
+/// Everything the flags said, checked.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub node: String,
+    pub bind: String,
+    pub advertise: Option<String>,
+    pub join: Vec<String>,
+    pub retry_join: Vec<String>,
+    pub retry_interval: Duration,
+    pub retry_max: u32,
+    pub keyring: Option<Keyring>,
+    pub profile: String,
+    pub tags: BTreeMap<String, String>,
+    pub log_level: LogLevel,
+    pub protocol: u8,
+    pub compression: bool,
+    pub broadcast_timeout: Duration,
+}
+
+pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
+    let p = flags().parse(args)?;
+    if let Some(extra) = p.args.first() {
+        return Err(FlagError::BadValue {
+            flag: "agent".into(),
+            value: extra.clone(),
+            why: "vassal agent takes no arguments".into(),
+        });
+    }
+    let bad = |flag: &str, value: &str, why: String| FlagError::BadValue {
+        flag: flag.into(),
+        value: value.into(),
+        why,
+    };
+    let mut tags = BTreeMap::new();
+    if let Some(role) = p.value("role") {
+        tags.insert("role".to_owned(), role.to_owned());
+    }
+    for t in p.values("tag") {
+        let (k, v) = t
+            .split_once('=')
+            .ok_or_else(|| bad("tag", t, "expected key=value".into()))?;
+        tags.insert(k.to_owned(), v.to_owned());
+    }
+    let keyring = match p.value("encrypt") {
+        None => None,
+        Some(k) => {
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(k)
+                .map_err(|e| bad("encrypt", k, format!("not base64 ({e})")))?;
+            Some(
+                Keyring::new(&key)
+                    .map_err(|e| bad("encrypt", k, format!("{e} (try `serf keygen`)")))?,
+            )
+        }
+    };
+    let profile = p.value("profile").unwrap_or("lan").to_owned();
+    if !matches!(profile.as_str(), "lan" | "wan" | "local") {
+        return Err(bad("profile", &profile, "must be lan, wan or local".into()));
+    }
+    Ok(AgentOptions {
+        node: p
+            .value("node")
+            .map(str::to_owned)
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+        bind: p.value("bind").unwrap_or("0.0.0.0:7946").to_owned(),
+        advertise: p.value("advertise").map(str::to_owned),
+        join: p.values("join").to_vec(),
+        retry_join: p.values("retry-join").to_vec(),
+        retry_interval: p.parse_or("retry-interval", Duration::from_secs(30), parse_duration)?,
+        retry_max: p.parse_or("retry-max", 0, |v| v.parse().map_err(|e| format!("{e}")))?,
+        keyring,
+        profile,
+        tags,
+        log_level: p.parse_or("log-level", LogLevel::Info, LogLevel::parse)?,
+        protocol: p.parse_or("protocol", vassal_serf::PROTOCOL_DEFAULT, |v| {
+            match v.parse::<u8>() {
+                Ok(n) if (vassal_serf::PROTOCOL_MIN..=vassal_serf::PROTOCOL_MAX).contains(&n) => {
+                    Ok(n)
+                }
+                _ => Err(format!(
+                    "must be {} to {}",
+                    vassal_serf::PROTOCOL_MIN,
+                    vassal_serf::PROTOCOL_MAX
+                )),
+            }
+        })?,
+        compression: !p.bool("disable-compression"),
+        broadcast_timeout: p.parse_or(
+            "broadcast-timeout",
+            Duration::from_secs(5),
+            parse_duration,
+        )?,
+    })
+}
+
+/// Splits `host[:port]` (IPv6 in brackets, or bare) and fills in `default_port`.
+pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("missing ']' in address {s:?}"))?;
+        match after.strip_prefix(':') {
+            Some(p) => (host, Some(p)),
+            None if after.is_empty() => (host, None),
+            None => return Err(format!("unexpected {after:?} after address in {s:?}")),
+        }
+    } else if s.matches(':').count() == 1 {
+        let (h, p) = s.split_once(':').expect("one colon");
+        (h, Some(p))
+    } else {
+        (s, None)
+    };
+    let port = match port {
+        None => default_port,
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("invalid port {p:?} in address {s:?}"))?,
+    };
+    Ok((host.to_owned(), port))
+}
+
+/// Resolves `host[:port]` to every address it names.
+async fn resolve(s: &str, default_port: u16) -> Result<Vec<SocketAddr>, String> {
+    let (host, port) = split_host_port(s, default_port)?;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| format!("Failed to resolve {s}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("Failed to resolve {s}: no addresses"));
+    }
+    Ok(addrs)
+}
+
+async fn resolve_all(list: &[String]) -> Result<Vec<SocketAddr>, Vec<String>> {
+    let mut addrs = Vec::new();
+    let mut errors = Vec::new();
+    for s in list {
+        match resolve(s, DEFAULT_PORT).await {
+            Ok(a) => addrs.extend(a),
+            Err(e) => errors.push(e),
+        }
+    }
+    if addrs.is_empty() && !errors.is_empty() {
+        return Err(errors);
+    }
+    for e in errors {
+        warn!("{e}");
+    }
+    Ok(addrs)
+}
+
+/// Joins `list`; the number of nodes synced with, or Serf's multi-error text.
+async fn join(handle: &Handle, list: &[String]) -> Result<usize, String> {
+    let addrs = resolve_all(list)
+        .await
+        .map_err(|errors| vassal_node::JoinError { errors }.to_string())?;
+    handle.join(addrs).await.map_err(|e| e.to_string())
+}
+
+pub async fn run(opts: AgentOptions) -> ExitCode {
+    logging::init(opts.log_level);
+    match start(opts).await {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(opts: AgentOptions) -> Result<ExitCode, String> {
+    let bind_addrs = resolve(&opts.bind, DEFAULT_PORT)
+        .await
+        .map_err(|e| format!("invalid -bind: {e}"))?;
+    let bind = bind_addrs[0];
+    let advertise = match &opts.advertise {
+        None => None,
+        Some(a) => Some(
+            resolve(a, 0)
+                .await
+                .map_err(|e| format!("invalid -advertise: {e}"))?[0],
+        ),
+    };
+    let mut ml = match opts.profile.as_str() {
+        "wan" => vassal_memberlist::Config::wan(&opts.node),
+        "local" => vassal_memberlist::Config::local(&opts.node),
+        _ => vassal_memberlist::Config::lan(&opts.node),
+    };
+    ml.seed = random_seed();
+    ml.keyring = opts.keyring.clone();
+    ml.enable_compression = opts.compression;
+    let mut serf = vassal_serf::Config::new(ml);
+    serf.tags = opts.tags.clone();
+    serf.protocol_version = opts.protocol;
+    serf.broadcast_timeout = opts.broadcast_timeout;
+    let config = NodeConfig {
+        serf,
+        bind,
+        advertise,
+    };
+
+    println!("==> Starting Serf agent...");
+    let (handle, mut task) = vassal_node::spawn(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("==> Serf agent running!");
+    println!("         Node name: '{}'", opts.node);
+    println!("         Bind addr: '{}'", handle.local_addr());
+    println!("    Advertise addr: '{}'", handle.advertise_addr());
+    println!("         Encrypted: {}", opts.keyring.is_some());
+    println!("           Profile: {}", opts.profile);
+    println!();
+    println!("==> Log data will now stream in as it occurs:");
+    println!();
+
+    if !opts.join.is_empty() {
+        info!("Joining cluster...(replay: false)");
+        match join(&handle, &opts.join).await {
+            Ok(n) => info!("Join completed. Synced with {n} initial agents"),
+            Err(e) => {
+                handle.shutdown().await;
+                return Err(e);
+            }
+        }
+    }
+
+    let (gave_up_tx, mut gave_up) = oneshot::channel();
+    if !opts.retry_join.is_empty() {
+        tokio::spawn(retry_join(
+            handle.clone(),
+            opts.retry_join.clone(),
+            opts.retry_interval,
+            opts.retry_max,
+            gave_up_tx,
+        ));
+    }
+
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let code = tokio::select! {
+        _ = sigint.recv() => {
+            println!("==> Caught signal: interrupt");
+            graceful_leave(&handle, &mut sigint).await
+        }
+        _ = sigterm.recv() => {
+            // Serf's default: leave_on_terminate = false, and a non-graceful exit is status 1.
+            println!("==> Caught signal: terminated");
+            ExitCode::FAILURE
+        }
+        Ok(()) = &mut gave_up => ExitCode::FAILURE,
+        _ = &mut task => {
+            error!("serf driver stopped unexpectedly");
+            ExitCode::FAILURE
+        }
+    };
+    handle.shutdown().await;
+    Ok(code)
+}
+
+/// Serf's `handleSignals` for a graceful leave: 0 once it completes; 1 on timeout or a second
+/// signal.
+async fn graceful_leave(handle: &Handle, sigint: &mut tokio::signal::unix::Signal) -> ExitCode {
+    println!("==> Gracefully shutting down agent...");
+    tokio::select! {
+        r = handle.leave() => match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        _ = tokio::time::sleep(GRACEFUL_TIMEOUT) => {
+            warn!("graceful leave did not finish in {GRACEFUL_TIMEOUT:?}; exiting");
+            ExitCode::FAILURE
+        }
+        _ = sigint.recv() => ExitCode::FAILURE,
+    }
+}
+
+/// Serf's `retryJoin`: try every `interval` until a join works or `max` attempts failed.
+async fn retry_join(
+    handle: Handle,
+    list: Vec<String>,
+    interval: Duration,
+    max: u32,
+    gave_up: oneshot::Sender<()>,
+) {
+    info!("Joining cluster...(replay: false)");
+    let mut attempt = 0u32;
+    loop {
+        match join(&handle, &list).await {
+            Ok(n) => {
+                info!("Join completed. Synced with {n} initial agents");
+                return;
+            }
+            Err(e) => {
+                attempt += 1;
+                // As in Serf: `-retry-max N` allows N retries after the first attempt.
+                if max > 0 && attempt > max {
+                    error!("maximum retry join attempts made, exiting");
+                    let _ = gave_up.send(());
+                    return;
+                }
+                warn!("Join failed: {e}, retrying in {interval:?}");
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// A seed for the state machine's generator from the OS.
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).expect("the OS random source is available");
+    u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_match_serf() {
+        let o = options(&[]).unwrap();
+        assert_eq!(o.bind, "0.0.0.0:7946");
+        assert_eq!(o.retry_interval, Duration::from_secs(30));
+        assert_eq!(o.retry_max, 0);
+        assert_eq!(o.profile, "lan");
+        assert_eq!(o.protocol, 5);
+        assert!(!o.node.is_empty(), "node defaults to the hostname");
+    }
+
+    #[test]
+    fn tags_and_joins_repeat() {
+        let o = options(&args(&[
+            "-tag",
+            "role=web",
+            "--tag=dc=eu",
+            "-join",
+            "a",
+            "-join=b:7000",
+        ]))
+        .unwrap();
+        assert_eq!(o.tags["role"], "web");
+        assert_eq!(o.tags["dc"], "eu");
+        assert_eq!(o.join, ["a", "b:7000"]);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        for (a, flag) in [
+            (&["-tag", "novalue"][..], "-tag"),
+            (&["-profile=moon"], "-profile"),
+            (&["-encrypt=aGVsbG8="], "-encrypt"),
+            (&["-protocol=9"], "-protocol"),
+            (&["-retry-interval=5"], "-retry-interval"),
+            (&["-log-level=loud"], "-log-level"),
+        ] {
+            let e = options(&args(a)).unwrap_err().to_string();
+            assert!(e.contains(flag), "{a:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_16_byte_key_makes_a_keyring() {
+        let o = options(&args(&["-encrypt", "AAAAAAAAAAAAAAAAAAAAAA=="])).unwrap();
+        assert!(o.keyring.is_some());
+    }
+
+    #[test]
+    fn unimplemented_serf_flags_are_refused_by_name() {
+        let e = options(&args(&["-node=a", "-event-handler", "x.sh"])).unwrap_err();
+        assert!(e.to_string().contains("-event-handler"), "{e}");
+    }
+
+    #[test]
+    fn host_port_splitting_defaults_the_port() {
+        let s = |a| split_host_port(a, 7946).unwrap();
+        assert_eq!(s("127.0.0.1"), ("127.0.0.1".into(), 7946));
+        assert_eq!(s("127.0.0.1:8000"), ("127.0.0.1".into(), 8000));
+        assert_eq!(s("localhost"), ("localhost".into(), 7946));
+        assert_eq!(s("[::1]:8000"), ("::1".into(), 8000));
+        assert_eq!(s("[::1]"), ("::1".into(), 7946));
+        assert_eq!(s("::1"), ("::1".into(), 7946));
+        assert!(split_host_port("h:port", 7946).is_err());
+    }
+}

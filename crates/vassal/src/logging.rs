@@ -1,0 +1,114 @@
+//! Log lines in Serf's shape: `2024/05/01 12:00:00 [INFO] serf: member-join: n1 127.0.0.1`,
+//! written to stderr through `tracing`.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+/// Serf's `-log-level` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Err,
+}
+
+impl LogLevel {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "trace" => Ok(LogLevel::Trace),
+            "debug" => Ok(LogLevel::Debug),
+            "info" => Ok(LogLevel::Info),
+            "warn" | "warning" => Ok(LogLevel::Warn),
+            "err" | "error" => Ok(LogLevel::Err),
+            _ => Err("valid log levels are trace, debug, info, warn, err".into()),
+        }
+    }
+
+    fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            // The pure crates narrate at info too (`EventMemberJoin …`); the shell's
+            // `member-join: …` lines say the same, so they stay quiet unless debugging.
+            LogLevel::Info => "info,vassal_serf=warn,vassal_memberlist=warn",
+            LogLevel::Warn => "warn",
+            LogLevel::Err => "error",
+        }
+    }
+}
+
+pub fn init(level: LogLevel) {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(EnvFilter::new(level.directive()))
+        .event_format(SerfFormat)
+        .try_init();
+}
+
+struct SerfFormat;
+
+impl<S, N> FormatEvent<S, N> for SerfFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        let level = match *meta.level() {
+            Level::ERROR => "ERR",
+            Level::WARN => "WARN",
+            Level::INFO => "INFO",
+            Level::DEBUG => "DEBUG",
+            Level::TRACE => "TRACE",
+        };
+        let crate_name = meta.target().split("::").next().unwrap_or("");
+        let component = match crate_name {
+            "vassal_node" | "vassal_serf" => "serf",
+            "vassal_memberlist" => "memberlist",
+            "vassal" => "agent",
+            other => other,
+        };
+        write!(w, "    {} [{level}] {component}: ", timestamp())?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
+/// `YYYY/MM/DD HH:MM:SS` in UTC, like Go's `log` with `LstdFlags`.
+fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}/{month:02}/{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

@@ -61,13 +61,12 @@ impl VassalAgentBuilder {
     }
 
     fn args(&self) -> Vec<String> {
-        // Serf's flag spelling (§5.5). -rpc-addr is passed so that, once the agent serves RPC,
-        // parallel tests do not all fight over the default 127.0.0.1:7373.
+        // Serf's flag spelling (§5.5). -rpc-addr joins these once the agent serves RPC
+        // (issue 4), so that parallel tests do not fight over the default 127.0.0.1:7373.
         let mut a = vec![
             "agent".into(),
             format!("-node={}", self.name),
             format!("-bind={}", self.bind),
-            format!("-rpc-addr={}", self.rpc),
         ];
         a.extend(self.join.iter().map(|j| format!("-join={j}")));
         if let Some(k) = &self.encrypt {
@@ -150,6 +149,10 @@ impl VassalAgent {
     }
     pub fn is_running(&mut self) -> bool {
         self.proc.try_exit().is_none()
+    }
+    /// The exit status, once the agent has exited on its own.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.proc.try_exit()
     }
     /// Panics with the log tail if the agent has exited.
     #[track_caller]

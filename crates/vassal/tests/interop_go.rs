@@ -39,7 +39,6 @@ fn go_sees(go: &GoSerf, v: &mut VassalAgent, name: &str, status: &str, deadline:
 
 // (a) Vassal joins a Go cluster: push/pull over TCP, then gossip over UDP (spec §3.7–3.8).
 #[test]
-#[ignore = "needs vassal agent (issue 2)"]
 fn vassal_joins_go_and_go_lists_it_alive() {
     let lo = Loopback::fresh();
     let go = GoSerf::start("go1", &lo);
@@ -53,7 +52,6 @@ fn vassal_joins_go_and_go_lists_it_alive() {
 
 // (a) Go joins Vassal: `serf join` makes Go initiate the push/pull against our TCP listener.
 #[test]
-#[ignore = "needs vassal agent (issue 2)"]
 fn go_joins_vassal_and_lists_it_alive() {
     let lo = Loopback::fresh();
     let mut v = VassalAgent::builder("v1", &lo).spawn();
@@ -71,7 +69,6 @@ fn go_joins_vassal_and_lists_it_alive() {
 // (b) SWIM failure detection of a Vassal node by Go, then refutation on restart: the restarted
 // node must out-incarnate its own death (spec §3.3) for Go to list it alive again.
 #[test]
-#[ignore = "needs vassal agent (issue 2)"]
 fn killed_vassal_is_failed_in_go_and_alive_again_after_restart() {
     let lo = Loopback::fresh();
     let go = GoSerf::start("go1", &lo);
@@ -87,7 +84,6 @@ fn killed_vassal_is_failed_in_go_and_alive_again_after_restart() {
 
 // (c) SIGINT is a graceful leave (spec §5.6): Go lists the node `left`, not `failed`.
 #[test]
-#[ignore = "needs vassal agent (issue 2)"]
 fn interrupted_vassal_is_left_in_go() {
     let lo = Loopback::fresh();
     let go = GoSerf::start("go1", &lo);
@@ -106,7 +102,6 @@ fn interrupted_vassal_is_left_in_go() {
 // (d) Vassal's own failure detector: a SIGKILLed Go node must be logged `member-failed: go2`
 // by Vassal (and, as a control, listed failed by the surviving Go node).
 #[test]
-#[ignore = "needs vassal agent (issue 2)"]
 fn killed_go_node_is_seen_failed_by_vassal() {
     let lo = Loopback::fresh();
     let go1 = GoSerf::start("go1", &lo);
@@ -127,7 +122,6 @@ fn killed_go_node_is_seen_failed_by_vassal() {
 
 // (e) The same with AES-GCM gossip encryption on both sides (spec §2.9).
 #[test]
-#[ignore = "needs vassal agent (issue 2)"]
 fn encrypted_cluster_joins_and_detects_failures_both_ways() {
     let lo = Loopback::fresh();
     let key = GoSerf::keygen();
@@ -158,9 +152,9 @@ fn encrypted_cluster_joins_and_detects_failures_both_ways() {
 
 // (f) Different keys: no join in either direction, and both sides say why. Go logs
 // "[ERR] memberlist: failed to receive: No installed keys could decrypt the message"; Vassal
-// must log a WARN/ERROR line mentioning decryption or the key.
+// logs a WARN/ERROR line about decryption. Like `serf agent -join`, a Vassal agent whose start-up
+// join fails everywhere exits 1, naming the reason.
 #[test]
-#[ignore = "needs vassal agent (issue 2)"]
 fn mismatched_keys_prevent_join_and_both_sides_log_why() {
     let lo = Loopback::fresh();
     let go = GoSerf::builder("go1", &lo)
@@ -168,16 +162,19 @@ fn mismatched_keys_prevent_join_and_both_sides_log_why() {
         .spawn();
     let mut v = VassalAgent::builder("v1", &lo)
         .encrypt(&GoSerf::keygen())
-        .join(go.addr())
         .spawn();
 
-    // Go refuses to join Vassal too.
-    let err = go
-        .try_join(v.addr())
-        .expect_err("Go joined a Vassal agent with a different key");
-    assert!(!err.is_empty());
-
+    // Go cannot join Vassal: Vassal cannot read Go's stream, and Go cannot read the reply.
+    wait_until(JOIN, "the Vassal agent to listen", || {
+        v.assert_running();
+        match go.try_join(v.addr()) {
+            Err(e) if e.contains("decrypt") => Ok(()),
+            Err(e) => Err(e),
+            Ok(()) => panic!("Go joined a Vassal agent with a different key"),
+        }
+    });
     hold_for(Duration::from_secs(3), "Go to list only itself", || {
+        v.assert_running();
         let m = go.try_members()?;
         if m.len() == 1 {
             Ok(())
@@ -190,7 +187,44 @@ fn mismatched_keys_prevent_join_and_both_sides_log_why() {
         "v1 joined go1:\n{}",
         v.log_tail(30)
     );
+    let line = |log: &str| {
+        log.lines().any(|l| {
+            let l = l.to_ascii_lowercase();
+            (l.contains("[err]") || l.contains("[warn]")) && l.contains("decrypt")
+        })
+    };
+    wait_until(
+        JOIN,
+        "Vassal to log why it could not read Go's stream",
+        || {
+            v.assert_running();
+            if line(&v.log()) {
+                Ok(())
+            } else {
+                Err(v.log_tail(20))
+            }
+        },
+    );
 
+    // Vassal cannot join Go either; it exits 1 and says why, and Go logs its side.
+    let mut v2 = VassalAgent::builder("v2", &lo)
+        .encrypt(&GoSerf::keygen())
+        .join(go.addr())
+        .spawn();
+    let status = wait_until(JOIN, "the Vassal agent with a bad key to exit", || {
+        v2.exit_status().ok_or_else(|| v2.log_tail(10))
+    });
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "exit status; log:\n{}",
+        v2.log_tail(20)
+    );
+    assert!(
+        line(&v2.log()),
+        "no decryption error in the log:\n{}",
+        v2.log_tail(20)
+    );
     wait_until(JOIN, "Go to log that it could not decrypt", || {
         let log = go.log();
         if log.contains("No installed keys could decrypt") {
@@ -199,26 +233,12 @@ fn mismatched_keys_prevent_join_and_both_sides_log_why() {
             Err(go.log_tail(20))
         }
     });
-    wait_until(JOIN, "Vassal to log a key/decryption error", || {
-        v.assert_running();
-        let log = v.log();
-        let found = log.lines().any(|l| {
-            let l = l.to_ascii_lowercase();
-            (l.contains("error") || l.contains("warn"))
-                && (l.contains("decrypt") || l.contains("key"))
-        });
-        if found {
-            Ok(())
-        } else {
-            Err(v.log_tail(20))
-        }
-    });
+    assert_eq!(go.try_members().map(|m| m.len()), Ok(1), "Go's members");
 }
 
 // (g) A mixed cluster of 3 Go + 3 Vassal agents, each on its own loopback address, joined
 // through both kinds of node; then one Vassal agent dies and the five others agree.
 #[test]
-#[ignore = "needs vassal agent (issue 2)"]
 fn mixed_cluster_of_three_go_and_three_vassal_agrees_on_membership() {
     let all = ["go1", "go2", "go3", "v1", "v2", "v3"];
     let go1 = GoSerf::start("go1", &Loopback::fresh());

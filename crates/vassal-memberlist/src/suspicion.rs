@@ -114,7 +114,7 @@ mod tests {
         let mut s = Suspicion::new("a", 2, min, min * 6, now);
         assert_eq!(s.deadline - now, Duration::from_secs(24));
         assert!(s.confirm("b"));
-        assert_eq!(s.deadline - now, Duration::from_millis(11_380));
+        assert_eq!(s.deadline - now, Duration::from_millis(11_381));
         assert!(!s.confirm("b"), "the same peer counts once");
         assert!(s.confirm("c"));
         assert_eq!(s.deadline - now, min);

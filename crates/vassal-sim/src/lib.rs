@@ -303,15 +303,23 @@ impl Sim {
 
     /// Runs until `done` holds (checked after every step) or `limit` passes; returns the time it
     /// first held.
-    pub fn run_until_cond(
+    pub fn run_until_cond(&mut self, limit: Duration, done: impl FnMut(&Sim) -> bool) -> Option<Duration> {
+        self.run_until_cond_every(limit, Duration::ZERO, done)
+    }
+
+    /// Like [`run_until_cond`](Self::run_until_cond), but checks `done` at most once per `every`
+    /// of virtual time: for conditions that cost O(n²), such as [`converged`](Self::converged).
+    pub fn run_until_cond_every(
         &mut self,
         limit: Duration,
+        every: Duration,
         mut done: impl FnMut(&Sim) -> bool,
     ) -> Option<Duration> {
         let end = self.now + limit;
         if done(self) {
             return Some(self.now);
         }
+        let mut next_check = self.now + every;
         while let Some(Reverse((at, _, _))) = self.queue.peek() {
             if *at > end {
                 break;
@@ -319,12 +327,15 @@ impl Sim {
             let Reverse((at, _, d)) = self.queue.pop().expect("peeked");
             self.now = self.now.max(at);
             self.deliver(d);
-            if done(self) {
-                return Some(self.now);
+            if self.now >= next_check {
+                next_check = self.now + every;
+                if done(self) {
+                    return Some(self.now);
+                }
             }
         }
         self.now = self.now.max(end);
-        None
+        done(self).then_some(self.now)
     }
 
     /// How node `i` sees node `j` in memberlist terms.

@@ -51,13 +51,13 @@ fn converged_cluster(seed: u64, n: usize) -> (Sim, Duration) {
             sim.run_for(Duration::from_millis(20));
         }
     }
-    let t = sim.run_until_cond(Duration::from_secs(600), Sim::converged);
+    let t = sim.run_until_cond_every(Duration::from_secs(600), Duration::from_millis(500), Sim::converged);
     assert!(
         t.is_some(),
         "{n} nodes did not converge in 600 simulated seconds (SIM_SEED={seed})"
     );
     // Let join broadcasts finish so they do not share packets with the measured one.
-    sim.run_until_cond(Duration::from_secs(120), |s| {
+    sim.run_until_cond_every(Duration::from_secs(120), Duration::from_millis(100), |s| {
         (0..s.len()).all(|i| s.serf(i).memberlist().queued_broadcasts() == 0)
     });
     (sim, wall.elapsed())

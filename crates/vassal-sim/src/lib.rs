@@ -303,7 +303,11 @@ impl Sim {
 
     /// Runs until `done` holds (checked after every step) or `limit` passes; returns the time it
     /// first held.
-    pub fn run_until_cond(&mut self, limit: Duration, done: impl FnMut(&Sim) -> bool) -> Option<Duration> {
+    pub fn run_until_cond(
+        &mut self,
+        limit: Duration,
+        done: impl FnMut(&Sim) -> bool,
+    ) -> Option<Duration> {
         self.run_until_cond_every(limit, Duration::ZERO, done)
     }
 

@@ -51,7 +51,11 @@ fn converged_cluster(seed: u64, n: usize) -> (Sim, Duration) {
             sim.run_for(Duration::from_millis(20));
         }
     }
-    let t = sim.run_until_cond_every(Duration::from_secs(600), Duration::from_millis(500), Sim::converged);
+    let t = sim.run_until_cond_every(
+        Duration::from_secs(600),
+        Duration::from_millis(500),
+        Sim::converged,
+    );
     assert!(
         t.is_some(),
         "{n} nodes did not converge in 600 simulated seconds (SIM_SEED={seed})"

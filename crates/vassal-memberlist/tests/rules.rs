@@ -1,0 +1,275 @@
+//! The SWIM and Lifeguard rules, checked on the pure state machine by feeding it messages and
+//! reading what it sends back (spec §3.3–§3.4).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use vassal_memberlist::wire::{
+    self, Alive, Dead, Message, Nack, ReadOptions, Suspect, Vsn, WriteOptions,
+};
+use vassal_memberlist::{Config, Memberlist, NoDelegate, NodeStateKind, Transmit};
+
+const VSN: Vsn = [1, 5, 2, 0, 0, 0];
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, i], 7946))
+}
+
+fn node(name: &str, i: u8, now: Instant) -> Memberlist {
+    let mut c = Config::lan(name);
+    c.advertise = addr(i);
+    c.seed = i as u64;
+    Memberlist::new(c, now, &mut NoDelegate).expect("valid config")
+}
+
+fn packet(msgs: &[Message]) -> Vec<u8> {
+    let encoded: Vec<Vec<u8>> = msgs.iter().map(wire::encode_message).collect();
+    let opts = WriteOptions {
+        label: &[],
+        keyring: None,
+        compress: false,
+        crc: false,
+    };
+    wire::encode_packet(&encoded, &opts, [0; 12])
+}
+
+/// Every message `ml` has queued to send, decoded, with its destination.
+fn sent(ml: &mut Memberlist) -> Vec<(SocketAddr, Message)> {
+    let opts = ReadOptions {
+        label: &[],
+        keyring: None,
+        verify_incoming: true,
+    };
+    let mut out = Vec::new();
+    while let Some(t) = ml.poll_transmit() {
+        if let Transmit::Packet { to, bytes } = t {
+            let p = wire::decode_packet(&bytes, &opts).expect("we send what we can read");
+            out.extend(p.messages.into_iter().map(|m| (to, m)));
+        }
+    }
+    out
+}
+
+fn alive(name: &str, i: u8, incarnation: u32) -> Message {
+    Message::Alive(Alive {
+        incarnation,
+        node: name.into(),
+        addr: addr(i).ip(),
+        port: 7946,
+        meta: vec![],
+        vsn: VSN,
+    })
+}
+
+/// Drains everything due in the next `d`, one millisecond at a time.
+fn advance(ml: &mut Memberlist, now: &mut Instant, d: Duration) {
+    let end = *now + d;
+    while *now < end {
+        *now += Duration::from_millis(1);
+        ml.handle_timeout(*now, &mut NoDelegate);
+    }
+}
+
+#[test]
+fn suspect_about_ourselves_is_refuted_with_a_higher_incarnation() {
+    // SWIM §4.2 / spec §3.3 Refute.
+    let mut now = Instant::now();
+    let mut a = node("a", 1, now);
+    a.handle_packet(addr(2), &packet(&[alive("b", 2, 1)]), now, &mut NoDelegate);
+    sent(&mut a);
+    a.handle_packet(
+        addr(2),
+        &packet(&[Message::Suspect(Suspect {
+            incarnation: 7,
+            node: "a".into(),
+            from: "b".into(),
+        })]),
+        now,
+        &mut NoDelegate,
+    );
+    assert_eq!(
+        a.incarnation_of("a"),
+        Some(8),
+        "refute goes one past the accusation"
+    );
+    assert_eq!(a.node("a").unwrap().state, NodeStateKind::Alive);
+    assert_eq!(
+        a.health_score(),
+        1,
+        "Lifeguard: refuting counts against our health"
+    );
+    // The refutation is gossiped.
+    advance(&mut a, &mut now, Duration::from_millis(300));
+    let refuted = sent(&mut a)
+        .into_iter()
+        .any(|(_, m)| matches!(m, Message::Alive(al) if al.node == "a" && al.incarnation == 8));
+    assert!(refuted, "no alive{{a, 8}} was gossiped");
+}
+
+#[test]
+fn stale_alive_is_ignored_and_newer_one_accepted() {
+    let now = Instant::now();
+    let mut a = node("a", 1, now);
+    a.handle_packet(addr(2), &packet(&[alive("b", 2, 5)]), now, &mut NoDelegate);
+    let suspect = Suspect {
+        incarnation: 5,
+        node: "b".into(),
+        from: "c".into(),
+    };
+    a.handle_packet(
+        addr(3),
+        &packet(&[Message::Suspect(suspect)]),
+        now,
+        &mut NoDelegate,
+    );
+    assert_eq!(a.node("b").unwrap().state, NodeStateKind::Suspect);
+    a.handle_packet(addr(2), &packet(&[alive("b", 2, 5)]), now, &mut NoDelegate);
+    assert_eq!(
+        a.node("b").unwrap().state,
+        NodeStateKind::Suspect,
+        "same incarnation does not clear suspicion"
+    );
+    a.handle_packet(addr(2), &packet(&[alive("b", 2, 6)]), now, &mut NoDelegate);
+    assert_eq!(
+        a.node("b").unwrap().state,
+        NodeStateKind::Alive,
+        "a higher incarnation refutes"
+    );
+}
+
+#[test]
+fn dead_from_the_node_itself_means_left() {
+    let now = Instant::now();
+    let mut a = node("a", 1, now);
+    a.handle_packet(
+        addr(2),
+        &packet(&[alive("b", 2, 1), alive("c", 3, 1)]),
+        now,
+        &mut NoDelegate,
+    );
+    let left = Dead {
+        incarnation: 1,
+        node: "b".into(),
+        from: "b".into(),
+    };
+    let killed = Dead {
+        incarnation: 1,
+        node: "c".into(),
+        from: "a".into(),
+    };
+    a.handle_packet(
+        addr(2),
+        &packet(&[Message::Dead(left), Message::Dead(killed)]),
+        now,
+        &mut NoDelegate,
+    );
+    assert_eq!(a.node("b").unwrap().state, NodeStateKind::Left);
+    assert_eq!(a.node("c").unwrap().state, NodeStateKind::Dead);
+    // A left node comes back only with a newer incarnation.
+    a.handle_packet(addr(2), &packet(&[alive("b", 2, 1)]), now, &mut NoDelegate);
+    assert_eq!(a.node("b").unwrap().state, NodeStateKind::Left);
+    a.handle_packet(addr(2), &packet(&[alive("b", 2, 2)]), now, &mut NoDelegate);
+    assert_eq!(a.node("b").unwrap().state, NodeStateKind::Alive);
+}
+
+#[test]
+fn unanswered_probe_goes_indirect_then_suspects() {
+    // SWIM §4.1 (indirect probes), Lifeguard §IV-A (nacks feed local health), spec §3.4.
+    let mut now = Instant::now();
+    let mut a = node("a", 1, now);
+    let peers = [alive("b", 2, 1), alive("c", 3, 1)];
+    a.handle_packet(addr(2), &packet(&peers), now, &mut NoDelegate);
+    sent(&mut a);
+    // Run probe rounds until one targets b; c answers nothing either, but only b is the target.
+    let mut indirect = None;
+    for _ in 0..5000 {
+        advance(&mut a, &mut now, Duration::from_millis(1));
+        for (to, m) in sent(&mut a) {
+            if let Message::IndirectPing(ind) = m {
+                indirect = Some((to, ind));
+            }
+        }
+        if indirect.is_some() {
+            break;
+        }
+    }
+    let (to, ind) = indirect.expect("a probe with no ack must fall back to an indirect probe");
+    let target = ind.node.clone();
+    let helper = if target == "b" { addr(3) } else { addr(2) };
+    assert_eq!(to, helper, "the indirect probe goes to the other peer");
+    assert!(ind.nack, "peers with protocol max ≥ 4 are asked for nacks");
+    // The helper could not reach the target either: it nacks.
+    a.handle_packet(
+        helper,
+        &packet(&[Message::Nack(Nack { seq_no: ind.seq_no })]),
+        now,
+        &mut NoDelegate,
+    );
+    advance(&mut a, &mut now, Duration::from_secs(1));
+    assert_eq!(
+        a.node(&target).unwrap().state,
+        NodeStateKind::Suspect,
+        "{target} should be suspect"
+    );
+    assert_eq!(
+        a.health_score(),
+        0,
+        "a nack means the helper, not we, had trouble: no health penalty"
+    );
+    // With no refutation, suspicion ends in death (min timeout: 4 s at n = 3).
+    advance(&mut a, &mut now, Duration::from_secs(5));
+    assert_eq!(a.node(&target).unwrap().state, NodeStateKind::Dead);
+}
+
+#[test]
+fn intermediary_relays_an_ack_or_nacks_in_time() {
+    let now = Instant::now();
+    let mut b = node("b", 2, now);
+    let ind = wire::IndirectPing {
+        seq_no: 99,
+        target: addr(3).ip(),
+        port: 7946,
+        node: "c".into(),
+        nack: true,
+        source_addr: Some(addr(1).ip()),
+        source_port: 7946,
+        source_node: "a".into(),
+    };
+    b.handle_packet(
+        addr(1),
+        &packet(&[Message::IndirectPing(ind)]),
+        now,
+        &mut NoDelegate,
+    );
+    let pings: Vec<_> = sent(&mut b)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Message::Ping(_)))
+        .collect();
+    assert_eq!(pings.len(), 1);
+    assert_eq!(pings[0].0, addr(3), "b pings the target for a");
+    // No ack from c within the probe timeout: b tells a with a nack carrying a's sequence number.
+    b.handle_timeout(now + Duration::from_millis(501), &mut NoDelegate);
+    let nacks: Vec<_> = sent(&mut b)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Message::Nack(n) if n.seq_no == 99))
+        .collect();
+    assert_eq!(nacks.len(), 1, "one nack for seq 99");
+    assert_eq!(nacks[0].0, addr(1));
+}
+
+#[test]
+fn graceful_leave_gossips_a_dead_from_ourselves() {
+    let mut now = Instant::now();
+    let mut a = node("a", 1, now);
+    a.handle_packet(addr(2), &packet(&[alive("b", 2, 1)]), now, &mut NoDelegate);
+    sent(&mut a);
+    a.leave(now, &mut NoDelegate);
+    assert!(a.leave_pending());
+    advance(&mut a, &mut now, Duration::from_secs(2));
+    let dead = sent(&mut a)
+        .into_iter()
+        .any(|(_, m)| matches!(m, Message::Dead(d) if d.node == "a" && d.from == "a"));
+    assert!(dead, "the leave message was never sent");
+    assert!(!a.leave_pending());
+    assert_eq!(a.node("a").unwrap().state, NodeStateKind::Left);
+}

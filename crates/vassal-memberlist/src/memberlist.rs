@@ -1357,17 +1357,7 @@ impl Memberlist {
     fn send_packet(&mut self, to: SocketAddr, msgs: &[Vec<u8>], crc: bool) {
         for chunk in msgs.chunks(255) {
             let nonce = self.nonce();
-            let opts = WriteOptions {
-                label: &self.config.label,
-                keyring: self
-                    .config
-                    .keyring
-                    .as_ref()
-                    .filter(|_| self.config.gossip_verify_outgoing),
-                compress: self.config.enable_compression,
-                crc,
-            };
-            let bytes = wire::encode_packet(chunk, &opts, nonce);
+            let bytes = wire::encode_packet(chunk, &self.write_options(crc), nonce);
             self.transmits.push_back(Transmit::Packet { to, bytes });
         }
     }
@@ -1387,7 +1377,13 @@ impl Memberlist {
 
     fn encode_stream(&mut self, msg: &StreamMessage) -> Vec<u8> {
         let nonce = self.nonce();
-        let opts = WriteOptions {
+        wire::encode_stream(msg, &self.write_options(false), nonce)
+    }
+
+    /// How we write: our label, the primary key if we encrypt, compression, and `crc` (packets
+    /// only).
+    fn write_options(&self, crc: bool) -> WriteOptions<'_> {
+        WriteOptions {
             label: &self.config.label,
             keyring: self
                 .config
@@ -1395,9 +1391,8 @@ impl Memberlist {
                 .as_ref()
                 .filter(|_| self.config.gossip_verify_outgoing),
             compress: self.config.enable_compression,
-            crc: false,
-        };
-        wire::encode_stream(msg, &opts, nonce)
+            crc,
+        }
     }
 
     fn read_options(&self) -> ReadOptions<'_> {

@@ -74,17 +74,23 @@ pub(crate) fn write_ping(w: &mut Writer, p: &Ping) {
     w.str(&p.node);
     w.str("SeqNo");
     w.uint(p.seq_no as u64);
-    if let Some(a) = &p.source_addr {
+    write_source(w, &p.source_addr, &p.source_node, p.source_port);
+}
+
+/// The omit-empty `SourceAddr`, `SourceNode`, `SourcePort` fields of pings (memberlist ≥ 0.2.0),
+/// in Go's key order.
+fn write_source(w: &mut Writer, addr: &Option<IpAddr>, node: &str, port: u16) {
+    if let Some(a) = addr {
         w.str("SourceAddr");
         w.raw(&ip_bytes(a));
     }
-    if !p.source_node.is_empty() {
+    if !node.is_empty() {
         w.str("SourceNode");
-        w.str(&p.source_node);
+        w.str(node);
     }
-    if p.source_port != 0 {
+    if port != 0 {
         w.str("SourcePort");
-        w.uint(p.source_port as u64);
+        w.uint(port as u64);
     }
 }
 
@@ -118,18 +124,7 @@ fn write_indirect_ping(w: &mut Writer, p: &IndirectPing) {
     w.uint(p.port as u64);
     w.str("SeqNo");
     w.uint(p.seq_no as u64);
-    if let Some(a) = &p.source_addr {
-        w.str("SourceAddr");
-        w.raw(&ip_bytes(a));
-    }
-    if !p.source_node.is_empty() {
-        w.str("SourceNode");
-        w.str(&p.source_node);
-    }
-    if p.source_port != 0 {
-        w.str("SourcePort");
-        w.uint(p.source_port as u64);
-    }
+    write_source(w, &p.source_addr, &p.source_node, p.source_port);
     w.str("Target");
     w.raw(&ip_bytes(&p.target));
 }

@@ -94,6 +94,7 @@ impl Awareness {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a test's epoch: only differences from it matter
 mod tests {
     use super::*;
 

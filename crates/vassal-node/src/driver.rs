@@ -144,13 +144,17 @@ impl Driver {
             Command::Members(reply) => {
                 let _ = reply.send(self.serf.members().cloned().collect());
             }
-            Command::Join { addrs, done } => {
+            Command::Join {
+                addrs,
+                replay,
+                done,
+            } => {
                 if addrs.is_empty() {
                     let _ = done.send(Err(JoinError { errors: Vec::new() }));
                     return;
                 }
                 info!("joining: {addrs:?}");
-                let id = self.serf.join(&addrs, now);
+                let id = self.serf.join(&addrs, !replay, now);
                 self.joins.insert(id, (addrs, done));
             }
             Command::Leave(done) => {
@@ -161,6 +165,14 @@ impl Driver {
                     self.leaving.push(done);
                     self.serf.leave(now);
                 }
+            }
+            Command::UserEvent {
+                name,
+                payload,
+                coalesce,
+                done,
+            } => {
+                let _ = done.send(self.serf.user_event(&name, &payload, coalesce, now));
             }
             Command::SetTags { tags, done } => {
                 let _ = done.send(self.serf.set_tags(tags, now));
@@ -231,6 +243,12 @@ impl Driver {
                     let _ = done.send(());
                 }
             }
+            Event::User(u) => info!(
+                "user event: {} ltime={} payload={:?}",
+                u.name,
+                u.ltime,
+                String::from_utf8_lossy(&u.payload)
+            ),
             Event::Warning(w) => warn!("{w}"),
         }
     }

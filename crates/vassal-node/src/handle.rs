@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use vassal_serf::tags::TagsError;
-use vassal_serf::{Event, Member};
+use vassal_serf::{Event, Member, UserEventError};
 
 /// Commands from handles to the driver.
 #[derive(Debug)]
@@ -16,7 +16,14 @@ pub(crate) enum Command {
     Members(oneshot::Sender<Vec<Member>>),
     Join {
         addrs: Vec<SocketAddr>,
+        replay: bool,
         done: oneshot::Sender<Result<usize, JoinError>>,
+    },
+    UserEvent {
+        name: String,
+        payload: Vec<u8>,
+        coalesce: bool,
+        done: oneshot::Sender<Result<(), UserEventError>>,
     },
     Leave(oneshot::Sender<()>),
     SetTags {
@@ -38,6 +45,9 @@ pub enum NodeError {
     /// The tags were not changed.
     #[error(transparent)]
     Tags(#[from] TagsError),
+    /// The user event was not sent.
+    #[error(transparent)]
+    UserEvent(#[from] UserEventError),
 }
 
 /// A join in which no exchange succeeded; one line per address, like Serf's multi-error.
@@ -87,10 +97,35 @@ impl Handle {
         self.ask(Command::Members).await
     }
 
-    /// Joins through `addrs` (push/pull with each); the number that succeeded, or every error
+    /// Joins through `addrs` (push/pull with each); with `replay`, user events the cluster saw
+    /// before are delivered too (Serf's `-replay`). The number that succeeded, or every error
     /// if none did.
-    pub async fn join(&self, addrs: Vec<SocketAddr>) -> Result<usize, NodeError> {
-        Ok(self.ask(|done| Command::Join { addrs, done }).await??)
+    pub async fn join(&self, addrs: Vec<SocketAddr>, replay: bool) -> Result<usize, NodeError> {
+        Ok(self
+            .ask(|done| Command::Join {
+                addrs,
+                replay,
+                done,
+            })
+            .await??)
+    }
+
+    /// Sends a user event to the cluster (and to ourselves).
+    pub async fn user_event(
+        &self,
+        name: &str,
+        payload: &[u8],
+        coalesce: bool,
+    ) -> Result<(), NodeError> {
+        let (name, payload) = (name.to_owned(), payload.to_vec());
+        Ok(self
+            .ask(|done| Command::UserEvent {
+                name,
+                payload,
+                coalesce,
+                done,
+            })
+            .await??)
     }
 
     /// Leaves gracefully; returns once the leave has propagated (Serf's `Leave`). The node keeps

@@ -39,7 +39,10 @@ async fn two_nodes_see_each_other_alive_then_a_graceful_leave_as_left() {
     let a = node("a", 1).await;
     let b = node("b", 2).await;
 
-    let joined = b.join(vec![a.local_addr()]).await.expect("b joins a");
+    let joined = b
+        .join(vec![a.local_addr()], false)
+        .await
+        .expect("b joins a");
     assert_eq!(joined, 1);
 
     let within = Duration::from_secs(10);
@@ -68,7 +71,10 @@ async fn joining_nobody_reports_every_address_that_failed() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let err = a.join(vec![closed]).await.expect_err("nothing to join");
+    let err = a
+        .join(vec![closed], false)
+        .await
+        .expect_err("nothing to join");
     let text = err.to_string();
     assert!(
         text.contains("1 error occurred") && text.contains("Failed to join 127.0.0.1"),

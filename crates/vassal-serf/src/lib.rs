@@ -10,8 +10,10 @@ mod serf;
 pub mod tags;
 
 pub use member::{Member, MemberEvent, MemberEventKind, MemberStatus};
-pub use messages::SerfMessage;
-pub use serf::{Config, Event, Serf};
+pub use messages::{SerfMessage, UserEvent};
+pub use serf::{
+    Config, Event, Serf, UserEventError, EVENT_BUFFER_SIZE, USER_EVENT_SIZE_HARD_LIMIT,
+};
 
 /// Serf protocol versions this implementation speaks: min, max, and the agent default.
 pub const PROTOCOL_MIN: u8 = 2;

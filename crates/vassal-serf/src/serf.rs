@@ -17,7 +17,9 @@ use vassal_memberlist::{self as ml, Delegate, JoinId, Memberlist, Node, StreamId
 
 use crate::clock::LamportClock;
 use crate::member::{Member, MemberEvent, MemberEventKind, MemberStatus};
-use crate::messages::{self, Join, Leave, PushPullState, SerfMessage};
+use crate::messages::{
+    self, Join, Leave, PushPullState, SerfMessage, UserEvent, UserEventEntry, UserEvents,
+};
 use crate::tags;
 
 /// Serf settings (spec §4.14) around the memberlist ones.
@@ -43,7 +45,14 @@ pub struct Config {
     pub reconnect_timeout: Duration,
     /// Left members are forgotten (reaped) after this long.
     pub tombstone_timeout: Duration,
+    /// Largest user event (name + payload, and encoded), at most [`USER_EVENT_SIZE_HARD_LIMIT`].
+    pub user_event_size_limit: usize,
 }
+
+/// No user event may exceed this, whatever the configuration (Serf's `UserEventSizeLimit`).
+pub const USER_EVENT_SIZE_HARD_LIMIT: usize = 9 * 1024;
+/// Slots in the user event buffer: deduplication window and push/pull replay (spec §4.6).
+pub const EVENT_BUFFER_SIZE: usize = 512;
 
 impl Config {
     /// Serf defaults over a memberlist config; the protocol is the agent's default (5).
@@ -60,6 +69,7 @@ impl Config {
             reconnect_interval: Duration::from_secs(30),
             reconnect_timeout: Duration::from_secs(24 * 3600),
             tombstone_timeout: Duration::from_secs(24 * 3600),
+            user_event_size_limit: 512,
         }
     }
 }
@@ -68,6 +78,8 @@ impl Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Member(MemberEvent),
+    /// A user event, seen for the first time.
+    User(UserEvent),
     /// A [`Serf::join`] finished.
     JoinFinished {
         id: JoinId,
@@ -119,6 +131,19 @@ enum LeavePhase {
     Left,
 }
 
+/// Why a user event was not sent. Nothing was queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserEventError {
+    #[error("user event exceeds configured limit of {0} bytes before encoding")]
+    TooLarge(usize),
+    #[error("user event exceeds sane limit of {USER_EVENT_SIZE_HARD_LIMIT} bytes before encoding")]
+    OverHardLimit,
+    #[error("encoded user event exceeds configured limit of {0} bytes after encoding")]
+    EncodedTooLarge(usize),
+    #[error("encoded user event exceeds sane limit of {USER_EVENT_SIZE_HARD_LIMIT} bytes after encoding")]
+    EncodedOverHardLimit,
+}
+
 /// Token of our leave intent in the intent queue.
 const LEAVE_NOTIFY: u64 = 1;
 
@@ -135,6 +160,13 @@ struct Core {
     members: BTreeMap<String, MemberState>,
     intents: BTreeMap<String, Intent>,
     intent_queue: TransmitLimitedQueue,
+    event_queue: TransmitLimitedQueue,
+    /// `LTime mod 512` → the events seen at that time (spec §4.6).
+    event_buffer: Vec<Option<UserEvents>>,
+    /// User events older than this are ignored (raised by joins that ignore old events).
+    event_min_time: u64,
+    /// Joins in flight that asked to ignore old events.
+    ignoring_joins: BTreeSet<JoinId>,
     events: VecDeque<Event>,
     phase: LeavePhase,
     rng: ChaCha8Rng,
@@ -171,6 +203,10 @@ impl Serf {
             members: BTreeMap::new(),
             intents: BTreeMap::new(),
             intent_queue: TransmitLimitedQueue::new(),
+            event_queue: TransmitLimitedQueue::new(),
+            event_buffer: vec![None; EVENT_BUFFER_SIZE],
+            event_min_time: 0,
+            ignoring_joins: BTreeSet::new(),
             events: VecDeque::new(),
             phase: LeavePhase::Running,
             rng: ChaCha8Rng::seed_from_u64(ml_config.seed ^ 0x5e4f_5e4f),
@@ -233,6 +269,10 @@ impl Serf {
         self.core.intent_queue.len()
     }
 
+    pub fn event_queue_len(&self) -> usize {
+        self.core.event_queue.len()
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -245,9 +285,50 @@ impl Serf {
     // ----- commands -----
 
     /// Joins through the given addresses; the result comes as [`Event::JoinFinished`], after
-    /// which a join intent is broadcast if any exchange succeeded.
-    pub fn join(&mut self, addrs: &[SocketAddr], now: Instant) -> JoinId {
-        self.ml.join(addrs, now, &mut self.core)
+    /// which a join intent is broadcast if any exchange succeeded. With `ignore_old`, user events
+    /// the cluster saw before the join are not replayed (Serf's default; `-replay` turns it off).
+    pub fn join(&mut self, addrs: &[SocketAddr], ignore_old: bool, now: Instant) -> JoinId {
+        let id = self.ml.join(addrs, now, &mut self.core);
+        if ignore_old {
+            self.core.ignoring_joins.insert(id);
+        }
+        id
+    }
+
+    /// Sends a user event to the cluster (spec §4.6); it is also delivered locally.
+    pub fn user_event(
+        &mut self,
+        name: &str,
+        payload: &[u8],
+        coalesce: bool,
+        now: Instant,
+    ) -> Result<(), UserEventError> {
+        let limit = self.config.user_event_size_limit;
+        let size = name.len() + payload.len();
+        if size > limit {
+            return Err(UserEventError::TooLarge(limit));
+        }
+        if size > USER_EVENT_SIZE_HARD_LIMIT {
+            return Err(UserEventError::OverHardLimit);
+        }
+        let msg = UserEvent {
+            ltime: self.core.event_clock.time(),
+            name: name.to_owned(),
+            payload: payload.to_vec(),
+            cc: coalesce,
+        };
+        let raw = messages::encode(&SerfMessage::UserEvent(msg.clone()));
+        if raw.len() > limit {
+            return Err(UserEventError::EncodedTooLarge(limit));
+        }
+        if raw.len() > USER_EVENT_SIZE_HARD_LIMIT {
+            return Err(UserEventError::EncodedOverHardLimit);
+        }
+        self.core.event_clock.increment();
+        self.core.handle_user_event(&msg);
+        self.core.event_queue.queue(None, raw, None);
+        let _ = now;
+        Ok(())
     }
 
     /// Starts a graceful leave (spec §4.5): leave intent, then memberlist's leave, then a short
@@ -365,6 +446,7 @@ impl Serf {
         while let Some(e) = self.ml.poll_event() {
             match e {
                 ml::Event::JoinFinished { id, joined, errors } => {
+                    self.core.ignoring_joins.remove(&id);
                     if self.reconnects.remove(&id) {
                         debug!(joined, ?errors, "reconnect attempt finished");
                         continue;
@@ -607,17 +689,59 @@ impl Core {
     }
 
     fn handle_message(&mut self, msg: SerfMessage, raw: &[u8], now: Instant) {
-        let rebroadcast = match &msg {
-            SerfMessage::Join(j) => self.handle_join_intent(j, now),
-            SerfMessage::Leave(l) => self.handle_leave_intent(l, now),
-            other => {
-                debug!(?other, "serf message not handled yet");
-                false
+        match &msg {
+            SerfMessage::Join(j) => {
+                if self.handle_join_intent(j, now) {
+                    self.intent_queue.queue(None, raw.to_vec(), None);
+                }
             }
-        };
-        if rebroadcast {
-            self.intent_queue.queue(None, raw.to_vec(), None);
+            SerfMessage::Leave(l) => {
+                if self.handle_leave_intent(l, now) {
+                    self.intent_queue.queue(None, raw.to_vec(), None);
+                }
+            }
+            SerfMessage::UserEvent(e) => {
+                if self.handle_user_event(e) {
+                    self.event_queue.queue(None, raw.to_vec(), None);
+                }
+            }
+            other => debug!(?other, "serf message not handled yet"),
         }
+    }
+
+    /// Serf's `handleUserEvent`: true if the event is new (and so worth re-gossiping).
+    fn handle_user_event(&mut self, e: &UserEvent) -> bool {
+        self.event_clock.witness(e.ltime);
+        if e.ltime < self.event_min_time {
+            return false;
+        }
+        let window = EVENT_BUFFER_SIZE as u64;
+        let cur = self.event_clock.time();
+        if cur > window && e.ltime < cur - window {
+            warn!(name = %e.name, ltime = e.ltime, current = cur, "received old event");
+            return false;
+        }
+        let slot = &mut self.event_buffer[(e.ltime % window) as usize];
+        let entry = UserEventEntry {
+            name: e.name.clone(),
+            payload: e.payload.clone(),
+        };
+        match slot {
+            Some(seen) if seen.ltime == e.ltime => {
+                if seen.events.contains(&entry) {
+                    return false;
+                }
+                seen.events.push(entry);
+            }
+            _ => {
+                *slot = Some(UserEvents {
+                    ltime: e.ltime,
+                    events: vec![entry],
+                })
+            }
+        }
+        self.events.push_back(Event::User(e.clone()));
+        true
     }
 
     fn member_from_node(&self, n: &Node) -> Member {
@@ -645,10 +769,15 @@ impl Delegate for Core {
         }
     }
 
+    /// Intents first, then user events (queries will sit between them), as Go pulls them.
     fn broadcasts(&mut self, overhead: usize, limit: usize) -> Vec<Vec<u8>> {
         let n = self.members.len();
-        self.intent_queue
-            .get_broadcasts(overhead, limit, self.retransmit_mult, n)
+        let mult = self.retransmit_mult;
+        let mut msgs = self.intent_queue.get_broadcasts(overhead, limit, mult, n);
+        let used: usize = msgs.iter().map(|m| m.len() + overhead).sum();
+        let rest = limit.saturating_sub(used);
+        msgs.extend(self.event_queue.get_broadcasts(overhead, rest, mult, n));
+        msgs
     }
 
     fn local_state(&mut self, _join: bool) -> Vec<u8> {
@@ -666,13 +795,13 @@ impl Delegate for Core {
                 .map(|m| m.member.name.clone())
                 .collect(),
             event_ltime: self.event_clock.time(),
-            events: Vec::new(),
+            events: self.event_buffer.clone(),
             query_ltime: self.query_clock.time(),
         };
         messages::encode(&SerfMessage::PushPull(state))
     }
 
-    fn merge_remote_state(&mut self, buf: &[u8], _join: bool, now: Instant) {
+    fn merge_remote_state(&mut self, buf: &[u8], join: bool, now: Instant) {
         let state = match messages::decode(buf) {
             Ok(SerfMessage::PushPull(s)) => s,
             Ok(_) => return debug!("remote state has bad type prefix"),
@@ -707,6 +836,21 @@ impl Delegate for Core {
                     },
                     now,
                 );
+            }
+        }
+        // A join that ignores old events starts listening at the cluster's event time.
+        if join && !self.ignoring_joins.is_empty() {
+            self.event_min_time = self.event_min_time.max(state.event_ltime);
+        }
+        for slot in state.events.iter().flatten() {
+            for e in &slot.events {
+                let msg = UserEvent {
+                    ltime: slot.ltime,
+                    name: e.name.clone(),
+                    payload: e.payload.clone(),
+                    cc: false,
+                };
+                self.handle_user_event(&msg);
             }
         }
     }

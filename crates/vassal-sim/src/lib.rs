@@ -227,12 +227,37 @@ impl Sim {
 
     // ----- scenario commands -----
 
-    /// Node `i` joins through node `j`.
+    /// Node `i` joins through node `j`, ignoring user events from before the join (Serf's
+    /// default).
     pub fn join(&mut self, i: usize, j: usize) {
+        self.join_with(i, j, false);
+    }
+
+    /// Node `i` joins through node `j`; with `replay`, old user events are delivered too.
+    pub fn join_with(&mut self, i: usize, j: usize, replay: bool) {
         let now = self.instant();
         let addr = self.nodes[j].addr;
-        self.nodes[i].serf.join(&[addr], now);
+        self.nodes[i].serf.join(&[addr], !replay, now);
         self.after(i);
+    }
+
+    /// Node `i` sends a user event.
+    pub fn user_event(&mut self, i: usize, name: &str, payload: &[u8]) {
+        let now = self.instant();
+        self.nodes[i]
+            .serf
+            .user_event(name, payload, false, now)
+            .expect("event fits");
+        self.after(i);
+    }
+
+    /// How many times node `i` delivered user event `name` since recording began.
+    pub fn user_events_named(&self, i: usize, name: &str) -> usize {
+        self.nodes[i]
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::User(u) if u.name == name))
+            .count()
     }
 
     /// Every node joins through node 0, staggered by `gap`.

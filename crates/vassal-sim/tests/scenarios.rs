@@ -191,3 +191,63 @@ fn same_seed_gives_the_same_trace() {
     assert_eq!(run(42), run(42));
     assert_ne!(run(42), run(43), "different seeds should differ");
 }
+
+#[test]
+fn user_event_reaches_every_node_exactly_once() {
+    // Serf §4.6: the 512-slot event buffer deduplicates re-gossiped copies.
+    let s = seed(8);
+    let mut sim = lan_cluster(s, 25);
+    sim.user_event(3, "deploy", b"v1");
+    let all = |sim: &Sim| (0..25).all(|i| sim.user_events_named(i, "deploy") >= 1);
+    assert!(
+        sim.run_until_cond(Duration::from_secs(10), all).is_some(),
+        "event did not reach everyone; SIM_SEED={s}"
+    );
+    // Let every copy finish its retransmissions and a push/pull round go by.
+    sim.run_for(Duration::from_secs(60));
+    for i in 0..25 {
+        assert_eq!(
+            sim.user_events_named(i, "deploy"),
+            1,
+            "n{i} delivered deploy more than once; SIM_SEED={s}"
+        );
+    }
+}
+
+#[test]
+fn late_joiner_gets_old_events_only_when_it_asks_to_replay() {
+    let s = seed(9);
+    let mut sim = Sim::new(s, 6, |_| Config::lan("n"));
+    sim.record_events();
+    for i in 1..4 {
+        sim.join(i, 0);
+    }
+    sim.run_for(Duration::from_secs(5));
+    sim.user_event(1, "old", b"before the join");
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(
+        sim.user_events_named(2, "old"),
+        1,
+        "members of the time got it; SIM_SEED={s}"
+    );
+    sim.join(4, 0);
+    sim.join_with(5, 0, true);
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(
+        sim.user_events_named(4, "old"),
+        0,
+        "a plain join must not replay old events; SIM_SEED={s}"
+    );
+    assert_eq!(
+        sim.user_events_named(5, "old"),
+        1,
+        "a replaying join gets old events once; SIM_SEED={s}"
+    );
+    sim.user_event(2, "new", b"after");
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(
+        sim.user_events_named(4, "new"),
+        1,
+        "new events still arrive; SIM_SEED={s}"
+    );
+}

@@ -290,7 +290,7 @@ async fn join(handle: &Handle, list: &[String]) -> Result<usize, String> {
     let addrs = resolve_all(list)
         .await
         .map_err(|errors| vassal_node::JoinError { errors }.to_string())?;
-    handle.join(addrs).await.map_err(|e| e.to_string())
+    handle.join(addrs, false).await.map_err(|e| e.to_string())
 }
 
 pub async fn run(opts: AgentOptions) -> ExitCode {

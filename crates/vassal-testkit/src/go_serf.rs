@@ -292,6 +292,18 @@ impl GoSerf {
         }
     }
 
+    /// `serf event NAME PAYLOAD`; panics if the CLI does not report it dispatched.
+    #[track_caller]
+    pub fn event(&self, name: &str, payload: &str) {
+        let out = self
+            .cli(&["event", name, payload])
+            .unwrap_or_else(|e| panic!("`serf event {name}` on {}: {e}", self.name()));
+        assert!(
+            out.contains("dispatched"),
+            "`serf event {name}` said: {out}"
+        );
+    }
+
     /// `serf join ADDR`; panics if it fails.
     #[track_caller]
     pub fn join(&self, addr: SocketAddr) {

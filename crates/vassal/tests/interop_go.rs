@@ -302,3 +302,33 @@ fn mixed_cluster_of_three_go_and_three_vassal_agrees_on_membership() {
         );
     }
 }
+
+// Issue 3, user events: `serf event` on a Go node reaches a Vassal node exactly once, through
+// gossip and Serf's event buffer (spec §4.6).
+#[test]
+fn go_user_event_reaches_vassal_once() {
+    let lo = Loopback::fresh();
+    let go = GoSerf::start("go1", &lo);
+    let mut v = VassalAgent::builder("v1", &lo).join(go.addr()).spawn();
+    go_sees(&go, &mut v, "v1", "alive", JOIN);
+
+    go.event("deploy", "v1");
+    v.wait_log_contains("user event: deploy", JOIN);
+    // Retransmissions and push/pull replays must not deliver it again.
+    hold_for(
+        Duration::from_secs(3),
+        "Vassal to deliver deploy once",
+        || {
+            v.assert_running();
+            match v.log().matches("user event: deploy").count() {
+                1 => Ok(()),
+                n => Err(format!("delivered {n} times:\n{}", v.log_tail(20))),
+            }
+        },
+    );
+    assert!(
+        v.log().contains(r#"payload="v1""#),
+        "payload lost:\n{}",
+        v.log_tail(10)
+    );
+}

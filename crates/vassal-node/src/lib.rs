@@ -8,7 +8,8 @@
 //! let ml = vassal_memberlist::Config::local("n1");
 //! let config = NodeConfig::new(vassal_serf::Config::new(ml), "127.0.0.1:0".parse()?);
 //! let (handle, _task) = spawn(config).await?;
-//! handle.join(vec!["127.0.0.1:7946".parse()?]).await?;
+//! handle.join(vec!["127.0.0.1:7946".parse()?], false).await?;
+//! handle.user_event("deploy", b"v1", false).await?;
 //! for m in handle.members().await? {
 //!     println!("{} {} {}", m.name, m.addr, m.status);
 //! }

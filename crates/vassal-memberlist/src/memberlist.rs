@@ -364,12 +364,13 @@ impl Memberlist {
         self.alive_node(alive, true, now, d);
     }
 
-    /// Sends a delegate message (`08` + `msg`) straight to an address, with piggybacked gossip.
-    pub fn send_user_packet(&mut self, to: SocketAddr, msg: &[u8], d: &mut impl Delegate) {
+    /// Sends a delegate message (`08` + `msg`) straight to an address, alone: no piggybacked
+    /// gossip and no CRC, like Go's `SendTo` (Serf's query acks, responses and relays).
+    pub fn send_user_packet(&mut self, to: SocketAddr, msg: &[u8]) {
         let mut buf = Vec::with_capacity(msg.len() + 1);
         buf.push(wire::MessageType::User as u8);
         buf.extend_from_slice(msg);
-        self.send_msg(to, buf, false, d);
+        self.send_packet(to, &[buf], false);
     }
 
     // ----- inputs -----

@@ -174,6 +174,22 @@ impl Driver {
             } => {
                 let _ = done.send(self.serf.user_event(&name, &payload, coalesce, now));
             }
+            Command::Query {
+                name,
+                payload,
+                params,
+                done,
+            } => {
+                let _ = done.send(self.serf.query(&name, &payload, &params, now));
+            }
+            Command::Respond {
+                ltime,
+                id,
+                payload,
+                done,
+            } => {
+                let _ = done.send(self.serf.respond(ltime, id, &payload, now));
+            }
             Command::SetTags { tags, done } => {
                 let _ = done.send(self.serf.set_tags(tags, now));
             }
@@ -243,6 +259,12 @@ impl Driver {
                     let _ = done.send(());
                 }
             }
+            Event::Query(q) => info!("query: {} from {} ltime={}", q.name, q.source_node, q.ltime),
+            Event::QueryAck { ltime, from } => debug!("query ack from {from} ltime={ltime}"),
+            Event::QueryResponse { ltime, from, .. } => {
+                debug!("query response from {from} ltime={ltime}")
+            }
+            Event::QueryDone { ltime } => debug!("query done ltime={ltime}"),
             Event::User(u) => info!(
                 "user event: {} ltime={} payload={:?}",
                 u.name,

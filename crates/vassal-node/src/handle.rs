@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use vassal_serf::tags::TagsError;
-use vassal_serf::{Event, Member, UserEventError};
+use vassal_serf::{Event, Member, QueryError, QueryParams, RespondError, UserEventError};
 
 /// Commands from handles to the driver.
 #[derive(Debug)]
@@ -30,6 +30,18 @@ pub(crate) enum Command {
         tags: BTreeMap<String, String>,
         done: oneshot::Sender<Result<(), TagsError>>,
     },
+    Query {
+        name: String,
+        payload: Vec<u8>,
+        params: QueryParams,
+        done: oneshot::Sender<Result<u64, QueryError>>,
+    },
+    Respond {
+        ltime: u64,
+        id: u32,
+        payload: Vec<u8>,
+        done: oneshot::Sender<Result<(), RespondError>>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -48,6 +60,12 @@ pub enum NodeError {
     /// The user event was not sent.
     #[error(transparent)]
     UserEvent(#[from] UserEventError),
+    /// The query was not sent.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// The answer was not sent.
+    #[error(transparent)]
+    Respond(#[from] RespondError),
 }
 
 /// A join in which no exchange succeeded; one line per address, like Serf's multi-error.
@@ -105,6 +123,38 @@ impl Handle {
             .ask(|done| Command::Join {
                 addrs,
                 replay,
+                done,
+            })
+            .await??)
+    }
+
+    /// Sends a query; its acks, answers and end arrive on [`events`](Self::events) as
+    /// `QueryAck`, `QueryResponse` and `QueryDone` with the returned Lamport time.
+    pub async fn query(
+        &self,
+        name: &str,
+        payload: &[u8],
+        params: QueryParams,
+    ) -> Result<u64, NodeError> {
+        let (name, payload) = (name.to_owned(), payload.to_vec());
+        Ok(self
+            .ask(|done| Command::Query {
+                name,
+                payload,
+                params,
+                done,
+            })
+            .await??)
+    }
+
+    /// Answers a query received as `Event::Query`.
+    pub async fn respond(&self, ltime: u64, id: u32, payload: &[u8]) -> Result<(), NodeError> {
+        let payload = payload.to_vec();
+        Ok(self
+            .ask(|done| Command::Respond {
+                ltime,
+                id,
+                payload,
                 done,
             })
             .await??)

@@ -12,7 +12,8 @@ pub mod tags;
 pub use member::{Member, MemberEvent, MemberEventKind, MemberStatus};
 pub use messages::{SerfMessage, UserEvent};
 pub use serf::{
-    Config, Event, Serf, UserEventError, EVENT_BUFFER_SIZE, USER_EVENT_SIZE_HARD_LIMIT,
+    Config, Event, Query, QueryError, QueryParams, RespondError, Serf, UserEventError,
+    EVENT_BUFFER_SIZE, INTERNAL_QUERY_PREFIX, USER_EVENT_SIZE_HARD_LIMIT,
 };
 
 /// Serf protocol versions this implementation speaks: min, max, and the agent default.

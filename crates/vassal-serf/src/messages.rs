@@ -2,12 +2,13 @@
 //! `<serf type byte> <msgpack body>`.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use vassal_memberlist::wire::msgpack::{Reader, Writer};
 use vassal_memberlist::wire::DecodeError;
 
 /// Serf message type bytes.
-#[allow(dead_code)] // queries, keys and relays arrive with issue 3
+#[allow(dead_code)] // conflict and key messages arrive with the key-rotation work
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum MessageType {
@@ -73,6 +74,48 @@ pub struct UserEvent {
     pub cc: bool,
 }
 
+/// Query flag: the sender wants an ack from every node that processes it.
+pub const QUERY_FLAG_ACK: u32 = 1;
+/// Query flag: receivers must not re-gossip it.
+pub const QUERY_FLAG_NO_BROADCAST: u32 = 2;
+
+/// A query as gossiped (type 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryMsg {
+    pub ltime: u64,
+    pub id: u32,
+    /// Where responses go.
+    pub addr: IpAddr,
+    pub port: u16,
+    pub source_node: String,
+    /// Each filter is its own byte string: `00` + node names, `01` + `{Expr, Tag}`.
+    pub filters: Vec<Vec<u8>>,
+    pub flags: u32,
+    pub relay_factor: u8,
+    /// Nanoseconds.
+    pub timeout: u64,
+    pub name: String,
+    pub payload: Vec<u8>,
+}
+
+/// An ack (flag 1) or a response to a query (type 5), sent straight to the query's source.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QueryResponseMsg {
+    pub ltime: u64,
+    pub id: u32,
+    pub from: String,
+    pub flags: u32,
+    pub payload: Vec<u8>,
+}
+
+/// A response to forward (type 9): the relay sends `inner` (`05 …`) to `dest` unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relay {
+    pub dest: SocketAddr,
+    pub dest_name: String,
+    pub inner: Vec<u8>,
+}
+
 /// A decoded Serf message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SerfMessage {
@@ -80,6 +123,9 @@ pub enum SerfMessage {
     Join(Join),
     PushPull(PushPullState),
     UserEvent(UserEvent),
+    Query(QueryMsg),
+    QueryResponse(QueryResponseMsg),
+    Relay(Relay),
     /// A type this version does not handle yet; kept raw.
     Other {
         kind: u8,
@@ -94,6 +140,9 @@ pub fn encode(msg: &SerfMessage) -> Vec<u8> {
         SerfMessage::Join(_) => MessageType::Join as u8,
         SerfMessage::PushPull(_) => MessageType::PushPull as u8,
         SerfMessage::UserEvent(_) => MessageType::UserEvent as u8,
+        SerfMessage::Query(_) => MessageType::Query as u8,
+        SerfMessage::QueryResponse(_) => MessageType::QueryResponse as u8,
+        SerfMessage::Relay(_) => MessageType::Relay as u8,
         SerfMessage::Other { kind, .. } => *kind,
     };
     let mut w = Writer::with_buf(vec![kind]);
@@ -166,6 +215,55 @@ pub fn encode(msg: &SerfMessage) -> Vec<u8> {
             w.str("Payload");
             w.raw(&e.payload);
         }
+        SerfMessage::Query(q) => {
+            w.map_header(11);
+            w.str("Addr");
+            w.raw(&ip_bytes(q.addr));
+            w.str("Filters");
+            if q.filters.is_empty() {
+                w.nil();
+            } else {
+                w.array_header(q.filters.len());
+                for f in &q.filters {
+                    w.raw(f);
+                }
+            }
+            w.str("Flags");
+            w.uint(q.flags as u64);
+            w.str("ID");
+            w.uint(q.id as u64);
+            w.str("LTime");
+            w.uint(q.ltime);
+            w.str("Name");
+            w.str(&q.name);
+            w.str("Payload");
+            w.opt_raw((!q.payload.is_empty()).then_some(&q.payload[..]));
+            w.str("Port");
+            w.uint(q.port as u64);
+            w.str("RelayFactor");
+            w.uint(q.relay_factor as u64);
+            w.str("SourceNode");
+            w.str(&q.source_node);
+            w.str("Timeout");
+            w.uint(q.timeout);
+        }
+        SerfMessage::QueryResponse(r) => write_query_response(&mut w, r),
+        SerfMessage::Relay(r) => {
+            w.map_header(2);
+            w.str("DestAddr");
+            w.map_header(3);
+            w.str("IP");
+            w.raw(&ip_bytes(r.dest.ip()));
+            w.str("Port");
+            w.uint(r.dest.port() as u64);
+            w.str("Zone");
+            w.str("");
+            w.str("DestName");
+            w.str(&r.dest_name);
+            let mut buf = w.into_vec();
+            buf.extend_from_slice(&r.inner);
+            return buf;
+        }
         SerfMessage::Other { body, .. } => return [&[kind][..], body].concat(),
     }
     w.into_vec()
@@ -228,11 +326,184 @@ pub fn decode(buf: &[u8]) -> Result<SerfMessage, DecodeError> {
             })?;
             SerfMessage::UserEvent(e)
         }
+        k if k == MessageType::Query as u8 => SerfMessage::Query(decode_query(&mut r)?),
+        k if k == MessageType::QueryResponse as u8 => {
+            let mut q = QueryResponseMsg::default();
+            r.read_struct(|key, r| {
+                match key {
+                    b"Flags" => q.flags = r.uint_as()?,
+                    b"From" => q.from = r.string()?,
+                    b"ID" => q.id = r.uint_as()?,
+                    b"LTime" => q.ltime = r.uint_as()?,
+                    b"Payload" => q.payload = r.bytes()?.to_vec(),
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            })?;
+            SerfMessage::QueryResponse(q)
+        }
+        k if k == MessageType::Relay as u8 => {
+            let (mut ip, mut port, mut dest_name) = (None, 0u16, String::new());
+            r.read_struct(|key, r| {
+                match key {
+                    b"DestAddr" => r.read_struct(|key, r| {
+                        match key {
+                            b"IP" => ip = ip_from(r.bytes()?),
+                            b"Port" => port = r.uint_as()?,
+                            _ => return Ok(false),
+                        }
+                        Ok(true)
+                    })?,
+                    b"DestName" => dest_name = r.string()?,
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            })?;
+            let ip = ip.ok_or_else(|| {
+                DecodeError::Malformed("relay without a destination address".into())
+            })?;
+            SerfMessage::Relay(Relay {
+                dest: SocketAddr::new(ip, port),
+                dest_name,
+                inner: r.rest().to_vec(),
+            })
+        }
         kind => SerfMessage::Other {
             kind,
             body: body.to_vec(),
         },
     })
+}
+
+fn write_query_response(w: &mut Writer, q: &QueryResponseMsg) {
+    w.map_header(5);
+    w.str("Flags");
+    w.uint(q.flags as u64);
+    w.str("From");
+    w.str(&q.from);
+    w.str("ID");
+    w.uint(q.id as u64);
+    w.str("LTime");
+    w.uint(q.ltime);
+    w.str("Payload");
+    w.opt_raw((!q.payload.is_empty()).then_some(&q.payload[..]));
+}
+
+fn decode_query(r: &mut Reader<'_>) -> Result<QueryMsg, DecodeError> {
+    let mut q = QueryMsg {
+        ltime: 0,
+        id: 0,
+        addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        port: 0,
+        source_node: String::new(),
+        filters: Vec::new(),
+        flags: 0,
+        relay_factor: 0,
+        timeout: 0,
+        name: String::new(),
+        payload: Vec::new(),
+    };
+    let mut addr = None;
+    r.read_struct(|key, r| {
+        match key {
+            b"Addr" => addr = ip_from(r.bytes()?),
+            b"Filters" => {
+                if !take_nil(r)? {
+                    for _ in 0..r.array_len()? {
+                        q.filters.push(r.bytes()?.to_vec());
+                    }
+                }
+            }
+            b"Flags" => q.flags = r.uint_as()?,
+            b"ID" => q.id = r.uint_as()?,
+            b"LTime" => q.ltime = r.uint_as()?,
+            b"Name" => q.name = r.string()?,
+            b"Payload" => q.payload = r.bytes()?.to_vec(),
+            b"Port" => q.port = r.uint_as()?,
+            b"RelayFactor" => q.relay_factor = r.uint_as()?,
+            b"SourceNode" => q.source_node = r.string()?,
+            b"Timeout" => q.timeout = r.uint_as::<i64>()?.max(0) as u64,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    q.addr = addr.ok_or_else(|| DecodeError::Malformed("query without a source address".into()))?;
+    Ok(q)
+}
+
+/// Go's `net.IP` bytes: 4 for IPv4, 16 for IPv6.
+fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+fn ip_from(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
+        _ => None,
+    }
+}
+
+/// A node filter: `00` + msgpack array of names.
+pub fn node_filter(names: &[String]) -> Vec<u8> {
+    let mut w = Writer::with_buf(vec![0]);
+    w.array_header(names.len());
+    for n in names {
+        w.str(n);
+    }
+    w.into_vec()
+}
+
+/// A tag filter: `01` + `{Expr, Tag}`.
+pub fn tag_filter(tag: &str, expr: &str) -> Vec<u8> {
+    let mut w = Writer::with_buf(vec![1]);
+    w.map_header(2);
+    w.str("Expr");
+    w.str(expr);
+    w.str("Tag");
+    w.str(tag);
+    w.into_vec()
+}
+
+/// A decoded query filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    Nodes(Vec<String>),
+    Tag { tag: String, expr: String },
+}
+
+/// Decodes one filter; `None` for an unknown type or bad encoding (the query is then not
+/// processed, as in Go).
+pub fn decode_filter(f: &[u8]) -> Option<Filter> {
+    let (&kind, body) = f.split_first()?;
+    let mut r = Reader::new(body);
+    match kind {
+        0 => {
+            let n = r.array_len().ok()?;
+            let mut names = Vec::new();
+            for _ in 0..n {
+                names.push(r.string().ok()?);
+            }
+            Some(Filter::Nodes(names))
+        }
+        1 => {
+            let (mut tag, mut expr) = (String::new(), String::new());
+            r.read_struct(|key, r| {
+                match key {
+                    b"Expr" => expr = r.string()?,
+                    b"Tag" => tag = r.string()?,
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            })
+            .ok()?;
+            Some(Filter::Tag { tag, expr })
+        }
+        _ => None,
+    }
 }
 
 /// Consumes a nil if one is next (Go's nil slices and maps).

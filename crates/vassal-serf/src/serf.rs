@@ -18,7 +18,8 @@ use vassal_memberlist::{self as ml, Delegate, JoinId, Memberlist, Node, StreamId
 use crate::clock::LamportClock;
 use crate::member::{Member, MemberEvent, MemberEventKind, MemberStatus};
 use crate::messages::{
-    self, Join, Leave, PushPullState, SerfMessage, UserEvent, UserEventEntry, UserEvents,
+    self, Filter, Join, Leave, PushPullState, QueryMsg, QueryResponseMsg, SerfMessage, UserEvent,
+    UserEventEntry, UserEvents,
 };
 use crate::tags;
 
@@ -47,6 +48,12 @@ pub struct Config {
     pub tombstone_timeout: Duration,
     /// Largest user event (name + payload, and encoded), at most [`USER_EVENT_SIZE_HARD_LIMIT`].
     pub user_event_size_limit: usize,
+    /// Default query timeout = gossip interval × this × ceil(log10(n + 1)).
+    pub query_timeout_mult: u32,
+    /// Largest encoded query.
+    pub query_size_limit: usize,
+    /// Largest encoded query response.
+    pub query_response_size_limit: usize,
 }
 
 /// No user event may exceed this, whatever the configuration (Serf's `UserEventSizeLimit`).
@@ -70,6 +77,9 @@ impl Config {
             reconnect_timeout: Duration::from_secs(24 * 3600),
             tombstone_timeout: Duration::from_secs(24 * 3600),
             user_event_size_limit: 512,
+            query_timeout_mult: 16,
+            query_size_limit: 1024,
+            query_response_size_limit: 1024,
         }
     }
 }
@@ -80,6 +90,23 @@ pub enum Event {
     Member(MemberEvent),
     /// A user event, seen for the first time.
     User(UserEvent),
+    /// A query to answer with [`Serf::respond`] before its deadline (never `_serf_` ones).
+    Query(Query),
+    /// A node acknowledged one of our queries (identified by its Lamport time).
+    QueryAck {
+        ltime: u64,
+        from: String,
+    },
+    /// A node answered one of our queries.
+    QueryResponse {
+        ltime: u64,
+        from: String,
+        payload: Vec<u8>,
+    },
+    /// One of our queries timed out; nothing more will arrive for it.
+    QueryDone {
+        ltime: u64,
+    },
     /// A [`Serf::join`] finished.
     JoinFinished {
         id: JoinId,
@@ -144,6 +171,81 @@ pub enum UserEventError {
     EncodedOverHardLimit,
 }
 
+/// A query received from the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub ltime: u64,
+    pub id: u32,
+    pub name: String,
+    pub payload: Vec<u8>,
+    pub source_node: String,
+    /// Answers after this are refused.
+    pub deadline: Instant,
+}
+
+/// How to send a query (Serf's `QueryParam`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryParams {
+    /// Only these nodes answer (empty: any).
+    pub filter_nodes: Vec<String>,
+    /// Only nodes whose tag matches the regular expression (unanchored) answer.
+    pub filter_tags: BTreeMap<String, String>,
+    /// Ask every processing node for an ack.
+    pub request_ack: bool,
+    /// Also send each answer through this many other nodes.
+    pub relay_factor: u8,
+    /// `None`: the default for the cluster's size.
+    pub timeout: Option<Duration>,
+}
+
+/// Why a query was not sent. Nothing was queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("Feature not supported")]
+    FeatureNotSupported,
+    #[error("query exceeds limit of {0} bytes")]
+    TooLarge(usize),
+}
+
+/// Why an answer was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RespondError {
+    /// Also after a first answer: only one is allowed.
+    #[error("response is past the deadline")]
+    PastDeadline,
+    #[error("response exceeds limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("relayed response exceeds limit of {0} bytes")]
+    RelayTooLarge(usize),
+}
+
+/// A query we sent, collecting acks and answers until its deadline.
+#[derive(Debug, Clone)]
+struct OwnQuery {
+    id: u32,
+    deadline: Instant,
+    acks: BTreeSet<String>,
+    responses: BTreeSet<String>,
+}
+
+/// A query we received and may answer once.
+#[derive(Debug, Clone)]
+struct InboundQuery {
+    reply_to: SocketAddr,
+    relay_factor: u8,
+    deadline: Instant,
+}
+
+/// Prefix of Serf's own queries, handled here and never shown to the layer above.
+pub const INTERNAL_QUERY_PREFIX: &str = "_serf_";
+
+/// The two kinds of query response (the `Flags` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueryResponseFlags {
+    Answer = 0,
+    Ack = 1,
+}
+
 /// Token of our leave intent in the intent queue.
 const LEAVE_NOTIFY: u64 = 1;
 
@@ -161,6 +263,13 @@ struct Core {
     intents: BTreeMap<String, Intent>,
     intent_queue: TransmitLimitedQueue,
     event_queue: TransmitLimitedQueue,
+    query_queue: TransmitLimitedQueue,
+    /// `LTime mod 512` → the query IDs seen at that time.
+    query_buffer: Vec<Option<(u64, Vec<u32>)>>,
+    own_queries: BTreeMap<u64, OwnQuery>,
+    inbound_queries: BTreeMap<(u64, u32), InboundQuery>,
+    /// Direct packets (acks, answers, relays) for memberlist to send.
+    outbox: Vec<(SocketAddr, Vec<u8>)>,
     /// `LTime mod 512` → the events seen at that time (spec §4.6).
     event_buffer: Vec<Option<UserEvents>>,
     /// User events older than this are ignored (raised by joins that ignore old events).
@@ -204,6 +313,11 @@ impl Serf {
             intents: BTreeMap::new(),
             intent_queue: TransmitLimitedQueue::new(),
             event_queue: TransmitLimitedQueue::new(),
+            query_queue: TransmitLimitedQueue::new(),
+            query_buffer: vec![None; EVENT_BUFFER_SIZE],
+            own_queries: BTreeMap::new(),
+            inbound_queries: BTreeMap::new(),
+            outbox: Vec::new(),
             event_buffer: vec![None; EVENT_BUFFER_SIZE],
             event_min_time: 0,
             ignoring_joins: BTreeSet::new(),
@@ -293,6 +407,99 @@ impl Serf {
             self.core.ignoring_joins.insert(id);
         }
         id
+    }
+
+    /// The default query timeout for the current cluster size (spec §4.7).
+    pub fn default_query_timeout(&self) -> Duration {
+        let n = self.ml.num_alive()
+            + self
+                .ml
+                .members()
+                .filter(|m| m.state == ml::NodeStateKind::Suspect)
+                .count();
+        let scale = ((n as f64) + 1.0).log10().ceil().max(1.0) as u32;
+        self.config.memberlist.gossip_interval * self.config.query_timeout_mult * scale
+    }
+
+    /// Sends a query (spec §4.7); we process it ourselves too. Acks, answers and the end come as
+    /// [`Event::QueryAck`], [`Event::QueryResponse`] and [`Event::QueryDone`] carrying the
+    /// returned Lamport time.
+    pub fn query(
+        &mut self,
+        name: &str,
+        payload: &[u8],
+        params: &QueryParams,
+        now: Instant,
+    ) -> Result<u64, QueryError> {
+        if self.config.protocol_version < 4 {
+            return Err(QueryError::FeatureNotSupported);
+        }
+        let timeout = params
+            .timeout
+            .filter(|t| !t.is_zero())
+            .unwrap_or_else(|| self.default_query_timeout());
+        let mut filters = Vec::new();
+        if !params.filter_nodes.is_empty() {
+            filters.push(messages::node_filter(&params.filter_nodes));
+        }
+        for (tag, expr) in &params.filter_tags {
+            filters.push(messages::tag_filter(tag, expr));
+        }
+        let local = self.ml.local_node();
+        let q = QueryMsg {
+            ltime: self.core.query_clock.time(),
+            id: self.core.rng.gen_range(0..=i32::MAX as u32),
+            addr: local.addr,
+            port: local.port,
+            source_node: self.core.name.clone(),
+            filters,
+            flags: if params.request_ack {
+                messages::QUERY_FLAG_ACK
+            } else {
+                0
+            },
+            relay_factor: params.relay_factor,
+            timeout: timeout.as_nanos() as u64,
+            name: name.to_owned(),
+            payload: payload.to_vec(),
+        };
+        let raw = messages::encode(&SerfMessage::Query(q.clone()));
+        if raw.len() > self.config.query_size_limit {
+            return Err(QueryError::TooLarge(self.config.query_size_limit));
+        }
+        self.core.own_queries.insert(
+            q.ltime,
+            OwnQuery {
+                id: q.id,
+                deadline: now + timeout,
+                acks: BTreeSet::new(),
+                responses: BTreeSet::new(),
+            },
+        );
+        self.core.handle_query(&q, now);
+        self.core.query_queue.queue(None, raw, None);
+        self.after_input(now);
+        Ok(q.ltime)
+    }
+
+    /// Answers a query from [`Event::Query`], once, before its deadline.
+    pub fn respond(
+        &mut self,
+        ltime: u64,
+        id: u32,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<(), RespondError> {
+        let r = self.core.respond(
+            ltime,
+            id,
+            payload,
+            QueryResponseFlags::Answer,
+            now,
+            self.config.query_response_size_limit,
+        );
+        self.after_input(now);
+        r
     }
 
     /// Sends a user event to the cluster (spec §4.6); it is also delivered locally.
@@ -404,6 +611,7 @@ impl Serf {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ml.handle_timeout(now, &mut self.core);
         self.core.expire_intents(now);
+        self.core.expire_queries(now);
         if now >= self.core.next_reap {
             self.core.next_reap = now + self.config.reap_interval;
             self.reap(now);
@@ -432,7 +640,12 @@ impl Serf {
             | LeavePhase::Propagate { until } => Some(until),
             LeavePhase::Running | LeavePhase::Left => None,
         };
-        let serf = Some(self.core.next_reap.min(self.core.next_reconnect));
+        let queries = self.core.own_queries.values().map(|q| q.deadline);
+        let inbound = self.core.inbound_queries.values().map(|q| q.deadline);
+        let serf = queries
+            .chain(inbound)
+            .chain([self.core.next_reap, self.core.next_reconnect])
+            .min();
         [self.ml.poll_timeout(), leave, serf]
             .into_iter()
             .flatten()
@@ -441,8 +654,12 @@ impl Serf {
 
     // ----- internals -----
 
-    /// Carries memberlist's events up and moves a leave in progress along.
+    /// Carries memberlist's events up, sends Serf's direct packets and moves a leave in
+    /// progress along.
     fn after_input(&mut self, now: Instant) {
+        for (to, msg) in std::mem::take(&mut self.core.outbox) {
+            self.ml.send_user_packet(to, &msg);
+        }
         while let Some(e) = self.ml.poll_event() {
             match e {
                 ml::Event::JoinFinished { id, joined, errors } => {
@@ -705,8 +922,200 @@ impl Core {
                     self.event_queue.queue(None, raw.to_vec(), None);
                 }
             }
+            SerfMessage::Query(q) => {
+                if self.handle_query(q, now) {
+                    self.query_queue.queue(None, raw.to_vec(), None);
+                }
+            }
+            SerfMessage::QueryResponse(r) => self.handle_query_response(r),
+            SerfMessage::Relay(r) => {
+                debug!(dest = %r.dest, name = %r.dest_name, "relaying a query response");
+                self.outbox.push((r.dest, r.inner.clone()));
+            }
             other => debug!(?other, "serf message not handled yet"),
         }
+    }
+
+    /// Serf's `handleQuery`: true if the query is new and should be re-gossiped (even when our
+    /// filters say we do not process it).
+    fn handle_query(&mut self, q: &QueryMsg, now: Instant) -> bool {
+        self.query_clock.witness(q.ltime);
+        let window = EVENT_BUFFER_SIZE as u64;
+        let cur = self.query_clock.time();
+        if cur > window && q.ltime < cur - window {
+            warn!(name = %q.name, ltime = q.ltime, current = cur, "received old query");
+            return false;
+        }
+        let slot = &mut self.query_buffer[(q.ltime % window) as usize];
+        match slot {
+            Some((ltime, ids)) if *ltime == q.ltime => {
+                if ids.contains(&q.id) {
+                    return false;
+                }
+                ids.push(q.id);
+            }
+            _ => *slot = Some((q.ltime, vec![q.id])),
+        }
+        let rebroadcast = q.flags & messages::QUERY_FLAG_NO_BROADCAST == 0;
+        if !self.should_process(&q.filters) {
+            return rebroadcast;
+        }
+        let reply_to = SocketAddr::new(q.addr, q.port);
+        let deadline = now + Duration::from_nanos(q.timeout);
+        self.inbound_queries.insert(
+            (q.ltime, q.id),
+            InboundQuery {
+                reply_to,
+                relay_factor: q.relay_factor,
+                deadline,
+            },
+        );
+        if q.flags & messages::QUERY_FLAG_ACK != 0 {
+            // Acks always fit: they carry no payload.
+            let _ = self.respond(q.ltime, q.id, &[], QueryResponseFlags::Ack, now, usize::MAX);
+        }
+        if q.name.starts_with(INTERNAL_QUERY_PREFIX) {
+            // `_serf_ping` needs only the ack. Conflict and key queries are not answered yet;
+            // their senders count us as not responding.
+            debug!(name = %q.name, "internal query");
+            self.inbound_queries.remove(&(q.ltime, q.id));
+        } else {
+            self.events.push_back(Event::Query(Query {
+                ltime: q.ltime,
+                id: q.id,
+                name: q.name.clone(),
+                payload: q.payload.clone(),
+                source_node: q.source_node.clone(),
+                deadline,
+            }));
+        }
+        rebroadcast
+    }
+
+    /// Whether every filter matches us; an unreadable filter or bad regex means no.
+    fn should_process(&self, filters: &[Vec<u8>]) -> bool {
+        filters.iter().all(|f| match messages::decode_filter(f) {
+            Some(Filter::Nodes(names)) => names.contains(&self.name),
+            Some(Filter::Tag { tag, expr }) => {
+                let value = self.config_tags.get(&tag).map_or("", String::as_str);
+                regex::Regex::new(&expr).is_ok_and(|re| re.is_match(value))
+            }
+            None => {
+                warn!("query has an unrecognized filter");
+                false
+            }
+        })
+    }
+
+    /// Sends an ack or an answer straight to the query's source, and through relays.
+    fn respond(
+        &mut self,
+        ltime: u64,
+        id: u32,
+        payload: &[u8],
+        kind: QueryResponseFlags,
+        now: Instant,
+        limit: usize,
+    ) -> Result<(), RespondError> {
+        let Some(q) = self.inbound_queries.get(&(ltime, id)).cloned() else {
+            return Err(RespondError::PastDeadline);
+        };
+        if now > q.deadline {
+            return Err(RespondError::PastDeadline);
+        }
+        let resp = QueryResponseMsg {
+            ltime,
+            id,
+            from: self.name.clone(),
+            flags: kind as u32,
+            payload: payload.to_vec(),
+        };
+        let raw = messages::encode(&SerfMessage::QueryResponse(resp));
+        if raw.len() > limit {
+            return Err(RespondError::TooLarge(limit));
+        }
+        self.outbox.push((q.reply_to, raw.clone()));
+        if kind == QueryResponseFlags::Answer {
+            // One answer only: a second one finds the query gone.
+            self.inbound_queries.remove(&(ltime, id));
+        }
+        self.relay(q.relay_factor, q.reply_to, raw, limit)
+    }
+
+    /// Also sends `raw` (`05 …`) through `factor` random alive peers that understand relays.
+    fn relay(
+        &mut self,
+        factor: u8,
+        dest: SocketAddr,
+        raw: Vec<u8>,
+        limit: usize,
+    ) -> Result<(), RespondError> {
+        if factor == 0 || self.members.len() < factor as usize + 1 {
+            return Ok(());
+        }
+        let msg = messages::encode(&SerfMessage::Relay(messages::Relay {
+            dest,
+            dest_name: String::new(),
+            inner: raw,
+        }));
+        if msg.len() > limit {
+            return Err(RespondError::RelayTooLarge(limit));
+        }
+        let mut peers: Vec<SocketAddr> = self
+            .members
+            .values()
+            .map(|m| &m.member)
+            .filter(|m| m.status == MemberStatus::Alive && m.vsn[1] >= 5 && m.name != self.name)
+            .map(|m| SocketAddr::new(m.addr, m.port))
+            .collect();
+        for _ in 0..factor {
+            if peers.is_empty() {
+                break;
+            }
+            let peer = peers.swap_remove(self.rng.gen_range(0..peers.len()));
+            self.outbox.push((peer, msg.clone()));
+        }
+        Ok(())
+    }
+
+    /// Serf's `handleQueryResponse`: acks and answers for our own queries, once per node.
+    fn handle_query_response(&mut self, r: &QueryResponseMsg) {
+        let Some(q) = self.own_queries.get_mut(&r.ltime) else {
+            debug!(ltime = r.ltime, from = %r.from, "reply for a query that is not running");
+            return;
+        };
+        if q.id != r.id {
+            warn!(ltime = r.ltime, "query reply ID mismatch");
+            return;
+        }
+        if r.flags & messages::QUERY_FLAG_ACK != 0 {
+            if q.acks.insert(r.from.clone()) {
+                self.events.push_back(Event::QueryAck {
+                    ltime: r.ltime,
+                    from: r.from.clone(),
+                });
+            }
+        } else if q.responses.insert(r.from.clone()) {
+            self.events.push_back(Event::QueryResponse {
+                ltime: r.ltime,
+                from: r.from.clone(),
+                payload: r.payload.clone(),
+            });
+        }
+    }
+
+    fn expire_queries(&mut self, now: Instant) {
+        let done: Vec<u64> = self
+            .own_queries
+            .iter()
+            .filter(|(_, q)| now >= q.deadline)
+            .map(|(l, _)| *l)
+            .collect();
+        for ltime in done {
+            self.own_queries.remove(&ltime);
+            self.events.push_back(Event::QueryDone { ltime });
+        }
+        self.inbound_queries.retain(|_, q| now <= q.deadline);
     }
 
     /// Serf's `handleUserEvent`: true if the event is new (and so worth re-gossiping).
@@ -769,14 +1178,16 @@ impl Delegate for Core {
         }
     }
 
-    /// Intents first, then user events (queries will sit between them), as Go pulls them.
+    /// Intents first, then queries, then user events, as Go pulls them.
     fn broadcasts(&mut self, overhead: usize, limit: usize) -> Vec<Vec<u8>> {
         let n = self.members.len();
         let mult = self.retransmit_mult;
         let mut msgs = self.intent_queue.get_broadcasts(overhead, limit, mult, n);
-        let used: usize = msgs.iter().map(|m| m.len() + overhead).sum();
-        let rest = limit.saturating_sub(used);
-        msgs.extend(self.event_queue.get_broadcasts(overhead, rest, mult, n));
+        for queue in [&mut self.query_queue, &mut self.event_queue] {
+            let used: usize = msgs.iter().map(|m| m.len() + overhead).sum();
+            let rest = limit.saturating_sub(used);
+            msgs.extend(queue.get_broadcasts(overhead, rest, mult, n));
+        }
         msgs
     }
 

@@ -100,6 +100,8 @@ pub struct Sim {
     trace_hash: std::collections::hash_map::DefaultHasher,
     trace: Option<Vec<TraceEntry>>,
     record_events: bool,
+    /// Answer every query with `resp-from-<name>`, as a query handler would.
+    auto_respond: bool,
     invariants: Option<Invariants>,
     steps: u64,
 }
@@ -151,6 +153,7 @@ impl Sim {
             trace_hash: Default::default(),
             trace: None,
             record_events: false,
+            auto_respond: false,
             invariants: None,
             steps: 0,
         };
@@ -249,6 +252,44 @@ impl Sim {
             .user_event(name, payload, false, now)
             .expect("event fits");
         self.after(i);
+    }
+
+    /// Every node answers every query it processes with `resp-from-<name>`.
+    pub fn auto_respond(&mut self) {
+        self.auto_respond = true;
+    }
+
+    /// Node `i` sends a query; returns its Lamport time, which names it in the events.
+    pub fn query(&mut self, i: usize, name: &str, params: &vassal_serf::QueryParams) -> u64 {
+        let now = self.instant();
+        let ltime = self.nodes[i]
+            .serf
+            .query(name, b"", params, now)
+            .expect("query fits");
+        self.after(i);
+        ltime
+    }
+
+    /// Who acked and who answered node `i`'s query `ltime`, and whether it finished.
+    pub fn query_results(
+        &self,
+        i: usize,
+        ltime: u64,
+    ) -> (Vec<String>, Vec<(String, Vec<u8>)>, bool) {
+        let (mut acks, mut responses, mut done) = (Vec::new(), Vec::new(), false);
+        for (_, e) in &self.nodes[i].events {
+            match e {
+                Event::QueryAck { ltime: l, from } if *l == ltime => acks.push(from.clone()),
+                Event::QueryResponse {
+                    ltime: l,
+                    from,
+                    payload,
+                } if *l == ltime => responses.push((from.clone(), payload.clone())),
+                Event::QueryDone { ltime: l } if *l == ltime => done = true,
+                _ => {}
+            }
+        }
+        (acks, responses, done)
     }
 
     /// How many times node `i` delivered user event `name` since recording began.
@@ -590,7 +631,11 @@ impl Sim {
                 }
             }
         }
+        let mut answers = Vec::new();
         while let Some(e) = self.nodes[i].serf.poll_event() {
+            if let (true, Event::Query(q)) = (self.auto_respond, &e) {
+                answers.push((q.ltime, q.id));
+            }
             let what = match &e {
                 Event::Member(m) => {
                     let names: Vec<&str> = m.members.iter().map(|m| m.name.as_str()).collect();
@@ -602,6 +647,14 @@ impl Sim {
             if self.record_events {
                 self.nodes[i].events.push((self.now, e));
             }
+        }
+        if !answers.is_empty() {
+            let now = self.instant();
+            let payload = format!("resp-from-{}", self.nodes[i].name).into_bytes();
+            for (ltime, id) in answers {
+                let _ = self.nodes[i].serf.respond(ltime, id, &payload, now);
+            }
+            return self.after(i);
         }
         if let Some(t) = self.nodes[i].serf.poll_timeout() {
             let at = t.saturating_duration_since(self.epoch).max(self.now);

@@ -251,3 +251,75 @@ fn late_joiner_gets_old_events_only_when_it_asks_to_replay() {
         "new events still arrive; SIM_SEED={s}"
     );
 }
+
+#[test]
+fn query_collects_one_ack_and_one_answer_per_node_then_finishes() {
+    // Serf §4.7: acks and answers go straight to the source; duplicates are dropped.
+    let s = seed(10);
+    let mut sim = lan_cluster(s, 20);
+    sim.auto_respond();
+    let params = vassal_serf::QueryParams {
+        request_ack: true,
+        ..Default::default()
+    };
+    let ltime = sim.query(0, "load", &params);
+    // Default timeout for 20 nodes: 200 ms × 16 × ceil(log10 21) = 6.4 s.
+    sim.run_for(Duration::from_secs(7));
+    let (mut acks, responses, done) = sim.query_results(0, ltime);
+    acks.sort();
+    let mut everyone: Vec<String> = (0..20).map(|i| format!("n{i}")).collect();
+    everyone.sort();
+    assert_eq!(acks, everyone, "one ack per node; SIM_SEED={s}");
+    assert_eq!(
+        responses.len(),
+        20,
+        "one answer per node: {responses:?}; SIM_SEED={s}"
+    );
+    assert!(responses
+        .iter()
+        .all(|(from, p)| p == format!("resp-from-{from}").as_bytes()));
+    assert!(done, "the query never finished; SIM_SEED={s}");
+}
+
+#[test]
+fn query_filters_pick_exactly_the_matching_nodes() {
+    let s = seed(11);
+    let mut sim = lan_cluster(s, 12);
+    for i in [2, 5, 7] {
+        sim.set_tags(i, BTreeMap::from([("role".to_string(), "web".to_string())]));
+    }
+    sim.set_tags(8, BTreeMap::from([("role".to_string(), "lb".to_string())]));
+    sim.run_for(Duration::from_secs(5));
+    sim.auto_respond();
+    let by_tag = vassal_serf::QueryParams {
+        filter_tags: BTreeMap::from([("role".to_string(), "w.b".to_string())]),
+        request_ack: true,
+        ..Default::default()
+    };
+    let by_node = vassal_serf::QueryParams {
+        filter_nodes: vec!["n3".into(), "n8".into()],
+        ..Default::default()
+    };
+    let t1 = sim.query(0, "load", &by_tag);
+    let t2 = sim.query(1, "load", &by_node);
+    sim.run_for(Duration::from_secs(7));
+    let names = |v: Vec<(String, Vec<u8>)>| {
+        let mut n: Vec<String> = v.into_iter().map(|(f, _)| f).collect();
+        n.sort();
+        n
+    };
+    let (mut acks, responses, _) = sim.query_results(0, t1);
+    acks.sort();
+    assert_eq!(acks, ["n2", "n5", "n7"], "tag filter acks; SIM_SEED={s}");
+    assert_eq!(
+        names(responses),
+        ["n2", "n5", "n7"],
+        "tag filter answers; SIM_SEED={s}"
+    );
+    let (_, responses, _) = sim.query_results(1, t2);
+    assert_eq!(
+        names(responses),
+        ["n3", "n8"],
+        "node filter answers; SIM_SEED={s}"
+    );
+}

@@ -212,7 +212,9 @@ impl GoSerf {
         self.cfg.clone()
     }
 
-    fn cli(&self, args: &[&str]) -> Result<String, String> {
+    /// Runs `serf ARGS[0] -rpc-addr=<this agent> ARGS[1..]`; its combined output, or an error
+    /// with the output if it failed.
+    pub fn cli(&self, args: &[&str]) -> Result<String, String> {
         let mut a: Vec<String> = vec![args[0].to_string(), format!("-rpc-addr={}", self.cfg.rpc)];
         a.extend(args[1..].iter().map(|s| s.to_string()));
         run_with_timeout(Path::new(SERF_BIN), &a, CLI_DEADLINE)

@@ -24,15 +24,18 @@ fn main() {
         "broadcast" => broadcast(seed, n(1000)),
         "detect" => detect(seed, n(100)),
         "false-positives" => false_positives(seed),
+        "events" => events(seed, n(100)),
         "all" => {
             broadcast(seed, 1000);
             detect(seed, 100);
             detect(seed, 1000);
             false_positives(seed);
+            events(seed, 100);
+            events(seed, 1000);
         }
         other => {
             eprintln!(
-                "unknown benchmark {other}; use broadcast N | detect N | false-positives | all"
+                "unknown benchmark {other}; use broadcast N | detect N | false-positives | events N | all"
             );
             std::process::exit(2);
         }
@@ -60,9 +63,13 @@ fn converged_cluster(seed: u64, n: usize) -> (Sim, Duration) {
         t.is_some(),
         "{n} nodes did not converge in 600 simulated seconds (SIM_SEED={seed})"
     );
-    // Let join broadcasts finish so they do not share packets with the measured one.
+    // Let join broadcasts (memberlist's and Serf's intents) finish so they do not share packets
+    // with the measured one.
     sim.run_until_cond_every(Duration::from_secs(120), Duration::from_millis(100), |s| {
-        (0..s.len()).all(|i| s.serf(i).memberlist().queued_broadcasts() == 0)
+        (0..s.len()).all(|i| {
+            let serf = s.serf(i);
+            serf.memberlist().queued_broadcasts() == 0 && serf.intent_queue_len() == 0
+        })
     });
     (sim, wall.elapsed())
 }
@@ -100,6 +107,32 @@ fn broadcast(seed: u64, n: usize) {
         setup.as_secs_f64(),
         wall.elapsed().as_secs_f64(),
         sim_secs * n as f64 / (setup + wall.elapsed()).as_secs_f64(),
+    );
+}
+
+/// User-event and query latency to 100 % of an `n`-node cluster.
+fn events(seed: u64, n: usize) {
+    let (mut sim, _) = converged_cluster(seed, n);
+    sim.record_events();
+    sim.auto_respond();
+    let t0 = sim.now();
+    sim.user_event(0, "deploy", b"v1");
+    let all_got_it = |s: &Sim| (0..s.len()).all(|i| s.user_events_named(i, "deploy") == 1);
+    let ev = sim.run_until_cond(Duration::from_secs(60), all_got_it);
+    let t1 = sim.now();
+    let ltime = sim.query(0, "load", &vassal_serf::QueryParams::default());
+    let q = sim.run_until_cond(Duration::from_secs(60), |s| {
+        s.query_results(0, ltime).1.len() == s.len()
+    });
+    let fmt = |t: Option<Duration>, from: Duration| {
+        t.map_or("not reached".into(), |t| {
+            format!("{:.2} s", (t - from).as_secs_f64())
+        })
+    };
+    println!(
+        "events n={n}: user event at 100% of nodes in {}; query answered by 100% in {} (SIM_SEED={seed})",
+        fmt(ev, t0),
+        fmt(q, t1)
     );
 }
 

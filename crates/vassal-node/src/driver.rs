@@ -112,8 +112,8 @@ impl Driver {
                 // ICMP errors from earlier sends surface here on some systems; not fatal.
                 Input::Packet(Err(e)) => debug!(error = %e, "udp receive failed"),
                 Input::Accepted(Ok((conn, from))) => {
-                    let framing = Framing::from_config(&self.serf.config().memberlist);
-                    let deadline = now + self.serf.config().memberlist.tcp_timeout;
+                    let framing = Framing::from_config(self.serf.memberlist().config());
+                    let deadline = now + self.serf.memberlist().config().tcp_timeout;
                     let driver = self.streams_tx.clone();
                     tokio::spawn(stream::serve_inbound(conn, from, framing, deadline, driver));
                 }
@@ -211,7 +211,7 @@ impl Driver {
                     bytes,
                     deadline,
                 } => {
-                    let framing = Framing::from_config(&self.serf.config().memberlist);
+                    let framing = Framing::from_config(self.serf.memberlist().config());
                     let driver = self.streams_tx.clone();
                     tokio::spawn(stream::exchange(id, to, bytes, deadline, framing, driver));
                 }
@@ -259,6 +259,7 @@ impl Driver {
                     let _ = done.send(());
                 }
             }
+            Event::KeyringChanged(keys) => info!("keyring changed: {} keys installed", keys.len()),
             Event::Query(q) => info!("query: {} from {} ltime={}", q.name, q.source_node, q.ltime),
             Event::QueryAck { ltime, from } => debug!("query ack from {from} ltime={ltime}"),
             Event::QueryResponse { ltime, from, .. } => {

@@ -447,6 +447,54 @@ fn ip_from(b: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// A key-query payload (`07 {Key}`): the raw key, empty for list-keys.
+pub fn decode_key_request(payload: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let Some((&7, body)) = payload.split_first() else {
+        return Err(DecodeError::Malformed(
+            "key request does not start with type 7".into(),
+        ));
+    };
+    let mut key = Vec::new();
+    Reader::new(body).read_struct(|k, r| {
+        if k != b"Key" {
+            return Ok(false);
+        }
+        key = r.bytes()?.to_vec();
+        Ok(true)
+    })?;
+    Ok(key)
+}
+
+/// A key-query answer (`08 {Keys, Message, PrimaryKey, Result}`); keys are base64.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyResponse {
+    pub result: bool,
+    pub message: String,
+    pub keys: Vec<String>,
+    pub primary_key: String,
+}
+
+pub fn encode_key_response(k: &KeyResponse) -> Vec<u8> {
+    let mut w = Writer::with_buf(vec![MessageType::KeyResponse as u8]);
+    w.map_header(4);
+    w.str("Keys");
+    if k.keys.is_empty() {
+        w.nil();
+    } else {
+        w.array_header(k.keys.len());
+        for key in &k.keys {
+            w.str(key);
+        }
+    }
+    w.str("Message");
+    w.str(&k.message);
+    w.str("PrimaryKey");
+    w.str(&k.primary_key);
+    w.str("Result");
+    w.bool(k.result);
+    w.into_vec()
+}
+
 /// A node filter: `00` + msgpack array of names.
 pub fn node_filter(names: &[String]) -> Vec<u8> {
     let mut w = Writer::with_buf(vec![0]);

@@ -107,6 +107,9 @@ pub enum Event {
     QueryDone {
         ltime: u64,
     },
+    /// A key query changed our keyring; these are now the keys, primary first (the agent
+    /// rewrites its keyring file).
+    KeyringChanged(Vec<Vec<u8>>),
     /// A [`Serf::join`] finished.
     JoinFinished {
         id: JoinId,
@@ -239,6 +242,27 @@ struct InboundQuery {
 /// Prefix of Serf's own queries, handled here and never shown to the layer above.
 pub const INTERNAL_QUERY_PREFIX: &str = "_serf_";
 
+/// The keyring operations other nodes can ask of us by query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyOp {
+    Install,
+    Use,
+    Remove,
+    List,
+}
+
+impl KeyOp {
+    fn from_query(name: &str) -> Option<Self> {
+        Some(match name {
+            "_serf_install-key" => KeyOp::Install,
+            "_serf_use-key" => KeyOp::Use,
+            "_serf_remove-key" => KeyOp::Remove,
+            "_serf_list-keys" => KeyOp::List,
+            _ => return None,
+        })
+    }
+}
+
 /// The two kinds of query response (the `Flags` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum QueryResponseFlags {
@@ -270,6 +294,8 @@ struct Core {
     inbound_queries: BTreeMap<(u64, u32), InboundQuery>,
     /// Direct packets (acks, answers, relays) for memberlist to send.
     outbox: Vec<(SocketAddr, Vec<u8>)>,
+    /// Key queries waiting for [`Serf`] to apply them to memberlist's keyring.
+    key_queries: Vec<(u64, u32, String, Vec<u8>)>,
     /// `LTime mod 512` → the events seen at that time (spec §4.6).
     event_buffer: Vec<Option<UserEvents>>,
     /// User events older than this are ignored (raised by joins that ignore old events).
@@ -318,6 +344,7 @@ impl Serf {
             own_queries: BTreeMap::new(),
             inbound_queries: BTreeMap::new(),
             outbox: Vec::new(),
+            key_queries: Vec::new(),
             event_buffer: vec![None; EVENT_BUFFER_SIZE],
             event_min_time: 0,
             ignoring_joins: BTreeSet::new(),
@@ -387,6 +414,9 @@ impl Serf {
         self.core.event_queue.len()
     }
 
+    /// The configuration we started with. Its `memberlist` part is the start-up copy: the live
+    /// one (the keyring after key rotation, say) is [`Memberlist::config`] via
+    /// [`memberlist`](Self::memberlist).
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -657,6 +687,9 @@ impl Serf {
     /// Carries memberlist's events up, sends Serf's direct packets and moves a leave in
     /// progress along.
     fn after_input(&mut self, now: Instant) {
+        for (ltime, id, name, payload) in std::mem::take(&mut self.core.key_queries) {
+            self.answer_key_query(ltime, id, &name, &payload, now);
+        }
         for (to, msg) in std::mem::take(&mut self.core.outbox) {
             self.ml.send_user_packet(to, &msg);
         }
@@ -763,6 +796,70 @@ impl Serf {
         info!(node = %m.name, %addr, "attempting reconnect");
         self.reconnects
             .insert(self.ml.join(&[addr], now, &mut self.core));
+    }
+
+    /// Applies a `_serf_*-key` query to our keyring and answers it as Go does (spec §4.8).
+    fn answer_key_query(&mut self, ltime: u64, id: u32, name: &str, payload: &[u8], now: Instant) {
+        use base64::Engine as _;
+        let b64 = |k: &[u8]| base64::engine::general_purpose::STANDARD.encode(k);
+        let op = KeyOp::from_query(name).expect("queued only for key queries");
+        let mut resp = messages::KeyResponse::default();
+        match (self.ml.keyring_mut(), messages::decode_key_request(payload)) {
+            (_, Err(e)) => warn!(error = %e, "failed to decode key request"),
+            (None, Ok(_)) => {
+                resp.message = match op {
+                    KeyOp::List => "Keyring is empty (encryption not enabled)",
+                    _ => "No keyring to modify (encryption not enabled)",
+                }
+                .into();
+            }
+            (Some(ring), Ok(key)) => {
+                let changed = match op {
+                    KeyOp::Install => ring.add_key(&key),
+                    KeyOp::Use => ring.use_key(&key),
+                    KeyOp::Remove => ring.remove_key(&key),
+                    KeyOp::List => {
+                        resp.keys = ring.keys().iter().map(|k| b64(k)).collect();
+                        resp.primary_key = b64(ring.primary());
+                        Ok(())
+                    }
+                };
+                match changed {
+                    Ok(()) => {
+                        resp.result = true;
+                        if op != KeyOp::List {
+                            info!(op = name, "keyring changed by query");
+                            let keys = ring.keys().to_vec();
+                            self.core.events.push_back(Event::KeyringChanged(keys));
+                        }
+                    }
+                    Err(e) => resp.message = e.to_string(),
+                }
+            }
+        }
+        // A long key list is cut until the answer fits.
+        let limit = self.config.query_response_size_limit;
+        let total = resp.keys.len();
+        loop {
+            let body = messages::encode_key_response(&resp);
+            match self
+                .core
+                .respond(ltime, id, &body, QueryResponseFlags::Answer, now, limit)
+            {
+                Err(RespondError::TooLarge(_)) if !resp.keys.is_empty() => {
+                    resp.keys.pop();
+                    resp.message = format!(
+                        "truncated key list response, showing first {} of {total} keys",
+                        resp.keys.len()
+                    );
+                }
+                Err(e) => {
+                    warn!(error = %e, "failed to respond to key query");
+                    break;
+                }
+                Ok(()) => break,
+            }
+        }
     }
 
     fn broadcast_join(&mut self, now: Instant) {
@@ -975,10 +1072,16 @@ impl Core {
             let _ = self.respond(q.ltime, q.id, &[], QueryResponseFlags::Ack, now, usize::MAX);
         }
         if q.name.starts_with(INTERNAL_QUERY_PREFIX) {
-            // `_serf_ping` needs only the ack. Conflict and key queries are not answered yet;
-            // their senders count us as not responding.
+            // `_serf_ping` needs only the ack; key queries need the keyring, which memberlist
+            // holds, so `Serf` answers them after this input. `_serf_conflict` is not answered
+            // yet: its sender counts us as not responding.
             debug!(name = %q.name, "internal query");
-            self.inbound_queries.remove(&(q.ltime, q.id));
+            if KeyOp::from_query(&q.name).is_some() {
+                self.key_queries
+                    .push((q.ltime, q.id, q.name.clone(), q.payload.clone()));
+            } else {
+                self.inbound_queries.remove(&(q.ltime, q.id));
+            }
         } else {
             self.events.push_back(Event::Query(Query {
                 ltime: q.ltime,

@@ -332,3 +332,55 @@ fn go_user_event_reaches_vassal_once() {
         v.log_tail(10)
     );
 }
+
+// Issue 3, key rotation (spec §4.8–§4.9): Go's `serf keys` installs a new key, makes it primary
+// and removes the old one across a mixed encrypted cluster. Every node must answer each step
+// (`serf keys` exits 1 otherwise) and the cluster stays whole; a node that only knows the new key
+// can then join through a Vassal node.
+#[test]
+fn key_rotation_in_a_mixed_encrypted_cluster_keeps_it_whole() {
+    let (old, new) = (GoSerf::keygen(), GoSerf::keygen());
+    let go1 = GoSerf::builder("go1", &Loopback::fresh())
+        .encrypt(&old)
+        .spawn();
+    let go2 = GoSerf::builder("go2", &Loopback::fresh())
+        .encrypt(&old)
+        .join(go1.addr())
+        .spawn();
+    let mut v1 = VassalAgent::builder("v1", &Loopback::fresh())
+        .encrypt(&old)
+        .join(go1.addr())
+        .spawn();
+    let mut v2 = VassalAgent::builder("v2", &Loopback::fresh())
+        .encrypt(&old)
+        .join(go2.addr())
+        .spawn();
+    let all = ["go1", "go2", "v1", "v2"];
+    go1.wait_all_alive(&all, JOIN);
+
+    for step in [["-install", &new], ["-use", &new], ["-remove", &old]] {
+        let out = go1
+            .cli(&["keys", step[0], step[1]])
+            .unwrap_or_else(|e| panic!("serf keys {}: {e}", step[0]));
+        assert!(out.contains("Successfully"), "serf keys {}: {out}", step[0]);
+        v1.assert_running();
+        v2.assert_running();
+        go1.wait_all_alive(&all, JOIN);
+    }
+    let list = go1.cli(&["keys", "-list"]).expect("serf keys -list");
+    let on_all = list
+        .lines()
+        .any(|l| l.trim_start().starts_with(&new) && l.trim_end().ends_with("[4/4]"));
+    assert!(on_all, "new key on all four nodes: {list}");
+    assert!(!list.contains(&old), "old key still listed: {list}");
+
+    // Only the new key now: joining through a Vassal node works.
+    let go3 = GoSerf::builder("go3", &Loopback::fresh())
+        .encrypt(&new)
+        .spawn();
+    wait_until(JOIN, "go3 (new key only) to join through v1", || {
+        v1.assert_running();
+        go3.try_join(v1.addr())
+    });
+    go1.wait_all_alive(&["go1", "go2", "go3", "v1", "v2"], JOIN);
+}

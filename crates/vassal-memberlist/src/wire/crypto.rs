@@ -21,11 +21,12 @@ pub const ENCRYPTION_OVERHEAD: usize = 1 + 12 + 16;
 /// Why the keyring refused a change. Nothing was changed when one of these is returned.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum KeyringError {
-    #[error("key is {0} bytes; AES keys must be 16, 24 or 32 bytes")]
+    // The texts are Go memberlist's: they reach users inside key-query responses.
+    #[error("key size must be 16, 24 or 32 bytes")]
     InvalidKeySize(usize),
-    #[error("requested key is not in the keyring")]
+    #[error("Requested key is not in the keyring")]
     KeyNotInstalled,
-    #[error("removing the primary key is not allowed")]
+    #[error("Removing the primary key is not allowed")]
     RemovePrimary,
 }
 
@@ -219,7 +220,7 @@ mod tests {
         assert_eq!(Keyring::new(&[1; 5]), Err(KeyringError::InvalidKeySize(5)));
         assert_eq!(ring.use_key(&[9; 32]), Err(KeyringError::KeyNotInstalled));
         let err = ring.remove_key(&[1; 32]).unwrap_err();
-        assert_eq!(err.to_string(), "removing the primary key is not allowed");
+        assert_eq!(err.to_string(), "Removing the primary key is not allowed");
         assert_eq!(ring.remove_key(&[9; 32]), Ok(()));
     }
 

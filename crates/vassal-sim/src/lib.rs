@@ -106,6 +106,14 @@ pub struct Sim {
     steps: u64,
 }
 
+/// What came back for one query, in arrival order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryResults {
+    pub acks: Vec<String>,
+    pub responses: Vec<(String, Vec<u8>)>,
+    pub done: bool,
+}
+
 /// The virtual address of node `i` (never used for real traffic).
 pub fn node_addr(i: usize) -> SocketAddr {
     let i = i as u32 + 1;
@@ -271,25 +279,21 @@ impl Sim {
     }
 
     /// Who acked and who answered node `i`'s query `ltime`, and whether it finished.
-    pub fn query_results(
-        &self,
-        i: usize,
-        ltime: u64,
-    ) -> (Vec<String>, Vec<(String, Vec<u8>)>, bool) {
-        let (mut acks, mut responses, mut done) = (Vec::new(), Vec::new(), false);
+    pub fn query_results(&self, i: usize, ltime: u64) -> QueryResults {
+        let mut r = QueryResults::default();
         for (_, e) in &self.nodes[i].events {
             match e {
-                Event::QueryAck { ltime: l, from } if *l == ltime => acks.push(from.clone()),
+                Event::QueryAck { ltime: l, from } if *l == ltime => r.acks.push(from.clone()),
                 Event::QueryResponse {
                     ltime: l,
                     from,
                     payload,
-                } if *l == ltime => responses.push((from.clone(), payload.clone())),
-                Event::QueryDone { ltime: l } if *l == ltime => done = true,
+                } if *l == ltime => r.responses.push((from.clone(), payload.clone())),
+                Event::QueryDone { ltime: l } if *l == ltime => r.done = true,
                 _ => {}
             }
         }
-        (acks, responses, done)
+        r
     }
 
     /// How many times node `i` delivered user event `name` since recording began.

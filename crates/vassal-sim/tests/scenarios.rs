@@ -265,7 +265,11 @@ fn query_collects_one_ack_and_one_answer_per_node_then_finishes() {
     let ltime = sim.query(0, "load", &params);
     // Default timeout for 20 nodes: 200 ms × 16 × ceil(log10 21) = 6.4 s.
     sim.run_for(Duration::from_secs(7));
-    let (mut acks, responses, done) = sim.query_results(0, ltime);
+    let vassal_sim::QueryResults {
+        mut acks,
+        responses,
+        done,
+    } = sim.query_results(0, ltime);
     acks.sort();
     let mut everyone: Vec<String> = (0..20).map(|i| format!("n{i}")).collect();
     everyone.sort();
@@ -308,7 +312,11 @@ fn query_filters_pick_exactly_the_matching_nodes() {
         n.sort();
         n
     };
-    let (mut acks, responses, _) = sim.query_results(0, t1);
+    let vassal_sim::QueryResults {
+        mut acks,
+        responses,
+        ..
+    } = sim.query_results(0, t1);
     acks.sort();
     assert_eq!(acks, ["n2", "n5", "n7"], "tag filter acks; SIM_SEED={s}");
     assert_eq!(
@@ -316,7 +324,7 @@ fn query_filters_pick_exactly_the_matching_nodes() {
         ["n2", "n5", "n7"],
         "tag filter answers; SIM_SEED={s}"
     );
-    let (_, responses, _) = sim.query_results(1, t2);
+    let responses = sim.query_results(1, t2).responses;
     assert_eq!(
         names(responses),
         ["n3", "n8"],

@@ -122,7 +122,7 @@ fn events(seed: u64, n: usize) {
     let t1 = sim.now();
     let ltime = sim.query(0, "load", &vassal_serf::QueryParams::default());
     let q = sim.run_until_cond(Duration::from_secs(60), |s| {
-        s.query_results(0, ltime).1.len() == s.len()
+        s.query_results(0, ltime).responses.len() == s.len()
     });
     let fmt = |t: Option<Duration>, from: Duration| {
         t.map_or("not reached".into(), |t| {

@@ -3,6 +3,7 @@
 //! the layer below: `handle_*` in, `poll_*` out, time as an argument.
 
 pub mod clock;
+pub mod coalesce;
 pub mod fuzzing;
 mod member;
 mod messages;

@@ -56,6 +56,7 @@ pub async fn spawn(config: NodeConfig) -> Result<(Handle, JoinHandle<()>), Start
         events: events.clone(),
         joins: HashMap::new(),
         leaving: Vec::new(),
+        must_stop: false,
     };
     let task = tokio::spawn(driver.run());
     let handle = Handle {
@@ -78,6 +79,8 @@ struct Driver {
     events: broadcast::Sender<Event>,
     joins: HashMap<JoinId, PendingJoin>,
     leaving: Vec<oneshot::Sender<()>>,
+    /// Serf asked to stop (it lost a name-conflict vote).
+    must_stop: bool,
 }
 
 /// A handle's join in progress: the addresses (for the log) and where the answer goes.
@@ -131,6 +134,9 @@ impl Driver {
                 Input::Timeout => self.serf.handle_timeout(now),
             }
             self.drain().await;
+            if self.must_stop {
+                break;
+            }
             if let Some(done) = stopped {
                 info!("serf agent shut down");
                 let _ = done.send(());
@@ -258,6 +264,10 @@ impl Driver {
                 for done in self.leaving.drain(..) {
                     let _ = done.send(());
                 }
+            }
+            Event::Shutdown(reason) => {
+                error!("{reason}");
+                self.must_stop = true;
             }
             Event::KeyringChanged(keys) => info!("keyring changed: {} keys installed", keys.len()),
             Event::Query(q) => info!("query: {} from {} ltime={}", q.name, q.source_node, q.ltime),

@@ -495,6 +495,69 @@ pub fn encode_key_response(k: &KeyResponse) -> Vec<u8> {
     w.into_vec()
 }
 
+/// A `_serf_conflict` answer: `06` + the responder's record of the member (Go's `Member`), or
+/// nil if it knows none.
+pub fn encode_conflict_response(m: Option<&crate::member::Member>) -> Vec<u8> {
+    let mut w = Writer::with_buf(vec![MessageType::ConflictResponse as u8]);
+    let Some(m) = m else {
+        w.nil();
+        return w.into_vec();
+    };
+    let [pmin, pmax, pcur, dmin, dmax, dcur] = m.vsn;
+    w.map_header(11);
+    w.str("Addr");
+    w.raw(&ip_bytes(m.addr));
+    for (k, v) in [
+        ("DelegateCur", dcur),
+        ("DelegateMax", dmax),
+        ("DelegateMin", dmin),
+    ] {
+        w.str(k);
+        w.uint(v as u64);
+    }
+    w.str("Name");
+    w.str(&m.name);
+    w.str("Port");
+    w.uint(m.port as u64);
+    for (k, v) in [
+        ("ProtocolCur", pcur),
+        ("ProtocolMax", pmax),
+        ("ProtocolMin", pmin),
+    ] {
+        w.str(k);
+        w.uint(v as u64);
+    }
+    w.str("Status");
+    w.uint(m.status as u64);
+    w.str("Tags");
+    w.map_header(m.tags.len());
+    for (k, v) in &m.tags {
+        w.str(k);
+        w.str(v);
+    }
+    w.into_vec()
+}
+
+/// The address a `_serf_conflict` answer gives for the member; `None` if it knows none or the
+/// answer is unreadable.
+pub fn decode_conflict_response(buf: &[u8]) -> Option<SocketAddr> {
+    let (&6, body) = buf.split_first()? else {
+        return None;
+    };
+    let (mut ip, mut port) = (None, 0u16);
+    Reader::new(body)
+        .read_struct(|k, r| {
+            match k {
+                b"Addr" => ip = ip_from(r.bytes()?),
+                b"Port" => port = r.uint_as()?,
+                _ => return Ok(false),
+            }
+            Ok(true)
+        })
+        .ok()?;
+    Some(SocketAddr::new(ip?, port))
+}
+
 /// A node filter: `00` + msgpack array of names.
 pub fn node_filter(names: &[String]) -> Vec<u8> {
     let mut w = Writer::with_buf(vec![0]);

@@ -38,6 +38,8 @@ pub struct Config {
     pub recent_intent_timeout: Duration,
     /// Cap on each broadcast queue.
     pub max_queue_depth: usize,
+    /// When another node claims our name, ask the cluster and stop if it sides with the other.
+    pub enable_name_conflict_resolution: bool,
     /// How often failed and left members are checked for reaping.
     pub reap_interval: Duration,
     /// How often to try reconnecting to a failed member.
@@ -72,6 +74,7 @@ impl Config {
             leave_propagate_delay: Duration::from_secs(1),
             recent_intent_timeout: Duration::from_secs(300),
             max_queue_depth: 4096,
+            enable_name_conflict_resolution: true,
             reap_interval: Duration::from_secs(15),
             reconnect_interval: Duration::from_secs(30),
             reconnect_timeout: Duration::from_secs(24 * 3600),
@@ -107,6 +110,8 @@ pub enum Event {
     QueryDone {
         ltime: u64,
     },
+    /// We lost a name-conflict vote (spec §4.10): the agent should stop.
+    Shutdown(String),
     /// A key query changed our keyring; these are now the keys, primary first (the agent
     /// rewrites its keyring file).
     KeyringChanged(Vec<Vec<u8>>),
@@ -242,6 +247,19 @@ struct InboundQuery {
 /// Prefix of Serf's own queries, handled here and never shown to the layer above.
 pub const INTERNAL_QUERY_PREFIX: &str = "_serf_";
 
+/// Serf's name-conflict query.
+const CONFLICT_QUERY: &str = "_serf_conflict";
+
+/// Votes gathered by our `_serf_conflict` query.
+#[derive(Debug, Clone)]
+struct ConflictVote {
+    ltime: u64,
+    me: SocketAddr,
+    responses: usize,
+    matching: usize,
+    voters: BTreeSet<String>,
+}
+
 /// The keyring operations other nodes can ask of us by query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KeyOp {
@@ -286,6 +304,7 @@ struct Core {
     members: BTreeMap<String, MemberState>,
     intents: BTreeMap<String, Intent>,
     intent_queue: TransmitLimitedQueue,
+    resolve_conflicts: bool,
     event_queue: TransmitLimitedQueue,
     query_queue: TransmitLimitedQueue,
     /// `LTime mod 512` → the query IDs seen at that time.
@@ -296,6 +315,9 @@ struct Core {
     outbox: Vec<(SocketAddr, Vec<u8>)>,
     /// Key queries waiting for [`Serf`] to apply them to memberlist's keyring.
     key_queries: Vec<(u64, u32, String, Vec<u8>)>,
+    /// Another address claims our name: [`Serf`] asks the cluster who is right.
+    conflict_seen: bool,
+    conflict_vote: Option<ConflictVote>,
     /// `LTime mod 512` → the events seen at that time (spec §4.6).
     event_buffer: Vec<Option<UserEvents>>,
     /// User events older than this are ignored (raised by joins that ignore old events).
@@ -338,6 +360,7 @@ impl Serf {
             members: BTreeMap::new(),
             intents: BTreeMap::new(),
             intent_queue: TransmitLimitedQueue::new(),
+            resolve_conflicts: config.enable_name_conflict_resolution,
             event_queue: TransmitLimitedQueue::new(),
             query_queue: TransmitLimitedQueue::new(),
             query_buffer: vec![None; EVENT_BUFFER_SIZE],
@@ -345,6 +368,8 @@ impl Serf {
             inbound_queries: BTreeMap::new(),
             outbox: Vec::new(),
             key_queries: Vec::new(),
+            conflict_seen: false,
+            conflict_vote: None,
             event_buffer: vec![None; EVENT_BUFFER_SIZE],
             event_min_time: 0,
             ignoring_joins: BTreeSet::new(),
@@ -687,6 +712,9 @@ impl Serf {
     /// Carries memberlist's events up, sends Serf's direct packets and moves a leave in
     /// progress along.
     fn after_input(&mut self, now: Instant) {
+        if std::mem::take(&mut self.core.conflict_seen) && self.core.conflict_vote.is_none() {
+            self.resolve_name_conflict(now);
+        }
         for (ltime, id, name, payload) in std::mem::take(&mut self.core.key_queries) {
             self.answer_key_query(ltime, id, &name, &payload, now);
         }
@@ -796,6 +824,30 @@ impl Serf {
         info!(node = %m.name, %addr, "attempting reconnect");
         self.reconnects
             .insert(self.ml.join(&[addr], now, &mut self.core));
+    }
+
+    /// Asks the cluster where it believes our name lives (spec §4.10); the count happens as
+    /// answers arrive and the verdict when the query ends.
+    fn resolve_name_conflict(&mut self, now: Instant) {
+        let name = self.core.name.clone();
+        let me = self.ml.local_node().socket_addr();
+        match self.query(
+            CONFLICT_QUERY,
+            name.as_bytes(),
+            &QueryParams::default(),
+            now,
+        ) {
+            Ok(ltime) => {
+                self.core.conflict_vote = Some(ConflictVote {
+                    ltime,
+                    me,
+                    responses: 0,
+                    matching: 0,
+                    voters: BTreeSet::new(),
+                })
+            }
+            Err(e) => warn!(error = %e, "failed to start name conflict resolution"),
+        }
     }
 
     /// Applies a `_serf_*-key` query to our keyring and answers it as Go does (spec §4.8).
@@ -1079,6 +1131,20 @@ impl Core {
             if KeyOp::from_query(&q.name).is_some() {
                 self.key_queries
                     .push((q.ltime, q.id, q.name.clone(), q.payload.clone()));
+            } else if q.name == CONFLICT_QUERY {
+                // Tell the asker where we believe the named node is (never about ourselves).
+                let node = String::from_utf8_lossy(&q.payload).into_owned();
+                if node != self.name {
+                    let known = self.members.get(&node).map(|m| m.member.clone());
+                    let body = messages::encode_conflict_response(known.as_ref());
+                    let limit = usize::MAX;
+                    if let Err(e) =
+                        self.respond(q.ltime, q.id, &body, QueryResponseFlags::Answer, now, limit)
+                    {
+                        warn!(error = %e, "failed to answer a conflict query");
+                    }
+                }
+                self.inbound_queries.remove(&(q.ltime, q.id));
             } else {
                 self.inbound_queries.remove(&(q.ltime, q.id));
             }
@@ -1183,6 +1249,15 @@ impl Core {
 
     /// Serf's `handleQueryResponse`: acks and answers for our own queries, once per node.
     fn handle_query_response(&mut self, r: &QueryResponseMsg) {
+        if let Some(vote) = self.conflict_vote.as_mut().filter(|v| v.ltime == r.ltime) {
+            if r.flags & messages::QUERY_FLAG_ACK == 0 && vote.voters.insert(r.from.clone()) {
+                if let Some(addr) = messages::decode_conflict_response(&r.payload) {
+                    vote.responses += 1;
+                    vote.matching += usize::from(addr == vote.me);
+                }
+            }
+            return;
+        }
         let Some(q) = self.own_queries.get_mut(&r.ltime) else {
             debug!(ltime = r.ltime, from = %r.from, "reply for a query that is not running");
             return;
@@ -1216,6 +1291,33 @@ impl Core {
             .collect();
         for ltime in done {
             self.own_queries.remove(&ltime);
+            if self
+                .conflict_vote
+                .as_ref()
+                .is_some_and(|v| v.ltime == ltime)
+            {
+                let vote = self.conflict_vote.take().expect("checked");
+                let majority = vote.responses / 2 + 1;
+                if vote.matching >= majority {
+                    info!(
+                        matching = vote.matching,
+                        responses = vote.responses,
+                        "majority in name conflict resolution"
+                    );
+                } else {
+                    warn!(
+                        matching = vote.matching,
+                        responses = vote.responses,
+                        "minority in name conflict resolution, quitting"
+                    );
+                    self.events.push_back(Event::Shutdown(format!(
+                        "node name '{}' is claimed by another node and a majority of the cluster knows that one \
+                         ({} of {} answers name our address); pick a unique -node name",
+                        self.name, vote.matching, vote.responses
+                    )));
+                }
+                continue;
+            }
             self.events.push_back(Event::QueryDone { ltime });
         }
         self.inbound_queries.retain(|_, q| now <= q.deadline);
@@ -1442,6 +1544,10 @@ impl Delegate for Core {
     }
 
     fn notify_conflict(&mut self, existing: &Node, other: &Node, _now: Instant) {
+        if existing.name == self.name && self.resolve_conflicts {
+            warn!(other = %other.socket_addr(), "node name conflicts with another node; names must be unique");
+            self.conflict_seen = true;
+        }
         self.events.push_back(Event::Warning(format!(
             "name conflict for '{}': known at {}, claimed by {}",
             existing.name,

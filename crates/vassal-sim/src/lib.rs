@@ -122,8 +122,15 @@ pub fn node_addr(i: usize) -> SocketAddr {
 }
 
 impl Sim {
-    /// A cluster of `n` nodes built from `config(i)`, none joined yet.
+    /// A cluster of `n` nodes named `n0`, `n1`, … built from `config(i)`, none joined yet.
     pub fn new(seed: u64, n: usize, config: impl Fn(usize) -> ml::Config) -> Self {
+        let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+        Self::with_names(seed, &names, config)
+    }
+
+    /// A cluster with the given node names (duplicates allowed, for name-conflict scenarios).
+    pub fn with_names(seed: u64, names: &[String], config: impl Fn(usize) -> ml::Config) -> Self {
+        let n = names.len();
         let epoch = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut nodes = Vec::with_capacity(n);
@@ -131,14 +138,14 @@ impl Sim {
         for i in 0..n {
             let addr = node_addr(i);
             let mut c = config(i);
-            c.name = format!("n{i}");
+            c.name = names[i].clone();
             c.advertise = addr;
             c.bind_port = addr.port();
             c.seed = rng.gen();
             let serf = Serf::new(Config::new(c), epoch).expect("simulated config is valid");
             by_addr.insert(addr, i);
             nodes.push(SimNode {
-                name: format!("n{i}"),
+                name: names[i].clone(),
                 addr,
                 serf,
                 up: true,
@@ -636,7 +643,9 @@ impl Sim {
             }
         }
         let mut answers = Vec::new();
+        let mut stop = false;
         while let Some(e) = self.nodes[i].serf.poll_event() {
+            stop |= matches!(e, Event::Shutdown(_));
             if let (true, Event::Query(q)) = (self.auto_respond, &e) {
                 answers.push((q.ltime, q.id));
             }
@@ -651,6 +660,11 @@ impl Sim {
             if self.record_events {
                 self.nodes[i].events.push((self.now, e));
             }
+        }
+        if stop {
+            // Serf asked to stop (lost a name-conflict vote): the agent exits.
+            self.nodes[i].up = false;
+            return;
         }
         if !answers.is_empty() {
             let now = self.instant();

@@ -331,3 +331,41 @@ fn query_filters_pick_exactly_the_matching_nodes() {
         "node filter answers; SIM_SEED={s}"
     );
 }
+
+#[test]
+fn newcomer_reusing_a_live_name_loses_the_vote_and_stops() {
+    // Serf §4.10: the node whose address the majority does not know for the name shuts down.
+    let s = seed(12);
+    let names: Vec<String> = ["n0", "n1", "n2", "n3", "n4", "n1"]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let mut sim = Sim::with_names(s, &names, |_| Config::lan("n"));
+    sim.record_events();
+    for i in 1..5 {
+        sim.join(i, 0);
+    }
+    assert!(sim
+        .run_until_cond(Duration::from_secs(30), |s| (0..5).all(|i| s
+            .serf(i)
+            .members()
+            .count()
+            == 5))
+        .is_some());
+    sim.join(5, 0);
+    let stopped = sim.run_until_cond(Duration::from_secs(30), |s| !s.is_up(5));
+    assert!(
+        stopped.is_some(),
+        "the impostor n1 never stopped; SIM_SEED={s}"
+    );
+    assert!(sim.is_up(1), "the original n1 must stay; SIM_SEED={s}");
+    let shut = |i: usize| {
+        sim.events(i)
+            .iter()
+            .any(|(_, e)| matches!(e, vassal_serf::Event::Shutdown(_)))
+    };
+    assert!(
+        shut(5) && !shut(1),
+        "only the impostor lost the vote; SIM_SEED={s}"
+    );
+}

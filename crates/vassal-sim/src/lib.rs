@@ -135,17 +135,17 @@ impl Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut nodes = Vec::with_capacity(n);
         let mut by_addr = BTreeMap::new();
-        for i in 0..n {
+        for (i, name) in names.iter().enumerate() {
             let addr = node_addr(i);
             let mut c = config(i);
-            c.name = names[i].clone();
+            c.name = name.clone();
             c.advertise = addr;
             c.bind_port = addr.port();
             c.seed = rng.gen();
             let serf = Serf::new(Config::new(c), epoch).expect("simulated config is valid");
             by_addr.insert(addr, i);
             nodes.push(SimNode {
-                name: names[i].clone(),
+                name: name.clone(),
                 addr,
                 serf,
                 up: true,

@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod coalesce;
+pub mod coordinate;
 pub mod fuzzing;
 mod member;
 mod messages;

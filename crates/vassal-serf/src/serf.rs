@@ -16,6 +16,7 @@ use vassal_memberlist::wire::{DecodeError, StreamMessage};
 use vassal_memberlist::{self as ml, Delegate, JoinId, Memberlist, Node, StreamId, Transmit};
 
 use crate::clock::LamportClock;
+use crate::coordinate::{self, Coordinate};
 use crate::member::{Member, MemberEvent, MemberEventKind, MemberStatus};
 use crate::messages::{
     self, Filter, Join, Leave, PushPullState, QueryMsg, QueryResponseMsg, SerfMessage, UserEvent,
@@ -40,6 +41,8 @@ pub struct Config {
     pub max_queue_depth: usize,
     /// When another node claims our name, ask the cluster and stop if it sides with the other.
     pub enable_name_conflict_resolution: bool,
+    /// Neither compute nor send Vivaldi coordinates.
+    pub disable_coordinates: bool,
     /// How often failed and left members are checked for reaping.
     pub reap_interval: Duration,
     /// How often to try reconnecting to a failed member.
@@ -75,6 +78,7 @@ impl Config {
             recent_intent_timeout: Duration::from_secs(300),
             max_queue_depth: 4096,
             enable_name_conflict_resolution: true,
+            disable_coordinates: false,
             reap_interval: Duration::from_secs(15),
             reconnect_interval: Duration::from_secs(30),
             reconnect_timeout: Duration::from_secs(24 * 3600),
@@ -305,6 +309,10 @@ struct Core {
     intents: BTreeMap<String, Intent>,
     intent_queue: TransmitLimitedQueue,
     resolve_conflicts: bool,
+    /// Our Vivaldi coordinate, or `None` when coordinates are disabled.
+    coord: Option<coordinate::Client>,
+    /// The last coordinate each node sent us (and ours), for RTT estimates.
+    coord_cache: BTreeMap<String, Coordinate>,
     event_queue: TransmitLimitedQueue,
     query_queue: TransmitLimitedQueue,
     /// `LTime mod 512` → the query IDs seen at that time.
@@ -361,6 +369,8 @@ impl Serf {
             intents: BTreeMap::new(),
             intent_queue: TransmitLimitedQueue::new(),
             resolve_conflicts: config.enable_name_conflict_resolution,
+            coord: (!config.disable_coordinates).then(coordinate::Client::default),
+            coord_cache: BTreeMap::new(),
             event_queue: TransmitLimitedQueue::new(),
             query_queue: TransmitLimitedQueue::new(),
             query_buffer: vec![None; EVENT_BUFFER_SIZE],
@@ -433,6 +443,19 @@ impl Serf {
 
     pub fn intent_queue_len(&self) -> usize {
         self.core.intent_queue.len()
+    }
+
+    /// The last coordinate `node` sent us (our own for our name); `None` if unknown.
+    pub fn coordinate(&self, node: &str) -> Option<&Coordinate> {
+        if node == self.core.name {
+            return self.core.coord.as_ref().map(coordinate::Client::coordinate);
+        }
+        self.core.coord_cache.get(node)
+    }
+
+    /// How often our coordinate was reset after becoming invalid.
+    pub fn coordinate_resets(&self) -> u64 {
+        self.core.coord.as_ref().map_or(0, |c| c.resets)
     }
 
     pub fn event_queue_len(&self) -> usize {
@@ -790,6 +813,10 @@ impl Serf {
                 .remove(&name)
                 .expect("collected above")
                 .member;
+            self.core.coord_cache.remove(&name);
+            if let Some(c) = self.core.coord.as_mut() {
+                c.forget(&name);
+            }
             info!(node = %m.name, "EventMemberReap");
             self.core.emit(MemberEventKind::Reap, m);
         }
@@ -1541,6 +1568,30 @@ impl Delegate for Core {
         let m = state.member.clone();
         info!(node = %m.name, "EventMemberUpdate");
         self.emit(MemberEventKind::Update, m);
+    }
+
+    fn ack_payload(&mut self) -> Vec<u8> {
+        self.coord
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.coordinate().to_ack_payload())
+    }
+
+    /// A timely direct ack: fold its RTT into our coordinate and remember the peer's.
+    fn notify_ping_complete(&mut self, node: &Node, rtt: Duration, payload: &[u8]) {
+        let Some(client) = self.coord.as_mut() else {
+            return;
+        };
+        if payload.is_empty() {
+            return;
+        }
+        let other = match Coordinate::from_ack_payload(payload) {
+            Ok(c) => c,
+            Err(e) => return debug!(node = %node.name, error = %e, "failed to decode coordinate"),
+        };
+        if let Err(e) = client.update(&node.name, &other, rtt, &mut self.rng) {
+            return debug!(node = %node.name, error = %e, "rejected coordinate");
+        }
+        self.coord_cache.insert(node.name.clone(), other);
     }
 
     fn notify_conflict(&mut self, existing: &Node, other: &Node, _now: Instant) {

@@ -369,3 +369,27 @@ fn newcomer_reusing_a_live_name_loses_the_vote_and_stops() {
         "only the impostor lost the vote; SIM_SEED={s}"
     );
 }
+
+#[test]
+fn coordinates_estimate_rtts_of_the_right_order() {
+    // Vivaldi (spec §4.13): with one-way latencies of 0.2–2 ms, RTTs average about 2.2 ms.
+    let s = seed(13);
+    let mut sim = lan_cluster(s, 10);
+    sim.run_for(Duration::from_secs(120));
+    let me = sim
+        .serf(0)
+        .coordinate("n0")
+        .expect("our own coordinate")
+        .clone();
+    for j in 1..10 {
+        let other = sim
+            .serf(0)
+            .coordinate(&format!("n{j}"))
+            .unwrap_or_else(|| panic!("no coordinate for n{j}; SIM_SEED={s}"));
+        let est = me.distance_to(other).as_secs_f64() * 1000.0;
+        assert!(
+            (0.5..6.0).contains(&est),
+            "n0 -> n{j} estimated {est:.2} ms; SIM_SEED={s}"
+        );
+    }
+}

@@ -384,3 +384,31 @@ fn key_rotation_in_a_mixed_encrypted_cluster_keeps_it_whole() {
     });
     go1.wait_all_alive(&["go1", "go2", "go3", "v1", "v2"], JOIN);
 }
+
+// Issue 3, coordinates (spec §4.13): Go caches the Vivaldi coordinate a Vassal node puts in its
+// acks, so `serf rtt` can estimate the RTT to it. Go refuses a payload it cannot decode.
+#[test]
+fn go_estimates_rtt_to_vassal_from_its_ack_coordinates() {
+    let lo = Loopback::fresh();
+    let go = GoSerf::start("go1", &lo);
+    let mut v = VassalAgent::builder("v1", &lo).join(go.addr()).spawn();
+    go_sees(&go, &mut v, "v1", "alive", JOIN);
+    let out = wait_until(
+        Duration::from_secs(10),
+        "`serf rtt go1 v1` to give an estimate",
+        || {
+            v.assert_running();
+            go.cli(&["rtt", "go1", "v1"])
+        },
+    );
+    let ms: f64 = out
+        .split("rtt:")
+        .nth(1)
+        .and_then(|s| s.trim().trim_end_matches("ms").trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected `serf rtt` output: {out}"));
+    // Loopback RTTs are well under a few milliseconds; the estimate must be of that order.
+    assert!(
+        ms > 0.0 && ms < 50.0,
+        "estimated {ms} ms on loopback: {out}"
+    );
+}

@@ -164,3 +164,54 @@ fn an_unknown_event_type_fails_agent_start() {
         "{log}"
     );
 }
+
+// `-replay`: a user event the cluster saw before we joined runs our handler; without it, not.
+#[test]
+fn replay_runs_handlers_for_past_user_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let lo = Loopback::fresh();
+    let go = GoSerf::start("go1", &lo);
+    go.event("before", "x");
+
+    let handler = |who: &str| {
+        format!(
+            "-event-handler=member-join,user=echo $SERF_EVENT $SERF_USER_EVENT >> {d}/{who}.log"
+        )
+    };
+    let mut replayed = VassalAgent::builder("r1", &lo)
+        .arg(&handler("r1"))
+        .arg("-replay")
+        .join(go.addr())
+        .spawn();
+    let mut plain = VassalAgent::builder("p1", &lo)
+        .arg(&handler("p1"))
+        .join(go.addr())
+        .spawn();
+
+    wait_file(
+        &mut replayed,
+        &dir.path().join("r1.log"),
+        "r1 (-replay) to run its handler for `before`",
+        |s| s.contains("user before\n"),
+    );
+    // p1 has joined (its member-join handler ran) and, without -replay, ignores `before`.
+    let log = wait_file(
+        &mut plain,
+        &dir.path().join("p1.log"),
+        "p1 to run its member-join handler",
+        |s| s.contains("member-join"),
+    );
+    assert!(
+        !log.contains("before"),
+        "p1 replayed without -replay:\n{log}"
+    );
+    vassal_testkit::hold_for(Duration::from_secs(2), "p1 not to replay `before`", || {
+        let s = read(&dir.path().join("p1.log"));
+        if s.contains("before") {
+            Err(s)
+        } else {
+            Ok(())
+        }
+    });
+}

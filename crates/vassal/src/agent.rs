@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tracing::{error, info, warn};
 use vassal_memberlist::wire::Keyring;
 use vassal_node::{Handle, NodeConfig};
 
 use crate::flags::{parse_duration, FlagError, FlagSet, Kind};
+use crate::handlers::{spawn_dispatcher, HandlerEvent, HandlerSpec, SelfInfo};
 use crate::logging::{self, LogLevel};
 
 const DEFAULT_PORT: u16 = 7946;
@@ -112,13 +113,23 @@ pub fn flags() -> FlagSet {
             "<duration>",
             "How long a leave waits for its broadcast (default 5s)",
         )
+        .flag(
+            "event-handler",
+            Kind::Multi,
+            "<[filters=]script>",
+            "Script to run on events, e.g. member-join,user:deploy=./h.sh; repeatable",
+        )
+        .flag(
+            "replay",
+            Kind::Bool,
+            "",
+            "Replay past user events when joining at start",
+        )
         .unimplemented("iface", false)
         .unimplemented("config-file", false)
         .unimplemented("config-dir", false)
         .unimplemented("discover", false)
         .unimplemented("keyring-file", false)
-        .unimplemented("event-handler", false)
-        .unimplemented("replay", true)
         .unimplemented("rejoin", true)
         .unimplemented("rpc-addr", false)
         .unimplemented("rpc-auth", false)
@@ -147,6 +158,8 @@ pub struct AgentOptions {
     pub protocol: u8,
     pub compression: bool,
     pub broadcast_timeout: Duration,
+    pub event_handlers: Vec<HandlerSpec>,
+    pub replay: bool,
 }
 
 pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
@@ -185,6 +198,11 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             )
         }
     };
+    let event_handlers = p
+        .values("event-handler")
+        .iter()
+        .map(|h| HandlerSpec::parse(h).map_err(|e| bad("event-handler", h, e.to_string())))
+        .collect::<Result<_, _>>()?;
     let profile = p.value("profile").unwrap_or("lan").to_owned();
     if !matches!(profile.as_str(), "lan" | "wan" | "local") {
         return Err(bad("profile", &profile, "must be lan, wan or local".into()));
@@ -222,6 +240,8 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             Duration::from_secs(5),
             parse_duration,
         )?,
+        event_handlers,
+        replay: p.bool("replay"),
     })
 }
 
@@ -286,11 +306,11 @@ async fn resolve_all(list: &[String]) -> Result<Vec<SocketAddr>, Vec<String>> {
 }
 
 /// Joins `list`; the number of nodes synced with, or Serf's multi-error text.
-async fn join(handle: &Handle, list: &[String]) -> Result<usize, String> {
+async fn join(handle: &Handle, list: &[String], replay: bool) -> Result<usize, String> {
     let addrs = resolve_all(list)
         .await
         .map_err(|errors| vassal_node::JoinError { errors }.to_string())?;
-    handle.join(addrs, false).await.map_err(|e| e.to_string())
+    handle.join(addrs, replay).await.map_err(|e| e.to_string())
 }
 
 pub async fn run(opts: AgentOptions) -> ExitCode {
@@ -349,9 +369,21 @@ async fn start(opts: AgentOptions) -> Result<ExitCode, String> {
     println!("==> Log data will now stream in as it occurs:");
     println!();
 
+    if !opts.event_handlers.is_empty() {
+        let me = SelfInfo {
+            name: opts.node.clone(),
+            tags: opts.tags.clone(),
+        };
+        tokio::spawn(feed_handlers(
+            handle.events(),
+            opts.event_handlers.clone(),
+            me,
+        ));
+    }
+
     if !opts.join.is_empty() {
-        info!("Joining cluster...(replay: false)");
-        match join(&handle, &opts.join).await {
+        info!("Joining cluster...(replay: {})", opts.replay);
+        match join(&handle, &opts.join, opts.replay).await {
             Ok(n) => info!("Join completed. Synced with {n} initial agents"),
             Err(e) => {
                 handle.shutdown().await;
@@ -367,6 +399,7 @@ async fn start(opts: AgentOptions) -> Result<ExitCode, String> {
             opts.retry_join.clone(),
             opts.retry_interval,
             opts.retry_max,
+            opts.replay,
             gave_up_tx,
         ));
     }
@@ -419,12 +452,13 @@ async fn retry_join(
     list: Vec<String>,
     interval: Duration,
     max: u32,
+    replay: bool,
     gave_up: oneshot::Sender<()>,
 ) {
-    info!("Joining cluster...(replay: false)");
+    info!("Joining cluster...(replay: {replay})");
     let mut attempt = 0u32;
     loop {
-        match join(&handle, &list).await {
+        match join(&handle, &list, replay).await {
             Ok(n) => {
                 info!("Join completed. Synced with {n} initial agents");
                 return;
@@ -441,6 +475,31 @@ async fn retry_join(
             }
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// Forwards node events to the handler dispatcher. This only queues (the dispatcher's channel
+/// is unbounded), so it keeps up with the node and never blocks its driver.
+async fn feed_handlers(
+    mut events: broadcast::Receiver<vassal_serf::Event>,
+    handlers: Vec<HandlerSpec>,
+    me: SelfInfo,
+) {
+    let (tx, _task) = spawn_dispatcher(handlers, me);
+    loop {
+        match events.recv().await {
+            Ok(e) => {
+                if let Some(e) = HandlerEvent::from_serf(&e) {
+                    if tx.send(e).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                warn!("agent: event handlers missed {n} events");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 
@@ -509,8 +568,34 @@ mod tests {
 
     #[test]
     fn unimplemented_serf_flags_are_refused_by_name() {
-        let e = options(&args(&["-node=a", "-event-handler", "x.sh"])).unwrap_err();
-        assert!(e.to_string().contains("-event-handler"), "{e}");
+        let e = options(&args(&["-node=a", "-rejoin"])).unwrap_err();
+        assert!(e.to_string().contains("-rejoin"), "{e}");
+    }
+
+    #[test]
+    fn event_handlers_repeat_and_replay_is_a_bool() {
+        let o = options(&args(&[
+            "-event-handler",
+            "x.sh",
+            "-event-handler=member-join,user:deploy=y.sh a=b",
+            "-replay",
+        ]))
+        .unwrap();
+        assert_eq!(o.event_handlers.len(), 2);
+        assert_eq!(o.event_handlers[1].script, "y.sh a=b");
+        assert!(o.replay);
+        assert!(!options(&[]).unwrap().replay);
+    }
+
+    #[test]
+    fn a_bad_handler_filter_names_the_filter_and_the_flag() {
+        let e = options(&args(&["-event-handler=member-jion=x.sh"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("-event-handler") && e.contains("\"member-jion\""),
+            "{e}"
+        );
     }
 
     #[test]

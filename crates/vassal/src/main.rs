@@ -3,6 +3,7 @@
 
 mod agent;
 mod flags;
+mod handlers;
 mod logging;
 
 use std::process::ExitCode;

@@ -1,0 +1,209 @@
+//! Handler specs: `script` or `FILTERS=script`, split at the first `=` (spec §5.2).
+
+use std::fmt;
+
+use vassal_serf::MemberEventKind;
+
+use super::invocation::HandlerEvent;
+
+/// One comma-separated filter of a handler spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// `*`: every event.
+    All,
+    /// `member-join`, `member-leave`, `member-failed`, `member-update`, `member-reap`.
+    Member(MemberEventKind),
+    /// `user` (`None`) or `user:NAME`.
+    User(Option<String>),
+    /// `query` (`None`) or `query:NAME`.
+    Query(Option<String>),
+}
+
+impl Filter {
+    pub fn parse(s: &str) -> Result<Self, SpecError> {
+        // As in Serf, `user:` with an empty name is plain `user`.
+        let named = |n: &str| (!n.is_empty()).then(|| n.to_owned());
+        if let Some(name) = s.strip_prefix("user:") {
+            return Ok(Filter::User(named(name)));
+        }
+        if let Some(name) = s.strip_prefix("query:") {
+            return Ok(Filter::Query(named(name)));
+        }
+        Ok(match s {
+            "*" => Filter::All,
+            "member-join" => Filter::Member(MemberEventKind::Join),
+            "member-leave" => Filter::Member(MemberEventKind::Leave),
+            "member-failed" => Filter::Member(MemberEventKind::Failed),
+            "member-update" => Filter::Member(MemberEventKind::Update),
+            "member-reap" => Filter::Member(MemberEventKind::Reap),
+            "user" => Filter::User(None),
+            "query" => Filter::Query(None),
+            _ => return Err(SpecError::UnknownFilter(s.to_owned())),
+        })
+    }
+
+    pub fn matches(&self, e: &HandlerEvent) -> bool {
+        match (self, e) {
+            (Filter::All, _) => true,
+            (Filter::Member(k), HandlerEvent::Member(m)) => *k == m.kind,
+            (Filter::User(name), HandlerEvent::User(u)) => {
+                name.as_ref().is_none_or(|n| *n == u.name)
+            }
+            (Filter::Query(name), HandlerEvent::Query(q)) => {
+                name.as_ref().is_none_or(|n| *n == q.name)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A parsed `-event-handler` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerSpec {
+    pub filters: Vec<Filter>,
+    pub script: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpecError {
+    UnknownFilter(String),
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpecError::UnknownFilter(t) => write!(
+                f,
+                "Invalid event script: unknown event type {t:?} (valid: member-join, \
+                 member-leave, member-failed, member-update, member-reap, user, user:NAME, \
+                 query, query:NAME, *)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl HandlerSpec {
+    pub fn parse(v: &str) -> Result<Self, SpecError> {
+        let (filter, script) = match v.split_once('=') {
+            Some((f, s)) => (f, s),
+            None => ("", v),
+        };
+        let filter = if filter.is_empty() { "*" } else { filter };
+        let filters = filter
+            .split(',')
+            .map(Filter::parse)
+            .collect::<Result<_, _>>()?;
+        Ok(HandlerSpec {
+            filters,
+            script: script.to_owned(),
+        })
+    }
+
+    pub fn matches(&self, e: &HandlerEvent) -> bool {
+        self.filters.iter().any(|f| f.matches(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handlers::invocation::Query;
+    use vassal_serf::{MemberEvent, UserEvent};
+
+    fn user(name: &str) -> HandlerEvent {
+        HandlerEvent::User(UserEvent {
+            ltime: 1,
+            name: name.into(),
+            payload: vec![],
+            cc: false,
+        })
+    }
+    fn member(kind: MemberEventKind) -> HandlerEvent {
+        HandlerEvent::Member(MemberEvent {
+            kind,
+            members: vec![],
+        })
+    }
+    fn query(name: &str) -> HandlerEvent {
+        HandlerEvent::Query(Query {
+            ltime: 1,
+            name: name.into(),
+            payload: vec![],
+        })
+    }
+
+    #[test]
+    fn a_bare_script_handles_everything() {
+        let s = HandlerSpec::parse("./h.sh arg").unwrap();
+        assert_eq!(s.filters, [Filter::All]);
+        assert_eq!(s.script, "./h.sh arg");
+    }
+
+    #[test]
+    fn splits_at_the_first_equals_only() {
+        let s = HandlerSpec::parse("user:deploy=FOO=bar ./h.sh x=y").unwrap();
+        assert_eq!(s.filters, [Filter::User(Some("deploy".into()))]);
+        assert_eq!(s.script, "FOO=bar ./h.sh x=y");
+    }
+
+    #[test]
+    fn every_filter_form_parses() {
+        let s = HandlerSpec::parse(
+            "member-join,member-leave,member-failed,member-update,member-reap,user,user:a,query,query:b,*=x",
+        )
+        .unwrap();
+        assert_eq!(
+            s.filters,
+            [
+                Filter::Member(MemberEventKind::Join),
+                Filter::Member(MemberEventKind::Leave),
+                Filter::Member(MemberEventKind::Failed),
+                Filter::Member(MemberEventKind::Update),
+                Filter::Member(MemberEventKind::Reap),
+                Filter::User(None),
+                Filter::User(Some("a".into())),
+                Filter::Query(None),
+                Filter::Query(Some("b".into())),
+                Filter::All,
+            ]
+        );
+        assert_eq!(s.script, "x");
+        assert_eq!(HandlerSpec::parse("=x").unwrap().filters, [Filter::All]);
+        assert_eq!(
+            HandlerSpec::parse("user:=x").unwrap().filters,
+            [Filter::User(None)]
+        );
+    }
+
+    #[test]
+    fn unknown_types_are_refused_by_name() {
+        let e = HandlerSpec::parse("member-join,member-explode=x").unwrap_err();
+        assert_eq!(e, SpecError::UnknownFilter("member-explode".into()));
+        assert!(e.to_string().contains("\"member-explode\""), "{e}");
+        // A script with an `=` but no filter is read as FILTER=script, as in Serf.
+        assert!(HandlerSpec::parse("FOO=bar ./h.sh").is_err());
+    }
+
+    #[test]
+    fn filters_match_their_events() {
+        let s = HandlerSpec::parse("member-join,user:deploy,query:uptime=x").unwrap();
+        assert!(s.matches(&member(MemberEventKind::Join)));
+        assert!(!s.matches(&member(MemberEventKind::Leave)));
+        assert!(s.matches(&user("deploy")));
+        assert!(!s.matches(&user("deployx")));
+        assert!(s.matches(&query("uptime")));
+        assert!(!s.matches(&query("load")));
+
+        let all_user = HandlerSpec::parse("user=x").unwrap();
+        assert!(all_user.matches(&user("anything")));
+        assert!(!all_user.matches(&query("anything")));
+        assert!(!all_user.matches(&member(MemberEventKind::Failed)));
+
+        let all = HandlerSpec::parse("x").unwrap();
+        for e in [user("a"), query("b"), member(MemberEventKind::Reap)] {
+            assert!(all.matches(&e));
+        }
+    }
+}

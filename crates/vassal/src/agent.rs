@@ -378,6 +378,7 @@ async fn start(opts: AgentOptions) -> Result<ExitCode, String> {
             handle.events(),
             opts.event_handlers.clone(),
             me,
+            handle.clone(),
         ));
     }
 
@@ -484,8 +485,9 @@ async fn feed_handlers(
     mut events: broadcast::Receiver<vassal_serf::Event>,
     handlers: Vec<HandlerSpec>,
     me: SelfInfo,
+    node: Handle,
 ) {
-    let (tx, _task) = spawn_dispatcher(handlers, me);
+    let (tx, _task) = spawn_dispatcher(handlers, me, Some(node));
     loop {
         match events.recv().await {
             Ok(e) => {

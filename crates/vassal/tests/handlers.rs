@@ -215,3 +215,57 @@ fn replay_runs_handlers_for_past_user_events() {
         }
     });
 }
+
+// Issue 3, queries: `serf query load` on a Go node is answered by `query:load` handlers on
+// Vassal nodes (their stdout, newline included), and `-tag role=web` and `-node` pick exactly
+// the matching responders.
+#[test]
+fn go_serf_query_is_answered_by_vassal_query_handlers_with_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("load.sh");
+    fs::write(
+        &script,
+        "echo \"load-of-$SERF_SELF_NAME $SERF_QUERY_NAME $(cat)\"\n",
+    )
+    .unwrap();
+    let handler = format!("-event-handler=query:load=/bin/sh {}", script.display());
+
+    let go = GoSerf::start("go1", &Loopback::fresh());
+    let mut agents: Vec<VassalAgent> = [("web-1", "web"), ("web-2", "web"), ("lb", "lb")]
+        .iter()
+        .map(|(name, role)| {
+            VassalAgent::builder(name, &Loopback::fresh())
+                .tag("role", role)
+                .arg(&handler)
+                .join(go.addr())
+                .spawn()
+        })
+        .collect();
+    go.wait_all_alive(&["go1", "web-1", "web-2", "lb"], JOIN);
+
+    let query = |args: &[&str]| -> serde_json::Value {
+        let mut a = vec!["query", "-format=json", "-timeout=3s"];
+        a.extend_from_slice(args);
+        let out = go.cli(&a).unwrap_or_else(|e| panic!("serf {a:?}: {e}"));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let by_tag = query(&["-tag", "role=web", "load", "p1"]);
+    assert_eq!(
+        by_tag["Responses"],
+        serde_json::json!({"web-1": "load-of-web-1 load p1\n", "web-2": "load-of-web-2 load p1\n"}),
+        "{by_tag}"
+    );
+    let mut acks: Vec<String> = serde_json::from_value(by_tag["Acks"].clone()).unwrap();
+    acks.sort();
+    assert_eq!(acks, ["web-1", "web-2"], "{by_tag}");
+
+    let by_node = query(&["-node", "lb", "load", "p2"]);
+    assert_eq!(
+        by_node["Responses"],
+        serde_json::json!({"lb": "load-of-lb load p2\n"}),
+        "{by_node}"
+    );
+    for a in &mut agents {
+        a.assert_running();
+    }
+}

@@ -6,21 +6,14 @@ use std::net::IpAddr;
 
 use vassal_serf::{Event, MemberEvent, UserEvent};
 
-/// A query as handlers see it. Stand-in until `vassal_serf` delivers query events; the agent
-/// does not produce these yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Query {
-    pub ltime: u64,
-    pub name: String,
-    pub payload: Vec<u8>,
-}
+pub use vassal_serf::Query;
 
 /// The events handlers run for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandlerEvent {
     Member(MemberEvent),
     User(UserEvent),
-    #[allow(dead_code, reason = "built once vassal_serf delivers queries")]
+    /// Answered with the handler's output (spec §5.2).
     Query(Query),
 }
 
@@ -30,6 +23,7 @@ impl HandlerEvent {
         match e {
             Event::Member(m) => Some(HandlerEvent::Member(m.clone())),
             Event::User(u) => Some(HandlerEvent::User(u.clone())),
+            Event::Query(q) => Some(HandlerEvent::Query(q.clone())),
             _ => None,
         }
     }
@@ -283,8 +277,11 @@ mod tests {
     fn query_env_and_stdin() {
         let q = HandlerEvent::Query(Query {
             ltime: 7,
+            id: 1,
             name: "uptime".into(),
             payload: b"x".to_vec(),
+            source_node: "a".into(),
+            deadline: std::time::Instant::now(),
         });
         let inv = invocation(&q, &SelfInfo::default());
         assert_eq!(

@@ -146,14 +146,27 @@ pub async fn run(script: &str, inv: &Invocation) -> io::Result<Output> {
 pub fn spawn_dispatcher(
     handlers: Vec<HandlerSpec>,
     me: SelfInfo,
+    node: Option<vassal_node::Handle>,
 ) -> (mpsc::UnboundedSender<HandlerEvent>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<HandlerEvent>();
     let task = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
             for h in handlers.iter().filter(|h| h.matches(&event)) {
                 let inv = invocation(&event, &me);
-                if let Err(e) = run(&h.script, &inv).await {
-                    error!("agent: Error invoking script '{}': {e}", h.script);
+                let out = match run(&h.script, &inv).await {
+                    Ok(out) => out,
+                    Err(e) => {
+                        error!("agent: Error invoking script '{}': {e}", h.script);
+                        continue;
+                    }
+                };
+                // A query's answer is what the handler printed, if it succeeded (spec §5.2).
+                if let (HandlerEvent::Query(q), Some(node)) = (&event, &node) {
+                    if out.status.success() && !out.output.is_empty() {
+                        if let Err(e) = node.respond(q.ltime, q.id, &out.output).await {
+                            warn!("agent: failed to respond to query '{}': {e}", q.name);
+                        }
+                    }
                 }
             }
         }
@@ -272,7 +285,7 @@ mod tests {
             HandlerSpec::parse("user:fail=echo boom >&2; exit 3").unwrap(),
             HandlerSpec::parse(&format!("user=echo $SERF_USER_EVENT >> {f}")).unwrap(),
         ];
-        let (tx, task) = spawn_dispatcher(handlers, SelfInfo::default());
+        let (tx, task) = spawn_dispatcher(handlers, SelfInfo::default(), None);
         for name in ["a", "fail", "b", "c"] {
             tx.send(user(name)).unwrap();
         }

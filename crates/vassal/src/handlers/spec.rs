@@ -129,8 +129,11 @@ mod tests {
     fn query(name: &str) -> HandlerEvent {
         HandlerEvent::Query(Query {
             ltime: 1,
+            id: 1,
             name: name.into(),
             payload: vec![],
+            source_node: "a".into(),
+            deadline: std::time::Instant::now(),
         })
     }
 

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use vassal_serf::coalesce::Coalescer;
 
 use base64::Engine as _;
 use tokio::signal::unix::{signal, SignalKind};
@@ -488,19 +490,40 @@ async fn feed_handlers(
     node: Handle,
 ) {
     let (tx, _task) = spawn_dispatcher(handlers, me, Some(node));
+    // Like Serf's agent: member events, and user events sent with coalescing, are held for up to
+    // 3 s (or 1 s of quiet) and handed over as fewer events.
+    let mut coalescer = Coalescer::new(Duration::from_secs(3), Duration::from_secs(1));
+    let mut closed = false;
     loop {
-        match events.recv().await {
-            Ok(e) => {
-                if let Some(e) = HandlerEvent::from_serf(&e) {
-                    if tx.send(e).is_err() {
-                        return;
-                    }
+        let wake = coalescer.poll_timeout().map(tokio::time::Instant::from_std);
+        let flush_due = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            e = events.recv() => match e {
+                Ok(e) => coalescer.push(e, Instant::now()),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!("agent: event handlers missed {n} events");
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    coalescer.flush();
+                    closed = true;
+                }
+            },
+            () = flush_due => coalescer.handle_timeout(Instant::now()),
+        }
+        for e in coalescer.drain() {
+            if let Some(e) = HandlerEvent::from_serf(&e) {
+                if tx.send(e).is_err() {
+                    return;
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                warn!("agent: event handlers missed {n} events");
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
+        }
+        if closed {
+            return;
         }
     }
 }

@@ -269,3 +269,55 @@ fn go_serf_query_is_answered_by_vassal_query_handlers_with_filters() {
         a.assert_running();
     }
 }
+
+// Coalescing (spec §4.6, §5.1): joining a two-node Go cluster brings both members at once, and
+// like Serf's agent the join handler runs once with one stdin line per member.
+#[test]
+fn joins_learned_together_reach_the_handler_in_one_coalesced_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let script = dir.path().join("join.sh");
+    // Each run writes its stdin to a file of its own.
+    fs::write(&script, format!("cat > {d}/run-$$.stdin\n")).unwrap();
+
+    let go1 = GoSerf::start("go1", &Loopback::fresh());
+    let go2 = GoSerf::builder("go2", &Loopback::fresh())
+        .join(go1.addr())
+        .spawn();
+    go1.wait_all_alive(&["go1", "go2"], JOIN);
+    let mut v = VassalAgent::builder("v1", &Loopback::fresh())
+        .arg(&format!(
+            "-event-handler=member-join=/bin/sh {}",
+            script.display()
+        ))
+        .join(go1.addr())
+        .spawn();
+    let runs = wait_until(EVENT, "a join handler run naming go1 and go2", || {
+        v.assert_running();
+        let runs: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".stdin"))
+            .map(|e| read(&e.path()))
+            .collect();
+        let together = runs
+            .iter()
+            .any(|r| r.contains("go1\t") && r.contains("go2\t"));
+        if together {
+            Ok(runs)
+        } else {
+            Err(format!("runs so far: {runs:?}\n{}", v.log_tail(20)))
+        }
+    });
+    let joins_of = |n: &str| {
+        runs.iter()
+            .filter(|r| r.lines().any(|l| l.starts_with(&format!("{n}\t"))))
+            .count()
+    };
+    assert_eq!(
+        (joins_of("go1"), joins_of("go2")),
+        (1, 1),
+        "each join delivered once: {runs:?}"
+    );
+    drop(go2);
+}

@@ -320,17 +320,7 @@ impl Memberlist {
             },
         );
         for &addr in addrs {
-            let msg = self.local_push_pull(true, d);
-            let deadline = now + self.config.tcp_timeout;
-            self.open_stream(
-                addr,
-                &msg,
-                PendingStream::PushPull {
-                    peer: addr,
-                    join: Some(id),
-                    deadline,
-                },
-            );
+            self.push_pull_with(addr, Some(id), now, d);
         }
         self.finish_join_if_done(id);
         id
@@ -1117,15 +1107,25 @@ impl Memberlist {
         let Some(peer) = peers.into_iter().next() else {
             return;
         };
-        let msg = self.local_push_pull(false, d);
-        let addr = peer.socket_addr();
+        self.push_pull_with(peer.socket_addr(), None, now, d);
+    }
+
+    /// Opens a push/pull exchange with `addr`; `join` marks it as part of a [`Memberlist::join`].
+    fn push_pull_with(
+        &mut self,
+        addr: SocketAddr,
+        join: Option<JoinId>,
+        now: Instant,
+        d: &mut impl Delegate,
+    ) {
+        let msg = self.local_push_pull(join.is_some(), d);
         let deadline = now + self.config.tcp_timeout;
         self.open_stream(
             addr,
             &msg,
             PendingStream::PushPull {
                 peer: addr,
-                join: None,
+                join,
                 deadline,
             },
         );

@@ -4,10 +4,12 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -65,18 +67,21 @@ impl Ring {
 /// and logs as Serf does: a warning when slow or when output was truncated, the output at
 /// debug, an error on a non-zero exit.
 pub async fn run(script: &str, inv: &Invocation) -> io::Result<Output> {
+    // stdout and stderr share one pipe, so the output keeps the order the script wrote it in.
+    let (reader, writer) = std::io::pipe()?;
     let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(script)
         .envs(inv.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
         .kill_on_drop(true)
         .spawn()?;
+    // The builder (and with it our copies of the write end) is gone: EOF comes when the
+    // script and anything it started have closed their output.
+    let mut output = pipe::Receiver::from_owned_fd(OwnedFd::from(reader))?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
     let mut ring = Ring::new(OUTPUT_LIMIT);
 
     let input = &inv.stdin;
@@ -86,19 +91,12 @@ pub async fn run(script: &str, inv: &Invocation) -> io::Result<Output> {
         drop(stdin);
     };
     let read = async {
-        let (mut out_open, mut err_open) = (true, true);
-        let (mut b1, mut b2) = ([0u8; 4096], [0u8; 4096]);
-        while out_open || err_open {
-            tokio::select! {
-                r = stdout.read(&mut b1), if out_open => match r {
-                    Ok(n) if n > 0 => ring.push(&b1[..n]),
-                    _ => out_open = false,
-                },
-                r = stderr.read(&mut b2), if err_open => match r {
-                    Ok(n) if n > 0 => ring.push(&b2[..n]),
-                    _ => err_open = false,
-                },
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = output.read(&mut buf).await {
+            if n == 0 {
+                break;
             }
+            ring.push(&buf[..n]);
         }
     };
     let status = {

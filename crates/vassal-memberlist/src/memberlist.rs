@@ -967,7 +967,7 @@ impl Memberlist {
             let deadline = probe.deadline;
             debug!(node = %target_name, "failed ping (timeout reached)");
             if let Some(target) = self.node(&target_name).cloned() {
-                self.indirect_probe(seq, &target, deadline, now, d);
+                self.indirect_probe(seq, &target, deadline, d);
             }
         }
         let Some(probe) = self.probe.as_ref() else {
@@ -1013,7 +1013,6 @@ impl Memberlist {
         seq: u32,
         target: &Node,
         deadline: Instant,
-        now: Instant,
         d: &mut impl Delegate,
     ) {
         let peers = self.k_random_nodes(self.config.indirect_checks, |n| {
@@ -1057,7 +1056,6 @@ impl Memberlist {
                 PendingStream::Ping { seq, deadline },
             );
         }
-        let _ = now;
     }
 
     fn relay_timeouts(&mut self, now: Instant, d: &mut impl Delegate) {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use vassal_memberlist::wire::msgpack::{Reader, Writer};
-use vassal_memberlist::wire::DecodeError;
+use vassal_memberlist::wire::{ip_bytes, ip_from_bytes, DecodeError};
 
 /// Serf message type bytes.
 #[allow(dead_code)] // conflict and key messages arrive with the key-rotation work
@@ -218,7 +218,7 @@ pub fn encode(msg: &SerfMessage) -> Vec<u8> {
         SerfMessage::Query(q) => {
             w.map_header(11);
             w.str("Addr");
-            w.raw(&ip_bytes(q.addr));
+            w.raw(&ip_bytes(&q.addr));
             w.str("Filters");
             if q.filters.is_empty() {
                 w.nil();
@@ -253,7 +253,7 @@ pub fn encode(msg: &SerfMessage) -> Vec<u8> {
             w.str("DestAddr");
             w.map_header(3);
             w.str("IP");
-            w.raw(&ip_bytes(r.dest.ip()));
+            w.raw(&ip_bytes(&r.dest.ip()));
             w.str("Port");
             w.uint(r.dest.port() as u64);
             w.str("Zone");
@@ -348,7 +348,7 @@ pub fn decode(buf: &[u8]) -> Result<SerfMessage, DecodeError> {
                 match key {
                     b"DestAddr" => r.read_struct(|key, r| {
                         match key {
-                            b"IP" => ip = ip_from(r.bytes()?),
+                            b"IP" => ip = ip_from_bytes(r.bytes()?),
                             b"Port" => port = r.uint_as()?,
                             _ => return Ok(false),
                         }
@@ -406,7 +406,7 @@ fn decode_query(r: &mut Reader<'_>) -> Result<QueryMsg, DecodeError> {
     let mut addr = None;
     r.read_struct(|key, r| {
         match key {
-            b"Addr" => addr = ip_from(r.bytes()?),
+            b"Addr" => addr = ip_from_bytes(r.bytes()?),
             b"Filters" => {
                 if !take_nil(r)? {
                     for _ in 0..r.array_len()? {
@@ -429,22 +429,6 @@ fn decode_query(r: &mut Reader<'_>) -> Result<QueryMsg, DecodeError> {
     })?;
     q.addr = addr.ok_or_else(|| DecodeError::Malformed("query without a source address".into()))?;
     Ok(q)
-}
-
-/// Go's `net.IP` bytes: 4 for IPv4, 16 for IPv6.
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    }
-}
-
-fn ip_from(b: &[u8]) -> Option<IpAddr> {
-    match b.len() {
-        4 => Some(IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
-        16 => Some(IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
-        _ => None,
-    }
 }
 
 /// A key-query payload (`07 {Key}`): the raw key, empty for list-keys.
@@ -506,7 +490,7 @@ pub fn encode_conflict_response(m: Option<&crate::member::Member>) -> Vec<u8> {
     let [pmin, pmax, pcur, dmin, dmax, dcur] = m.vsn;
     w.map_header(11);
     w.str("Addr");
-    w.raw(&ip_bytes(m.addr));
+    w.raw(&ip_bytes(&m.addr));
     for (k, v) in [
         ("DelegateCur", dcur),
         ("DelegateMax", dmax),
@@ -548,7 +532,7 @@ pub fn decode_conflict_response(buf: &[u8]) -> Option<SocketAddr> {
     Reader::new(body)
         .read_struct(|k, r| {
             match k {
-                b"Addr" => ip = ip_from(r.bytes()?),
+                b"Addr" => ip = ip_from_bytes(r.bytes()?),
                 b"Port" => port = r.uint_as()?,
                 _ => return Ok(false),
             }

@@ -586,7 +586,7 @@ impl Serf {
         name: &str,
         payload: &[u8],
         coalesce: bool,
-        now: Instant,
+        _now: Instant,
     ) -> Result<(), UserEventError> {
         let limit = self.config.user_event_size_limit;
         let size = name.len() + payload.len();
@@ -612,7 +612,6 @@ impl Serf {
         self.core.event_clock.increment();
         self.core.handle_user_event(&msg);
         self.core.event_queue.queue(None, raw, None);
-        let _ = now;
         Ok(())
     }
 
@@ -1498,7 +1497,7 @@ impl Delegate for Core {
         }
     }
 
-    fn notify_join(&mut self, n: &Node, now: Instant) {
+    fn notify_join(&mut self, n: &Node, _now: Instant) {
         let fresh = self.member_from_node(n);
         let intent = self.intents.get(&n.name).copied();
         let member = match self.members.get_mut(&n.name) {
@@ -1529,7 +1528,6 @@ impl Delegate for Core {
         let m = member.member.clone();
         info!(node = %m.name, addr = %m.addr, "EventMemberJoin");
         self.emit(MemberEventKind::Join, m);
-        let _ = now;
     }
 
     fn notify_leave(&mut self, n: &Node, now: Instant) {

@@ -15,7 +15,8 @@ fn malformed(what: impl Into<String>) -> DecodeError {
     DecodeError::Malformed(what.into())
 }
 
-fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
+/// Go `net.IP` bytes: 4 for IPv4, 16 for IPv6.
+pub fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
     match ip {
         IpAddr::V4(v4) => v4.octets().to_vec(),
         IpAddr::V6(v6) => v6.octets().to_vec(),
@@ -23,7 +24,7 @@ fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
 }
 
 /// 4 bytes → V4, 16 → V6 (a v4-mapped address stays V6 so it re-encodes as 16 bytes).
-pub(crate) fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
+pub fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
     match b.len() {
         4 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
         16 => {
@@ -37,12 +38,6 @@ pub(crate) fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
 
 fn required_ip(b: &[u8], field: &str) -> Result<IpAddr, DecodeError> {
     ip_from_bytes(b).ok_or_else(|| malformed(format!("{field} is {} bytes, not 4 or 16", b.len())))
-}
-
-/// Source addresses only steer where a reply goes; Go would try any length, we fall back to the
-/// packet's source address instead of dropping the ping.
-fn lenient_ip(b: &[u8]) -> Option<IpAddr> {
-    ip_from_bytes(b)
 }
 
 fn vsn_from(v: &[u8]) -> Vsn {
@@ -100,7 +95,7 @@ pub(crate) fn read_ping(r: &mut Reader<'_>) -> Result<Ping, DecodeError> {
         match k {
             b"Node" => p.node = r.string()?,
             b"SeqNo" => p.seq_no = r.uint_as()?,
-            b"SourceAddr" => p.source_addr = lenient_ip(r.bytes()?),
+            b"SourceAddr" => p.source_addr = ip_from_bytes(r.bytes()?),
             b"SourceNode" => p.source_node = r.string()?,
             b"SourcePort" => p.source_port = r.uint_as()?,
             _ => return Ok(false),
@@ -138,7 +133,7 @@ fn read_indirect_ping(r: &mut Reader<'_>) -> Result<IndirectPing, DecodeError> {
             b"Node" => node = r.string()?,
             b"Port" => port = r.uint_as()?,
             b"SeqNo" => seq_no = r.uint_as()?,
-            b"SourceAddr" => source_addr = lenient_ip(r.bytes()?),
+            b"SourceAddr" => source_addr = ip_from_bytes(r.bytes()?),
             b"SourceNode" => source_node = r.string()?,
             b"SourcePort" => source_port = r.uint_as()?,
             b"Target" => target = Some(required_ip(r.bytes()?, "Target")?),

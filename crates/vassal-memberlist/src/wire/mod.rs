@@ -15,7 +15,7 @@ pub mod msgpack;
 mod packet;
 mod stream;
 
-pub use codec::{decode_message, encode_message};
+pub use codec::{decode_message, encode_message, ip_bytes, ip_from_bytes};
 pub use compound::{decode_compound, encode_compound, encode_compound_one, CompoundParts};
 pub use compress::{
     compress_message, decompress_body, lzw_compress, lzw_decompress, DEFAULT_MAX_DECOMPRESSED,

@@ -2,6 +2,8 @@
 //! (see [`flags`]).
 
 mod agent;
+#[allow(dead_code)] // wired into `agent` once the file-backed options land
+mod config;
 mod flags;
 mod handlers;
 mod logging;

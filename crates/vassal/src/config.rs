@@ -1,0 +1,586 @@
+//! Serf's JSON agent configuration (`-config-file`, `-config-dir`; spec §5.4).
+//!
+//! A [`RawConfig`] holds what one source said: each field is `None` (or empty) when the source
+//! did not set it. Sources merge in order (files in the order given, a directory's `*.json`
+//! files in name order, then the command-line flags) with Serf's rules: a later scalar wins
+//! when it is set, tags merge key by key, and the handler and join lists concatenate.
+//!
+//! Decoding is strict, like Serf's: an unknown key, a value of the wrong type or a duration
+//! Go cannot parse is an error naming the file, the key and the problem.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::flags::parse_duration;
+
+/// One configuration source, before defaults are applied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawConfig {
+    pub node_name: Option<String>,
+    pub role: Option<String>,
+    pub disable_coordinates: Option<bool>,
+    pub tags: BTreeMap<String, String>,
+    pub tags_file: Option<String>,
+    pub bind: Option<String>,
+    pub advertise: Option<String>,
+    pub encrypt_key: Option<String>,
+    pub keyring_file: Option<String>,
+    pub log_level: Option<String>,
+    pub rpc_addr: Option<String>,
+    pub rpc_auth: Option<String>,
+    pub protocol: Option<u8>,
+    pub replay_on_join: Option<bool>,
+    pub query_response_size_limit: Option<usize>,
+    pub query_size_limit: Option<usize>,
+    pub user_event_size_limit: Option<usize>,
+    pub start_join: Vec<String>,
+    pub retry_join: Vec<String>,
+    pub retry_max_attempts: Option<u32>,
+    pub retry_interval: Option<Duration>,
+    pub event_handlers: Vec<String>,
+    pub profile: Option<String>,
+    pub snapshot_path: Option<String>,
+    pub leave_on_terminate: Option<bool>,
+    pub skip_leave_on_interrupt: Option<bool>,
+    pub discover: Option<String>,
+    pub interface: Option<String>,
+    pub mdns_interface: Option<String>,
+    pub mdns_disable_ipv4: Option<bool>,
+    pub mdns_disable_ipv6: Option<bool>,
+    pub reconnect_interval: Option<Duration>,
+    pub reconnect_timeout: Option<Duration>,
+    pub tombstone_timeout: Option<Duration>,
+    pub broadcast_timeout: Option<Duration>,
+    pub disable_name_resolution: Option<bool>,
+    pub enable_syslog: Option<bool>,
+    pub syslog_facility: Option<String>,
+    pub rejoin_after_leave: Option<bool>,
+    pub enable_compression: Option<bool>,
+    pub statsite_addr: Option<String>,
+    pub statsd_addr: Option<String>,
+    pub validate_node_names: Option<bool>,
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or the directory when it could not be listed.
+    pub path: PathBuf,
+    /// The key at fault, when one is.
+    pub key: Option<String>,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(
+                f,
+                "config file {}: key \"{key}\": {}",
+                self.path.display(),
+                self.problem
+            ),
+            None => write!(f, "config file {}: {}", self.path.display(), self.problem),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every key Serf's agent accepts, for the "did you mean" hint.
+const KEYS: &[&str] = &[
+    "node_name",
+    "role",
+    "disable_coordinates",
+    "tags",
+    "tags_file",
+    "bind",
+    "advertise",
+    "encrypt_key",
+    "keyring_file",
+    "log_level",
+    "rpc_addr",
+    "rpc_auth",
+    "protocol",
+    "replay_on_join",
+    "query_response_size_limit",
+    "query_size_limit",
+    "user_event_size_limit",
+    "start_join",
+    "retry_join",
+    "retry_max_attempts",
+    "retry_interval",
+    "event_handlers",
+    "profile",
+    "snapshot_path",
+    "leave_on_terminate",
+    "skip_leave_on_interrupt",
+    "discover",
+    "interface",
+    "mdns",
+    "reconnect_interval",
+    "reconnect_timeout",
+    "tombstone_timeout",
+    "broadcast_timeout",
+    "disable_name_resolution",
+    "enable_syslog",
+    "syslog_facility",
+    "rejoin_after_leave",
+    "enable_compression",
+    "statsite_addr",
+    "statsd_addr",
+    "validate_node_names",
+];
+
+impl RawConfig {
+    /// Decodes one file's text. `path` only names the file in errors.
+    pub fn from_json(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+        let err = |key: Option<&str>, problem: String| ConfigError {
+            path: path.to_owned(),
+            key: key.map(str::to_owned),
+            problem,
+        };
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| err(None, format!("not valid JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(err(
+                None,
+                format!(
+                    "expected a JSON object ({{\"key\": value, ...}}), found {}",
+                    kind(&value)
+                ),
+            ));
+        };
+        let mut d = Decoder {
+            map: &map,
+            path,
+            out: RawConfig::default(),
+        };
+        for key in map.keys() {
+            if !KEYS.contains(&key.as_str()) {
+                let hint = closest(key)
+                    .map(|k| format!("; did you mean \"{k}\"?"))
+                    .unwrap_or_default();
+                return Err(err(
+                    Some(key),
+                    format!("unknown key (Serf's keys are listed in `vassal agent -h`){hint}"),
+                ));
+            }
+        }
+        d.decode()?;
+        Ok(d.out)
+    }
+
+    /// Reads files and directories in order, as `-config-file` / `-config-dir` do: a
+    /// directory contributes its `*.json` files (not subdirectories) in name order.
+    pub fn read_paths(paths: &[PathBuf]) -> Result<RawConfig, ConfigError> {
+        let mut result = RawConfig::default();
+        for path in paths {
+            let unreadable = |e: std::io::Error| ConfigError {
+                path: path.clone(),
+                key: None,
+                problem: format!("cannot read it: {e}"),
+            };
+            let meta = std::fs::metadata(path).map_err(unreadable)?;
+            if !meta.is_dir() {
+                let text = std::fs::read_to_string(path).map_err(unreadable)?;
+                result.merge(RawConfig::from_json(&text, path)?);
+                continue;
+            }
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(path).map_err(unreadable)? {
+                let entry = entry.map_err(unreadable)?;
+                let p = entry.path();
+                if p.extension().is_some_and(|e| e == "json") && !p.is_dir() {
+                    files.push(p);
+                }
+            }
+            files.sort();
+            for file in files {
+                let text = std::fs::read_to_string(&file).map_err(|e| ConfigError {
+                    path: file.clone(),
+                    key: None,
+                    problem: format!("cannot read it: {e}"),
+                })?;
+                result.merge(RawConfig::from_json(&text, &file)?);
+            }
+        }
+        Ok(result)
+    }
+
+    /// Lays `later` over `self` with Serf's merge rules.
+    pub fn merge(&mut self, later: RawConfig) {
+        macro_rules! scalars {
+            ($($f:ident),* $(,)?) => { $( if later.$f.is_some() { self.$f = later.$f; } )* };
+        }
+        scalars!(
+            node_name,
+            role,
+            disable_coordinates,
+            tags_file,
+            bind,
+            advertise,
+            encrypt_key,
+            keyring_file,
+            log_level,
+            rpc_addr,
+            rpc_auth,
+            protocol,
+            replay_on_join,
+            query_response_size_limit,
+            query_size_limit,
+            user_event_size_limit,
+            retry_max_attempts,
+            retry_interval,
+            profile,
+            snapshot_path,
+            leave_on_terminate,
+            skip_leave_on_interrupt,
+            discover,
+            interface,
+            mdns_interface,
+            mdns_disable_ipv4,
+            mdns_disable_ipv6,
+            reconnect_interval,
+            reconnect_timeout,
+            tombstone_timeout,
+            broadcast_timeout,
+            disable_name_resolution,
+            enable_syslog,
+            syslog_facility,
+            rejoin_after_leave,
+            enable_compression,
+            statsite_addr,
+            statsd_addr,
+            validate_node_names,
+        );
+        self.tags.extend(later.tags);
+        self.start_join.extend(later.start_join);
+        self.retry_join.extend(later.retry_join);
+        self.event_handlers.extend(later.event_handlers);
+    }
+}
+
+struct Decoder<'a> {
+    map: &'a Map<String, Value>,
+    path: &'a Path,
+    out: RawConfig,
+}
+
+impl Decoder<'_> {
+    fn err(&self, key: &str, problem: String) -> ConfigError {
+        ConfigError {
+            path: self.path.to_owned(),
+            key: Some(key.to_owned()),
+            problem,
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(v) => Err(self.err(
+                key,
+                format!("expected a string, found {}; quote it", kind(v)),
+            )),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(self.err(key, format!("expected true or false, found {}", kind(v)))),
+        }
+    }
+
+    fn uint<T: TryFrom<u64>>(&self, key: &str) -> Result<Option<T>, ConfigError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| T::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    self.err(
+                        key,
+                        format!("{n} is out of range (expected a non-negative whole number)"),
+                    )
+                }),
+            Some(v) => Err(self.err(key, format!("expected a number, found {}", kind(v)))),
+        }
+    }
+
+    fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        let Some(s) = self.string(key)? else {
+            return Ok(None);
+        };
+        parse_duration(&s).map(Some).map_err(|e| {
+            self.err(
+                key,
+                format!("bad duration {s:?}: {e} (use Go's syntax, e.g. \"30s\", \"5m\", \"1h\")"),
+            )
+        })
+    }
+
+    fn strings(&self, key: &str) -> Result<Vec<String>, ConfigError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(self.err(
+                        key,
+                        format!("expected a list of strings, found {} in it", kind(other)),
+                    )),
+                })
+                .collect(),
+            Some(v) => Err(self.err(
+                key,
+                format!(
+                    "expected a list of strings ([\"a\", \"b\"]), found {}",
+                    kind(v)
+                ),
+            )),
+        }
+    }
+
+    fn decode(&mut self) -> Result<(), ConfigError> {
+        let mut c = RawConfig {
+            node_name: self.string("node_name")?,
+            role: self.string("role")?,
+            disable_coordinates: self.bool("disable_coordinates")?,
+            tags_file: self.string("tags_file")?,
+            bind: self.string("bind")?,
+            advertise: self.string("advertise")?,
+            encrypt_key: self.string("encrypt_key")?,
+            keyring_file: self.string("keyring_file")?,
+            log_level: self.string("log_level")?,
+            rpc_addr: self.string("rpc_addr")?,
+            rpc_auth: self.string("rpc_auth")?,
+            protocol: self.uint("protocol")?,
+            replay_on_join: self.bool("replay_on_join")?,
+            query_response_size_limit: self.uint("query_response_size_limit")?,
+            query_size_limit: self.uint("query_size_limit")?,
+            user_event_size_limit: self.uint("user_event_size_limit")?,
+            start_join: self.strings("start_join")?,
+            retry_join: self.strings("retry_join")?,
+            retry_max_attempts: self.uint("retry_max_attempts")?,
+            retry_interval: self.duration("retry_interval")?,
+            event_handlers: self.strings("event_handlers")?,
+            profile: self.string("profile")?,
+            snapshot_path: self.string("snapshot_path")?,
+            leave_on_terminate: self.bool("leave_on_terminate")?,
+            skip_leave_on_interrupt: self.bool("skip_leave_on_interrupt")?,
+            discover: self.string("discover")?,
+            interface: self.string("interface")?,
+            reconnect_interval: self.duration("reconnect_interval")?,
+            reconnect_timeout: self.duration("reconnect_timeout")?,
+            tombstone_timeout: self.duration("tombstone_timeout")?,
+            broadcast_timeout: self.duration("broadcast_timeout")?,
+            disable_name_resolution: self.bool("disable_name_resolution")?,
+            enable_syslog: self.bool("enable_syslog")?,
+            syslog_facility: self.string("syslog_facility")?,
+            rejoin_after_leave: self.bool("rejoin_after_leave")?,
+            enable_compression: self.bool("enable_compression")?,
+            statsite_addr: self.string("statsite_addr")?,
+            statsd_addr: self.string("statsd_addr")?,
+            validate_node_names: self.bool("validate_node_names")?,
+            ..RawConfig::default()
+        };
+        match self.map.get("tags") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(tags)) => {
+                for (k, v) in tags {
+                    let Value::String(v) = v else {
+                        return Err(self.err(
+                            "tags",
+                            format!("tag {k:?} must be a string, found {}; quote it", kind(v)),
+                        ));
+                    };
+                    c.tags.insert(k.clone(), v.clone());
+                }
+            }
+            Some(v) => {
+                return Err(self.err(
+                    "tags",
+                    format!(
+                        "expected an object of strings ({{\"role\": \"web\"}}), found {}",
+                        kind(v)
+                    ),
+                ))
+            }
+        }
+        match self.map.get("mdns") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("interface", Value::String(s)) => c.mdns_interface = Some(s.clone()),
+                        ("disable_ipv4", Value::Bool(b)) => c.mdns_disable_ipv4 = Some(*b),
+                        ("disable_ipv6", Value::Bool(b)) => c.mdns_disable_ipv6 = Some(*b),
+                        ("interface" | "disable_ipv4" | "disable_ipv6", v) => {
+                            return Err(
+                                self.err(&format!("mdns.{k}"), format!("wrong type: {}", kind(v)))
+                            )
+                        }
+                        _ => {
+                            return Err(self.err(
+                                &format!("mdns.{k}"),
+                                "unknown key (known: interface, disable_ipv4, disable_ipv6)".into(),
+                            ))
+                        }
+                    }
+                }
+            }
+            Some(v) => {
+                return Err(self.err("mdns", format!("expected an object, found {}", kind(v))))
+            }
+        }
+        self.out = c;
+        Ok(())
+    }
+}
+
+fn kind(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("{b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// The known key nearest to a misspelt one, when it is near enough to be a typo.
+fn closest(key: &str) -> Option<&'static str> {
+    let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
+    let key = norm(key);
+    KEYS.iter()
+        .map(|k| (edit_distance(&key, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<RawConfig, ConfigError> {
+        RawConfig::from_json(text, Path::new("/etc/serf/a.json"))
+    }
+
+    #[test]
+    fn every_kind_of_key_decodes() {
+        let c = parse(
+            r#"{"node_name": "n1", "tags": {"role": "web"}, "protocol": 4,
+                "retry_interval": "5s", "start_join": ["127.0.0.1"], "leave_on_terminate": true,
+                "mdns": {"interface": "lo"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.node_name.as_deref(), Some("n1"));
+        assert_eq!(c.tags["role"], "web");
+        assert_eq!(c.protocol, Some(4));
+        assert_eq!(c.retry_interval, Some(Duration::from_secs(5)));
+        assert_eq!(c.start_join, ["127.0.0.1"]);
+        assert_eq!(c.leave_on_terminate, Some(true));
+        assert_eq!(c.mdns_interface.as_deref(), Some("lo"));
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_file_the_key_and_a_likely_fix() {
+        let e = parse(r#"{"node-name": "n1"}"#).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("/etc/serf/a.json"), "{msg}");
+        assert!(msg.contains("\"node-name\""), "{msg}");
+        assert!(msg.contains("did you mean \"node_name\""), "{msg}");
+    }
+
+    #[test]
+    fn a_bad_duration_or_type_names_the_key() {
+        let msg = parse(r#"{"retry_interval": "5 seconds"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("\"retry_interval\"") && msg.contains("30s"),
+            "{msg}"
+        );
+        let msg = parse(r#"{"protocol": "5"}"#).unwrap_err().to_string();
+        assert!(
+            msg.contains("\"protocol\"") && msg.contains("expected a number"),
+            "{msg}"
+        );
+        let msg = parse(r#"{"tags": {"n": 1}}"#).unwrap_err().to_string();
+        assert!(
+            msg.contains("\"tags\"") && msg.contains("quote it"),
+            "{msg}"
+        );
+        let msg = parse("{\"bind\": ").unwrap_err().to_string();
+        assert!(msg.contains("not valid JSON"), "{msg}");
+    }
+
+    #[test]
+    fn merge_follows_serf_later_scalars_win_lists_concatenate_tags_merge() {
+        let mut a = parse(
+            r#"{"node_name": "a", "tags": {"role": "web", "dc": "x"},
+                "event_handlers": ["a.sh"], "retry_join": ["h1"]}"#,
+        )
+        .unwrap();
+        let b = parse(
+            r#"{"bind": "127.0.0.2", "tags": {"role": "lb"},
+                "event_handlers": ["b.sh"], "retry_join": ["h2"]}"#,
+        )
+        .unwrap();
+        a.merge(b);
+        assert_eq!(a.node_name.as_deref(), Some("a"));
+        assert_eq!(a.bind.as_deref(), Some("127.0.0.2"));
+        assert_eq!(a.tags["role"], "lb");
+        assert_eq!(a.tags["dc"], "x");
+        assert_eq!(a.event_handlers, ["a.sh", "b.sh"]);
+        assert_eq!(a.retry_join, ["h1", "h2"]);
+    }
+
+    #[test]
+    fn a_directory_is_read_in_name_order_and_skips_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.json"), r#"{"node_name": "b"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("a.json"),
+            r#"{"node_name": "a", "bind": "x"}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("c.txt"), "not json").unwrap();
+        let c = RawConfig::read_paths(&[dir.path().to_owned()]).unwrap();
+        assert_eq!(c.node_name.as_deref(), Some("b"));
+        assert_eq!(c.bind.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn a_missing_file_names_itself() {
+        let e = RawConfig::read_paths(&[PathBuf::from("/nonexistent/serf.json")]).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/serf.json"), "{e}");
+        assert!(e.to_string().contains("cannot read it"), "{e}");
+    }
+}

@@ -4,6 +4,8 @@
 mod agent;
 #[allow(dead_code)] // wired into `agent` once the file-backed options land
 mod config;
+#[allow(dead_code)] // wired into `agent` with the config files
+mod discover;
 mod flags;
 mod handlers;
 mod logging;

@@ -1,5 +1,6 @@
 //! The agent's tags file and keyring file (spec §5.7): JSON, read at start, rewritten (mode
-//! 0600, indented like Go's `json.MarshalIndent`) whenever the tags or the keyring change.
+//! 0600, indented like Go's `json.MarshalIndent`, replaced whole by a rename) whenever the tags
+//! or the keyring change.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -156,15 +157,23 @@ pub fn write_keyring(path: &Path, keys: &[Vec<u8>]) -> Result<(), FileError> {
     })
 }
 
-/// Like Go's `ioutil.WriteFile(path, data, 0600)`: the mode applies when the file is created.
+/// Like Go's `ioutil.WriteFile(path, data, 0600)`, but whole or not at all: the data goes to
+/// `PATH.tmp` (mode 0600), is synced, and is renamed over `PATH`, so a reader or a crash never
+/// sees a half-written keyring.
 fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)?;
-    f.write_all(data)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

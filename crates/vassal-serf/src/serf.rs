@@ -848,7 +848,10 @@ impl Serf {
                     if let Some(r) = self.rejoin.take_if(|r| r.id == id) {
                         let (name, addr) = &r.node;
                         if joined > 0 {
-                            info!("Re-joined to previously known node: {name}: {addr}");
+                            info!(
+                                target: "vassal_serf::snapshot",
+                                "Re-joined to previously known node: {name}: {addr}"
+                            );
                         } else {
                             debug!(?errors, "re-join to {name}: {addr} failed");
                             self.rejoin_next(r.rest, now);
@@ -967,8 +970,10 @@ impl Serf {
         }
         let node = nodes.remove(0);
         info!(
+            target: "vassal_serf::snapshot",
             "Attempting re-join to previously known node: {}: {}",
-            node.0, node.1
+            node.0,
+            node.1
         );
         let id = self.ml.join(&[node.1], now, &mut self.core);
         self.rejoin = Some(Rejoin {
@@ -1661,6 +1666,7 @@ impl Delegate for Core {
                 {
                     self.stats.member_flaps += 1;
                     info!(
+                        target: "vassal_serf::stats",
                         node = %n.name,
                         flaps = self.stats.member_flaps,
                         "member flapped: failed and back alive within {:?}",

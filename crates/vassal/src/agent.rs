@@ -456,6 +456,8 @@ async fn start(mut opts: AgentOptions) -> Result<ExitCode, String> {
             me,
             handle.clone(),
         ));
+    } else {
+        drop(events);
     }
 
     if !opts.join.is_empty() {

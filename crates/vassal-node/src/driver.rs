@@ -3,10 +3,12 @@
 //! Each loop turn waits for one input (a datagram, an accepted connection, a stream task's
 //! report, a handle's command, or the state machine's next timer), reads the clock once, feeds the
 //! input in, then drains `poll_transmit` (datagrams go out of the bound gossip socket; streams get
-//! a task each) and `poll_event` (logged, answered to waiting handles, broadcast to subscribers).
+//! a task each), `poll_event` (logged, answered to waiting handles, broadcast to subscribers) and
+//! `poll_snapshot_write` (handed to the snapshot file's writer thread).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use tokio::net::{TcpListener, UdpSocket};
@@ -16,7 +18,9 @@ use tracing::{debug, error, info, warn};
 use vassal_memberlist::{JoinId, Transmit};
 use vassal_serf::{Event, MemberEventKind, Serf};
 
-use crate::handle::{Command, Handle, JoinError};
+use crate::files;
+use crate::handle::{Command, Handle, JoinError, NodeError};
+use crate::snapshot::{self, SnapshotWriter};
 use crate::stream::{self, Framing, StreamInput};
 use crate::transport::{self, StartError};
 use crate::NodeConfig;
@@ -26,6 +30,15 @@ const UDP_READ_BUF: usize = 65536;
 
 /// Binds the sockets, builds the state machine and starts the driver task.
 pub async fn spawn(config: NodeConfig) -> Result<(Handle, JoinHandle<()>), StartError> {
+    let (handle, _events, task) = spawn_with_events(config).await?;
+    Ok((handle, task))
+}
+
+/// Like [`spawn`], plus a receiver of every event from the very start, our own `member-join`
+/// included (one subscribed through [`Handle::events`] after `spawn` returns may miss it).
+pub async fn spawn_with_events(
+    config: NodeConfig,
+) -> Result<(Handle, broadcast::Receiver<Event>, JoinHandle<()>), StartError> {
     let (udp, tcp) = transport::bind(config.bind)?;
     let bound = udp.local_addr().map_err(|source| StartError::Bind {
         addr: config.bind,
@@ -35,6 +48,14 @@ pub async fn spawn(config: NodeConfig) -> Result<(Handle, JoinHandle<()>), Start
     let mut serf_config = config.serf;
     serf_config.memberlist.bind_port = bound.port();
     serf_config.memberlist.advertise = advertise;
+    let snapshot = match &config.snapshot_path {
+        Some(path) => {
+            let (snap, writer) = snapshot::open(path, config.rejoin_after_leave)?;
+            serf_config.snapshot = Some(snap);
+            Some(writer)
+        }
+        None => None,
+    };
     let serf = Serf::new(serf_config, Instant::now())?;
     info!(
         node = %serf.local_name(),
@@ -44,7 +65,7 @@ pub async fn spawn(config: NodeConfig) -> Result<(Handle, JoinHandle<()>), Start
     );
 
     let (commands_tx, commands) = mpsc::channel(64);
-    let (events, _) = broadcast::channel(1024);
+    let (events, first_events) = broadcast::channel(1024);
     let (streams_tx, streams) = mpsc::channel(256);
     let driver = Driver {
         serf,
@@ -57,6 +78,9 @@ pub async fn spawn(config: NodeConfig) -> Result<(Handle, JoinHandle<()>), Start
         joins: HashMap::new(),
         leaving: Vec::new(),
         must_stop: false,
+        snapshot,
+        tags_file: config.tags_file,
+        keyring_file: config.keyring_file,
     };
     let task = tokio::spawn(driver.run());
     let handle = Handle {
@@ -65,7 +89,7 @@ pub async fn spawn(config: NodeConfig) -> Result<(Handle, JoinHandle<()>), Start
         local_addr: bound,
         advertise,
     };
-    Ok((handle, task))
+    Ok((handle, first_events, task))
 }
 
 struct Driver {
@@ -81,6 +105,9 @@ struct Driver {
     leaving: Vec<oneshot::Sender<()>>,
     /// Serf asked to stop (it lost a name-conflict vote).
     must_stop: bool,
+    snapshot: Option<SnapshotWriter>,
+    tags_file: Option<PathBuf>,
+    keyring_file: Option<PathBuf>,
 }
 
 /// A handle's join in progress: the addresses (for the log) and where the answer goes.
@@ -99,6 +126,8 @@ impl Driver {
     async fn run(mut self) {
         let mut buf = vec![0u8; UDP_READ_BUF];
         let mut stopped: Option<oneshot::Sender<()>> = None;
+        // What `Serf::new` produced: our own join, a snapshot rejoin's first exchange.
+        self.drain().await;
         loop {
             let wake = self.serf.poll_timeout();
             let input = tokio::select! {
@@ -134,14 +163,21 @@ impl Driver {
                 Input::Timeout => self.serf.handle_timeout(now),
             }
             self.drain().await;
-            if self.must_stop {
+            if self.must_stop || stopped.is_some() {
                 break;
             }
-            if let Some(done) = stopped {
-                info!("serf agent shut down");
-                let _ = done.send(());
-                break;
+        }
+        if let Some(writer) = self.snapshot.take() {
+            // As Serf's snapshotter does at shutdown: the clock once more, then flush and sync.
+            self.serf.snapshot_clock();
+            while let Some(w) = self.serf.poll_snapshot_write() {
+                writer.write(w);
             }
+            writer.close().await;
+        }
+        if let Some(done) = stopped {
+            info!("serf agent shut down");
+            let _ = done.send(());
         }
     }
 
@@ -197,10 +233,21 @@ impl Driver {
                 let _ = done.send(self.serf.respond(ltime, id, &payload, now));
             }
             Command::SetTags { tags, done } => {
-                let _ = done.send(self.serf.set_tags(tags, now));
+                let _ = done.send(self.set_tags(tags, now));
             }
             Command::Shutdown(_) => unreachable!("handled in run"),
         }
+    }
+
+    /// Serf's agent `SetTags`: the tags file first (if any), then the gossip. Tags too large
+    /// to gossip touch neither.
+    fn set_tags(&mut self, tags: BTreeMap<String, String>, now: Instant) -> Result<(), NodeError> {
+        vassal_serf::tags::encode(&tags)?;
+        if let Some(path) = &self.tags_file {
+            files::write_tags(path, &tags).inspect_err(|e| error!("{e}"))?;
+        }
+        self.serf.set_tags(tags, now)?;
+        Ok(())
     }
 
     async fn drain(&mut self) {
@@ -227,6 +274,11 @@ impl Driver {
             self.event(&e);
             // No subscribers is fine.
             let _ = self.events.send(e);
+        }
+        if let Some(writer) = &self.snapshot {
+            while let Some(w) = self.serf.poll_snapshot_write() {
+                writer.write(w);
+            }
         }
     }
 
@@ -269,7 +321,15 @@ impl Driver {
                 error!("{reason}");
                 self.must_stop = true;
             }
-            Event::KeyringChanged(keys) => info!("keyring changed: {} keys installed", keys.len()),
+            Event::KeyringChanged(keys) => {
+                info!("keyring changed: {} keys installed", keys.len());
+                if let Some(path) = &self.keyring_file {
+                    match files::write_keyring(path, keys) {
+                        Ok(()) => debug!(path = %path.display(), "keyring file rewritten"),
+                        Err(e) => error!("{e}"),
+                    }
+                }
+            }
             Event::Query(q) => info!("query: {} from {} ltime={}", q.name, q.source_node, q.ltime),
             Event::QueryAck { ltime, from } => debug!("query ack from {from} ltime={ltime}"),
             Event::QueryResponse { ltime, from, .. } => {

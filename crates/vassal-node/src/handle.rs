@@ -28,7 +28,7 @@ pub(crate) enum Command {
     Leave(oneshot::Sender<()>),
     SetTags {
         tags: BTreeMap<String, String>,
-        done: oneshot::Sender<Result<(), TagsError>>,
+        done: oneshot::Sender<Result<(), NodeError>>,
     },
     Query {
         name: String,
@@ -57,6 +57,9 @@ pub enum NodeError {
     /// The tags were not changed.
     #[error(transparent)]
     Tags(#[from] TagsError),
+    /// The tags file could not be rewritten; the tags were not changed.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     /// The user event was not sent.
     #[error(transparent)]
     UserEvent(#[from] UserEventError),
@@ -184,9 +187,10 @@ impl Handle {
         self.ask(Command::Leave).await
     }
 
-    /// Replaces our tags and announces them.
+    /// Replaces our tags and announces them, rewriting the tags file first if the node has one
+    /// ([`NodeConfig::tags_file`](crate::NodeConfig::tags_file)).
     pub async fn set_tags(&self, tags: BTreeMap<String, String>) -> Result<(), NodeError> {
-        Ok(self.ask(|done| Command::SetTags { tags, done }).await??)
+        self.ask(|done| Command::SetTags { tags, done }).await?
     }
 
     /// Every [`Event`] from now on. A receiver that falls more than 1024 events behind gets

@@ -19,13 +19,17 @@
 //! ```
 
 mod driver;
+pub mod files;
 mod handle;
+mod snapshot;
 mod stream;
 mod transport;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-pub use driver::spawn;
+pub use driver::{spawn, spawn_with_events};
+pub use files::FileError;
 pub use handle::{Handle, JoinError, NodeError};
 pub use transport::StartError;
 
@@ -41,6 +45,17 @@ pub struct NodeConfig {
     /// unspecified (`0.0.0.0`), the address of the interface that routes outward.
     /// A port of 0 means "the bound port".
     pub advertise: Option<SocketAddr>,
+    /// Serf's snapshot file (spec §5.3): replayed at start (clocks, and the members to rejoin),
+    /// then recorded to. `serf.snapshot` is filled in from it by [`spawn`].
+    pub snapshot_path: Option<PathBuf>,
+    /// Keep the snapshot's members across a graceful leave (agent `-rejoin`).
+    pub rejoin_after_leave: bool,
+    /// Rewritten with the new tags on every [`Handle::set_tags`] (agent `-tags-file`); the
+    /// caller loads it at start ([`files::load_tags`]).
+    pub tags_file: Option<PathBuf>,
+    /// Rewritten whenever a key query changes the keyring (agent `-keyring-file`); the caller
+    /// loads it at start ([`files::load_keyring`]).
+    pub keyring_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -49,6 +64,10 @@ impl NodeConfig {
             serf,
             bind,
             advertise: None,
+            snapshot_path: None,
+            rejoin_after_leave: false,
+            tags_file: None,
+            keyring_file: None,
         }
     }
 }

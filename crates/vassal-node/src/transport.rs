@@ -21,6 +21,11 @@ pub enum StartError {
     NoAdvertise(io::Error),
     #[error("invalid configuration: {0}")]
     Config(#[from] vassal_memberlist::ConfigError),
+    #[error("Failed to setup snapshot {}: {source} (check the -snapshot path)", .path.display())]
+    Snapshot {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
 }
 
 fn bind_reason(e: &io::Error) -> String {

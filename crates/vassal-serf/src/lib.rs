@@ -1,6 +1,6 @@
 //! The Serf layer (spec §4) over [`vassal_memberlist`]: member status with join/leave intents and
-//! Lamport clocks, tags in the node metadata, and a graceful leave. Pure and deterministic like
-//! the layer below: `handle_*` in, `poll_*` out, time as an argument.
+//! Lamport clocks, tags in the node metadata, a graceful leave, and the snapshot file's records.
+//! Pure and deterministic like the layer below: `handle_*` in, `poll_*` out, time as an argument.
 
 pub mod clock;
 pub mod coalesce;
@@ -9,12 +9,13 @@ pub mod fuzzing;
 mod member;
 mod messages;
 mod serf;
+pub mod snapshot;
 pub mod tags;
 
 pub use member::{Member, MemberEvent, MemberEventKind, MemberStatus};
 pub use messages::{SerfMessage, UserEvent};
 pub use serf::{
-    Config, Event, Query, QueryError, QueryParams, RespondError, Serf, UserEventError,
+    Config, Event, Query, QueryError, QueryParams, RespondError, Serf, SerfStats, UserEventError,
     EVENT_BUFFER_SIZE, INTERNAL_QUERY_PREFIX, USER_EVENT_SIZE_HARD_LIMIT,
 };
 

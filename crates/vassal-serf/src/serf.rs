@@ -22,6 +22,7 @@ use crate::messages::{
     self, Filter, Join, Leave, PushPullState, QueryMsg, QueryResponseMsg, SerfMessage, UserEvent,
     UserEventEntry, UserEvents,
 };
+use crate::snapshot::{self, SnapshotConfig, SnapshotWrite, Snapshotter};
 use crate::tags;
 
 /// Serf settings (spec §4.14) around the memberlist ones.
@@ -59,6 +60,11 @@ pub struct Config {
     pub query_size_limit: usize,
     /// Largest encoded query response.
     pub query_response_size_limit: usize,
+    /// A failed member back alive within this long counts as a flap ([`SerfStats::member_flaps`]).
+    pub flap_timeout: Duration,
+    /// Restore clocks and previously alive members from a snapshot file and keep recording to
+    /// it (spec §5.3); `None`: no snapshot.
+    pub snapshot: Option<SnapshotConfig>,
 }
 
 /// No user event may exceed this, whatever the configuration (Serf's `UserEventSizeLimit`).
@@ -87,8 +93,18 @@ impl Config {
             query_timeout_mult: 16,
             query_size_limit: 1024,
             query_response_size_limit: 1024,
+            flap_timeout: Duration::from_secs(60),
+            snapshot: None,
         }
     }
+}
+
+/// Counters about the cluster as this node has seen it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SerfStats {
+    /// Members that failed and came back alive within the flap timeout (Serf's
+    /// `serf.member.flap` metric).
+    pub member_flaps: u64,
 }
 
 /// What Serf tells the layer above.
@@ -328,8 +344,16 @@ struct Core {
     conflict_vote: Option<ConflictVote>,
     /// `LTime mod 512` → the events seen at that time (spec §4.6).
     event_buffer: Vec<Option<UserEvents>>,
-    /// User events older than this are ignored (raised by joins that ignore old events).
+    /// User events older than this are ignored (raised by joins that ignore old events, and by
+    /// a snapshot's event clock).
     event_min_time: u64,
+    /// Queries older than this are ignored (a snapshot's query clock).
+    query_min_time: u64,
+    /// Records members, clocks and a leave for the snapshot file, when there is one.
+    snapshot: Option<Snapshotter>,
+    next_snapshot_clock: Option<Instant>,
+    flap_timeout: Duration,
+    stats: SerfStats,
     /// Joins in flight that asked to ignore old events.
     ignoring_joins: BTreeSet<JoinId>,
     events: VecDeque<Event>,
@@ -347,6 +371,16 @@ pub struct Serf {
     config: Config,
     /// Joins started by [`Serf::reconnect`], which report nothing upward.
     reconnects: BTreeSet<JoinId>,
+    /// Rejoining the members a snapshot recorded alive, one at a time until one works.
+    rejoin: Option<Rejoin>,
+}
+
+/// The snapshot rejoin in progress: the join under way and the nodes left to try.
+#[derive(Debug, Clone)]
+struct Rejoin {
+    id: JoinId,
+    node: (String, SocketAddr),
+    rest: Vec<(String, SocketAddr)>,
 }
 
 impl Serf {
@@ -382,6 +416,14 @@ impl Serf {
             conflict_vote: None,
             event_buffer: vec![None; EVENT_BUFFER_SIZE],
             event_min_time: 0,
+            query_min_time: 0,
+            snapshot: config.snapshot.as_ref().map(Snapshotter::new),
+            next_snapshot_clock: config
+                .snapshot
+                .as_ref()
+                .map(|_| now + snapshot::CLOCK_UPDATE_INTERVAL),
+            flap_timeout: config.flap_timeout,
+            stats: SerfStats::default(),
             ignoring_joins: BTreeSet::new(),
             events: VecDeque::new(),
             phase: LeavePhase::Running,
@@ -392,13 +434,39 @@ impl Serf {
         core.clock.increment();
         core.event_clock.increment();
         core.query_clock.increment();
+        let mut previous = Vec::new();
+        if let Some(snap) = &config.snapshot {
+            // Serf's Create: resume the clocks, and never deliver again the user events and
+            // queries this node had already seen.
+            let r = &snap.recovered;
+            core.clock.witness(r.clock);
+            core.event_clock.witness(r.event_clock);
+            core.query_clock.witness(r.query_clock);
+            core.event_min_time = r.event_clock + 1;
+            core.query_min_time = r.query_clock + 1;
+            let (nodes, warnings) = r.previous_nodes(&core.name);
+            for w in warnings {
+                core.events.push_back(Event::Warning(w));
+            }
+            previous = nodes;
+        }
         let ml = Memberlist::new(ml_config, now, &mut core)?;
-        Ok(Serf {
+        let mut serf = Serf {
             ml,
             core,
             config,
             reconnects: BTreeSet::new(),
-        })
+            rejoin: None,
+        };
+        if !previous.is_empty() {
+            // Random order, so restarting nodes do not all pick the same peer.
+            for i in (1..previous.len()).rev() {
+                let j = serf.core.rng.gen_range(0..=i);
+                previous.swap(i, j);
+            }
+            serf.rejoin_next(previous, now);
+        }
+        Ok(serf)
     }
 
     // ----- accessors -----
@@ -460,6 +528,10 @@ impl Serf {
 
     pub fn event_queue_len(&self) -> usize {
         self.core.event_queue.len()
+    }
+
+    pub fn stats(&self) -> SerfStats {
+        self.core.stats
     }
 
     /// The configuration we started with. Its `memberlist` part is the start-up copy: the live
@@ -621,6 +693,9 @@ impl Serf {
         if self.core.phase != LeavePhase::Running {
             return;
         }
+        if let Some(snap) = self.core.snapshot.as_mut() {
+            snap.leave();
+        }
         let msg = Leave {
             ltime: self.core.clock.time(),
             node: self.core.name.clone(),
@@ -697,7 +772,25 @@ impl Serf {
             self.core.next_reconnect = now + self.config.reconnect_interval;
             self.reconnect(now);
         }
+        if self.core.next_snapshot_clock.is_some_and(|t| now >= t) {
+            self.core.next_snapshot_clock = Some(now + snapshot::CLOCK_UPDATE_INTERVAL);
+            self.snapshot_clock();
+        }
         self.after_input(now);
+    }
+
+    /// Records the member clock in the snapshot if it grew (the shell calls this once more
+    /// before it stops, as Serf's snapshotter does at shutdown).
+    pub fn snapshot_clock(&mut self) {
+        let clock = self.core.clock.time();
+        if let Some(snap) = self.core.snapshot.as_mut() {
+            snap.update_clock(clock);
+        }
+    }
+
+    /// The next change to make to the snapshot file, in order (none without a snapshot).
+    pub fn poll_snapshot_write(&mut self) -> Option<SnapshotWrite> {
+        self.core.snapshot.as_mut()?.poll_write()
     }
 
     // ----- outputs -----
@@ -722,6 +815,7 @@ impl Serf {
         let serf = queries
             .chain(inbound)
             .chain([self.core.next_reap, self.core.next_reconnect])
+            .chain(self.core.next_snapshot_clock)
             .min();
         [self.ml.poll_timeout(), leave, serf]
             .into_iter()
@@ -749,6 +843,19 @@ impl Serf {
                     self.core.ignoring_joins.remove(&id);
                     if self.reconnects.remove(&id) {
                         debug!(joined, ?errors, "reconnect attempt finished");
+                        continue;
+                    }
+                    if let Some(r) = self.rejoin.take_if(|r| r.id == id) {
+                        let (name, addr) = &r.node;
+                        if joined > 0 {
+                            info!(
+                                target: "vassal_serf::snapshot",
+                                "Re-joined to previously known node: {name}: {addr}"
+                            );
+                        } else {
+                            debug!(?errors, "re-join to {name}: {addr} failed");
+                            self.rejoin_next(r.rest, now);
+                        }
                         continue;
                     }
                     if joined > 0 {
@@ -850,6 +957,30 @@ impl Serf {
         info!(node = %m.name, %addr, "attempting reconnect");
         self.reconnects
             .insert(self.ml.join(&[addr], now, &mut self.core));
+    }
+
+    /// Serf's `handleRejoin`: a memberlist join (no join intent, old events not ignored beyond
+    /// the snapshot's clocks) to the first of `nodes`; the rest are tried if it fails.
+    fn rejoin_next(&mut self, mut nodes: Vec<(String, SocketAddr)>, now: Instant) {
+        if nodes.is_empty() {
+            self.core.events.push_back(Event::Warning(
+                "Failed to re-join any previously known node".into(),
+            ));
+            return;
+        }
+        let node = nodes.remove(0);
+        info!(
+            target: "vassal_serf::snapshot",
+            "Attempting re-join to previously known node: {}: {}",
+            node.0,
+            node.1
+        );
+        let id = self.ml.join(&[node.1], now, &mut self.core);
+        self.rejoin = Some(Rejoin {
+            id,
+            node,
+            rest: nodes,
+        });
     }
 
     /// Asks the cluster where it believes our name lives (spec §4.10); the count happens as
@@ -993,6 +1124,9 @@ impl Core {
     }
 
     fn emit(&mut self, kind: MemberEventKind, member: Member) {
+        if let Some(snap) = self.snapshot.as_mut() {
+            snap.member_event(kind, std::slice::from_ref(&member), self.clock.time());
+        }
         self.events.push_back(Event::Member(MemberEvent {
             kind,
             members: vec![member],
@@ -1115,6 +1249,9 @@ impl Core {
     /// filters say we do not process it).
     fn handle_query(&mut self, q: &QueryMsg, now: Instant) -> bool {
         self.query_clock.witness(q.ltime);
+        if q.ltime < self.query_min_time {
+            return false;
+        }
         let window = EVENT_BUFFER_SIZE as u64;
         let cur = self.query_clock.time();
         if cur > window && q.ltime < cur - window {
@@ -1134,6 +1271,9 @@ impl Core {
         let rebroadcast = q.flags & messages::QUERY_FLAG_NO_BROADCAST == 0;
         if !self.should_process(&q.filters) {
             return rebroadcast;
+        }
+        if let Some(snap) = self.snapshot.as_mut() {
+            snap.query(q.ltime);
         }
         let reply_to = SocketAddr::new(q.addr, q.port);
         let deadline = now + Duration::from_nanos(q.timeout);
@@ -1380,6 +1520,9 @@ impl Core {
                 })
             }
         }
+        if let Some(snap) = self.snapshot.as_mut() {
+            snap.user_event(e.ltime);
+        }
         self.events.push_back(Event::User(e.clone()));
         true
     }
@@ -1497,7 +1640,7 @@ impl Delegate for Core {
         }
     }
 
-    fn notify_join(&mut self, n: &Node, _now: Instant) {
+    fn notify_join(&mut self, n: &Node, now: Instant) {
         let fresh = self.member_from_node(n);
         let intent = self.intents.get(&n.name).copied();
         let member = match self.members.get_mut(&n.name) {
@@ -1517,6 +1660,19 @@ impl Delegate for Core {
                 &self.members[&n.name]
             }
             Some(state) => {
+                let down = state.leave_time.map(|t| now.saturating_duration_since(t));
+                if state.member.status == MemberStatus::Failed
+                    && down.is_some_and(|d| d < self.flap_timeout)
+                {
+                    self.stats.member_flaps += 1;
+                    info!(
+                        target: "vassal_serf::stats",
+                        node = %n.name,
+                        flaps = self.stats.member_flaps,
+                        "member flapped: failed and back alive within {:?}",
+                        self.flap_timeout
+                    );
+                }
                 state.member = Member {
                     status: MemberStatus::Alive,
                     ..fresh

@@ -55,6 +55,11 @@ impl Invariants {
         }
     }
 
+    /// `observer` restarted: it remembers nothing, so neither do we on its behalf.
+    pub fn forget_observer(&mut self, observer: usize) {
+        self.seen[observer].clear();
+    }
+
     /// Checks what `observer` (running `serf`) now believes against what it believed before.
     pub fn check(
         &mut self,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vassal_memberlist::{self as ml, NodeStateKind, StreamId, Transmit};
+use vassal_serf::snapshot::{self, SnapshotConfig, SnapshotWrite};
 use vassal_serf::{Config, Event, MemberEventKind, Serf};
 
 pub use invariants::{Invariants, Violation};
@@ -57,6 +58,8 @@ struct SimNode {
     paused_until: Option<Duration>,
     /// `(when, event)` for every Serf event this node produced, if recording is on.
     events: Vec<(Duration, Event)>,
+    /// The node's snapshot file (spec §5.3), kept across restarts, if it has one.
+    snapshot: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -151,6 +154,7 @@ impl Sim {
                 up: true,
                 paused_until: None,
                 events: Vec::new(),
+                snapshot: None,
             });
         }
         let mut sim = Sim {
@@ -325,6 +329,41 @@ impl Sim {
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].up = false;
         self.log(i, "crash".into());
+    }
+
+    /// Gives node `i` a snapshot file, empty for now, that it records to and restores from on
+    /// [`restart`](Self::restart). Call it before the node joins: it rebuilds the node.
+    pub fn keep_snapshot(&mut self, i: usize) {
+        self.nodes[i].snapshot = Some(Vec::new());
+        self.restart(i);
+    }
+
+    /// Node `i` comes back as a new process (after [`crash`](Self::crash), or killed now):
+    /// same name and address, a fresh seed, and its snapshot file replayed if it keeps one.
+    /// It does not join anyone itself; a snapshot makes it rejoin the members recorded alive.
+    pub fn restart(&mut self, i: usize) {
+        let mut ml_config = self.nodes[i].serf.config().memberlist.clone();
+        ml_config.seed = self.rng.gen();
+        let mut config = Config::new(ml_config);
+        if let Some(file) = &self.nodes[i].snapshot {
+            let recovered = snapshot::replay(file, false);
+            config.snapshot = Some(SnapshotConfig::new(recovered, file.len() as u64, false));
+        }
+        let now = self.instant();
+        self.nodes[i].serf = Serf::new(config, now).expect("the node's config was valid");
+        self.nodes[i].up = true;
+        self.nodes[i].paused_until = None;
+        self.wake_at[i] = None;
+        if let Some(inv) = self.invariants.as_mut() {
+            inv.forget_observer(i);
+        }
+        self.log(i, "restart".into());
+        self.after(i);
+    }
+
+    /// What node `i`'s snapshot file holds now (`None` if it keeps none).
+    pub fn snapshot_file(&self, i: usize) -> Option<&[u8]> {
+        self.nodes[i].snapshot.as_deref()
     }
 
     /// Node `i` freezes for `d` (a GC or VM pause): input waits, timers wait.
@@ -589,6 +628,15 @@ impl Sim {
 
     /// Drains node `i`'s output onto the network and schedules its next wake-up.
     fn after(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        while let Some(w) = node.serf.poll_snapshot_write() {
+            let file = node.snapshot.get_or_insert_with(Vec::new);
+            match w {
+                SnapshotWrite::Append(lines) => file.extend_from_slice(lines.as_bytes()),
+                SnapshotWrite::Sync => {}
+                SnapshotWrite::Replace(contents) => *file = contents.into_bytes(),
+            }
+        }
         while let Some(t) = self.nodes[i].serf.poll_transmit() {
             match t {
                 Transmit::Packet { to, bytes } => {

@@ -393,3 +393,141 @@ fn coordinates_estimate_rtts_of_the_right_order() {
         );
     }
 }
+
+// Serf's flap metric (serf.go handleNodeJoin): a member declared failed that is alive again
+// within FlapTimeout (60 s) counts as a flap; one that stayed away longer does not.
+#[test]
+fn a_member_back_within_the_flap_timeout_counts_as_a_flap() {
+    let s = seed(13);
+    let mut sim = lan_cluster(s, 6);
+    let t0 = sim.now();
+    // Paused long enough to be declared dead, then it refutes and is alive again.
+    sim.pause(4, Duration::from_secs(15));
+    let failed_everywhere = |sim: &Sim| {
+        (0..6).filter(|&i| i != 4).all(|i| {
+            sim.first_event(i, MemberEventKind::Failed, "n4", t0)
+                .is_some()
+        })
+    };
+    assert!(
+        sim.run_until_cond(Duration::from_secs(30), failed_everywhere)
+            .is_some(),
+        "paused n4 was not declared failed; SIM_SEED={s}"
+    );
+    assert!(
+        sim.run_until_cond(Duration::from_secs(30), Sim::converged)
+            .is_some(),
+        "n4 did not come back; SIM_SEED={s}"
+    );
+    for i in (0..6).filter(|&i| i != 4) {
+        assert_eq!(
+            sim.serf(i).stats().member_flaps,
+            1,
+            "n{i} counted n4's return; SIM_SEED={s}"
+        );
+    }
+
+    // Down for longer than the flap timeout: back, but not a flap.
+    sim.crash(5);
+    sim.run_for(Duration::from_secs(70));
+    sim.restart(5);
+    sim.join(5, 0);
+    assert!(
+        sim.run_until_cond(Duration::from_secs(30), Sim::converged)
+            .is_some(),
+        "n5 did not rejoin; SIM_SEED={s}"
+    );
+    for i in 0..4 {
+        assert_eq!(
+            sim.serf(i).stats().member_flaps,
+            1,
+            "n{i} counted n5's late return as a flap; SIM_SEED={s}"
+        );
+    }
+}
+
+// spec §5.3: a node restarted from its snapshot rejoins the members it recorded, on its own, and
+// does not deliver again the user events it had already seen; newer ones still arrive.
+#[test]
+fn restart_from_snapshot_rejoins_and_skips_seen_events() {
+    let s = seed(14);
+    let mut sim = Sim::new(s, 5, |_| Config::lan("n"));
+    sim.check_invariants();
+    sim.keep_snapshot(4);
+    sim.record_events();
+    sim.join_all(Duration::from_millis(10));
+    assert!(
+        sim.run_until_cond(Duration::from_secs(30), Sim::converged)
+            .is_some(),
+        "SIM_SEED={s}"
+    );
+    sim.user_event(1, "deploy", b"v1");
+    assert!(
+        sim.run_until_cond(Duration::from_secs(10), |sim| sim
+            .user_events_named(4, "deploy")
+            == 1)
+            .is_some(),
+        "SIM_SEED={s}"
+    );
+    let file = String::from_utf8(sim.snapshot_file(4).unwrap().to_vec()).unwrap();
+    assert!(
+        file.contains("alive: n0 ") && file.contains("event-clock: "),
+        "{file}"
+    );
+
+    sim.crash(4);
+    assert!(
+        sim.run_until_cond(Duration::from_secs(30), Sim::converged)
+            .is_some(),
+        "crash not agreed; SIM_SEED={s}"
+    );
+    sim.restart(4);
+    // Well before the others' reconnect attempts (every 30 s, with probability failed/alive)
+    // could bring it back.
+    assert!(
+        sim.run_until_cond(Duration::from_secs(3), Sim::converged)
+            .is_some(),
+        "n4 did not rejoin from its snapshot; SIM_SEED={s}"
+    );
+    // Through a push/pull round, whose event buffers still hold deploy v1.
+    sim.run_for(Duration::from_secs(40));
+    assert_eq!(
+        sim.user_events_named(4, "deploy"),
+        1,
+        "deploy v1 delivered again after the restart; SIM_SEED={s}"
+    );
+    sim.user_event(2, "deploy", b"v2");
+    assert!(
+        sim.run_until_cond(Duration::from_secs(10), |sim| sim
+            .user_events_named(4, "deploy")
+            == 2)
+            .is_some(),
+        "a new event after the restart did not arrive; SIM_SEED={s}"
+    );
+}
+
+// spec §5.3: a graceful leave writes `leave`, so a restart does not rejoin.
+#[test]
+fn restart_after_a_graceful_leave_does_not_rejoin() {
+    let s = seed(15);
+    let mut sim = Sim::new(s, 3, |_| Config::lan("n"));
+    sim.keep_snapshot(2);
+    sim.join_all(Duration::from_millis(10));
+    assert!(
+        sim.run_until_cond(Duration::from_secs(30), Sim::converged)
+            .is_some(),
+        "SIM_SEED={s}"
+    );
+    sim.leave(2);
+    sim.run_for(Duration::from_secs(10));
+    let file = String::from_utf8(sim.snapshot_file(2).unwrap().to_vec()).unwrap();
+    assert!(file.contains("\nleave\n"), "{file}");
+    sim.crash(2);
+    sim.restart(2);
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(
+        sim.serf(2).members().count(),
+        1,
+        "n2 rejoined after leaving; SIM_SEED={s}"
+    );
+}

@@ -81,6 +81,12 @@ impl GoSerfBuilder {
         self.event_handlers.push(handler.to_string());
         self
     }
+    /// Gossip on this address instead of the one allocated (to restart a node where another
+    /// one ran, e.g. from its snapshot).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
     /// Any other `serf agent` flags, passed through verbatim.
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra_args.push(arg.to_string());
@@ -119,6 +125,23 @@ impl GoSerfBuilder {
         }
         a.extend(self.extra_args.iter().cloned());
         a
+    }
+
+    /// Starts an agent expected to refuse to start (bad flags or files): waits up to
+    /// `deadline` for it to exit and returns its exit code and output. Panics if it keeps
+    /// running.
+    #[track_caller]
+    pub fn spawn_expecting_exit(&self, deadline: Duration) -> (Option<i32>, String) {
+        let mut proc = Proc::spawn(
+            &format!("go-serf-{}", self.name),
+            Path::new(SERF_BIN),
+            &self.args(),
+            &[],
+        );
+        let status = wait_until(deadline, &format!("Go agent {} to exit", self.name), || {
+            proc.try_exit().ok_or_else(|| proc.log_tail(10))
+        });
+        (status.code(), proc.log())
     }
 
     /// Starts the agent and waits (≤ 10 s) until its RPC answers and lists itself alive.
@@ -222,10 +245,18 @@ impl GoSerf {
 
     /// `serf members -format json`, or a description of why it failed.
     pub fn try_members(&self) -> Result<Vec<Member>, String> {
-        let out = self.cli(&["members", "-format", "json"])?;
+        self.try_members_filtered(&[])
+    }
+
+    /// `serf members -format json FILTERS…`, e.g. `&["-tag", "role=web"]` or
+    /// `&["-status", "alive"]`.
+    pub fn try_members_filtered(&self, filters: &[&str]) -> Result<Vec<Member>, String> {
+        let mut args = vec!["members", "-format", "json"];
+        args.extend_from_slice(filters);
+        let out = self.cli(&args)?;
         serde_json::from_str::<MembersJson>(&out)
             .map(|m| m.members)
-            .map_err(|e| format!("cannot parse `serf members -format json` ({e}):\n{out}"))
+            .map_err(|e| format!("cannot parse `serf {}` ({e}):\n{out}", args.join(" ")))
     }
 
     /// `serf members -format json`; panics (with the agent's log tail) if the CLI fails.

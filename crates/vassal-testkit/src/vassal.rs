@@ -52,6 +52,12 @@ impl VassalAgentBuilder {
         self.tags.push((k.to_string(), v.to_string()));
         self
     }
+    /// Gossip on this address instead of the one allocated (to restart a node where another
+    /// one ran, e.g. from its snapshot).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra_args.push(arg.to_string());
         self

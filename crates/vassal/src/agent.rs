@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -127,16 +128,36 @@ pub fn flags() -> FlagSet {
             "",
             "Replay past user events when joining at start",
         )
+        .flag(
+            "snapshot",
+            Kind::Value,
+            "<path>",
+            "Snapshot file: alive members and clocks, to rejoin and not replay events on restart",
+        )
+        .flag(
+            "rejoin",
+            Kind::Bool,
+            "",
+            "Rejoin the snapshot's members on restart even after a graceful leave",
+        )
+        .flag(
+            "tags-file",
+            Kind::Value,
+            "<path>",
+            "JSON file the tags are loaded from and saved to (not with -tag or -role)",
+        )
+        .flag(
+            "keyring-file",
+            Kind::Value,
+            "<path>",
+            "JSON array of base64 keys, primary first; kept up to date (not with -encrypt)",
+        )
         .unimplemented("iface", false)
         .unimplemented("config-file", false)
         .unimplemented("config-dir", false)
         .unimplemented("discover", false)
-        .unimplemented("keyring-file", false)
-        .unimplemented("rejoin", true)
         .unimplemented("rpc-addr", false)
         .unimplemented("rpc-auth", false)
-        .unimplemented("snapshot", false)
-        .unimplemented("tags-file", false)
         .unimplemented("syslog", true)
         .unimplemented("mdns-iface", false)
         .unimplemented("mdns-disable-ipv4", true)
@@ -162,6 +183,10 @@ pub struct AgentOptions {
     pub broadcast_timeout: Duration,
     pub event_handlers: Vec<HandlerSpec>,
     pub replay: bool,
+    pub snapshot: Option<PathBuf>,
+    pub rejoin: bool,
+    pub tags_file: Option<PathBuf>,
+    pub keyring_file: Option<PathBuf>,
 }
 
 pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
@@ -244,7 +269,47 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         )?,
         event_handlers,
         replay: p.bool("replay"),
+        snapshot: p.value("snapshot").map(PathBuf::from),
+        rejoin: p.bool("rejoin"),
+        tags_file: p.value("tags-file").map(PathBuf::from),
+        keyring_file: p.value("keyring-file").map(PathBuf::from),
     })
+}
+
+/// Serf's agent `Create`: tags from the tags file and the keyring from the keyring file, with
+/// Serf's refusals when flags say otherwise.
+fn load_files(opts: &mut AgentOptions) -> Result<(), String> {
+    let setup = |e: &dyn std::fmt::Display| format!("Failed to setup the Serf agent: {e}");
+    if let Some(path) = &opts.tags_file {
+        if !opts.tags.is_empty() {
+            return Err(setup(
+                &"Tags config not allowed while using tag files (drop -tag and -role, or -tags-file)",
+            ));
+        }
+        if let Some(tags) = vassal_node::files::load_tags(path).map_err(|e| setup(&e))? {
+            info!(
+                "agent: Restored {} tag(s) from {}",
+                tags.len(),
+                path.display()
+            );
+            opts.tags = tags;
+        }
+    }
+    if let Some(path) = &opts.keyring_file {
+        if opts.keyring.is_some() {
+            return Err(setup(
+                &"Encryption key not allowed while using a keyring (drop -encrypt, or -keyring-file)",
+            ));
+        }
+        let ring = vassal_node::files::load_keyring(path).map_err(|e| setup(&e))?;
+        info!(
+            "agent: Restored keyring with {} keys from {}",
+            ring.keys().len(),
+            path.display()
+        );
+        opts.keyring = Some(ring);
+    }
+    Ok(())
 }
 
 /// Splits `host[:port]` (IPv6 in brackets, or bare) and fills in `default_port`.
@@ -326,7 +391,11 @@ pub async fn run(opts: AgentOptions) -> ExitCode {
     }
 }
 
-async fn start(opts: AgentOptions) -> Result<ExitCode, String> {
+async fn start(mut opts: AgentOptions) -> Result<ExitCode, String> {
+    if opts.rejoin && opts.snapshot.is_none() {
+        println!("Warning: 'RejoinAfterLeave' enabled without snapshot file");
+    }
+    load_files(&mut opts)?;
     let bind_addrs = resolve(&opts.bind, DEFAULT_PORT)
         .await
         .map_err(|e| format!("invalid -bind: {e}"))?;
@@ -352,13 +421,17 @@ async fn start(opts: AgentOptions) -> Result<ExitCode, String> {
     serf.protocol_version = opts.protocol;
     serf.broadcast_timeout = opts.broadcast_timeout;
     let config = NodeConfig {
-        serf,
-        bind,
         advertise,
+        snapshot_path: opts.snapshot.clone(),
+        rejoin_after_leave: opts.rejoin,
+        tags_file: opts.tags_file.clone(),
+        keyring_file: opts.keyring_file.clone(),
+        ..NodeConfig::new(serf, bind)
     };
 
     println!("==> Starting Serf agent...");
-    let (handle, mut task) = vassal_node::spawn(config)
+    // Events from the very start, so handlers see our own member-join too.
+    let (handle, events, mut task) = vassal_node::spawn_with_events(config)
         .await
         .map_err(|e| e.to_string())?;
     println!("==> Serf agent running!");
@@ -366,6 +439,7 @@ async fn start(opts: AgentOptions) -> Result<ExitCode, String> {
     println!("         Bind addr: '{}'", handle.local_addr());
     println!("    Advertise addr: '{}'", handle.advertise_addr());
     println!("         Encrypted: {}", opts.keyring.is_some());
+    println!("          Snapshot: {}", opts.snapshot.is_some());
     println!("           Profile: {}", opts.profile);
     println!();
     println!("==> Log data will now stream in as it occurs:");
@@ -377,11 +451,13 @@ async fn start(opts: AgentOptions) -> Result<ExitCode, String> {
             tags: opts.tags.clone(),
         };
         tokio::spawn(feed_handlers(
-            handle.events(),
+            events,
             opts.event_handlers.clone(),
             me,
             handle.clone(),
         ));
+    } else {
+        drop(events);
     }
 
     if !opts.join.is_empty() {
@@ -593,8 +669,8 @@ mod tests {
 
     #[test]
     fn unimplemented_serf_flags_are_refused_by_name() {
-        let e = options(&args(&["-node=a", "-rejoin"])).unwrap_err();
-        assert!(e.to_string().contains("-rejoin"), "{e}");
+        let e = options(&args(&["-node=a", "-syslog"])).unwrap_err();
+        assert!(e.to_string().contains("-syslog"), "{e}");
     }
 
     #[test]
@@ -621,6 +697,72 @@ mod tests {
             e.contains("-event-handler") && e.contains("\"member-jion\""),
             "{e}"
         );
+    }
+
+    // spec §5.7, Go's agent.go: tags come from flags or from the tags file, never both.
+    #[test]
+    fn a_tags_file_replaces_tag_flags_and_refuses_to_combine_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tags.json");
+        let file = format!("-tags-file={}", path.display());
+        let e = load_files(&mut options(&args(&["-tag=role=web", &file])).unwrap()).unwrap_err();
+        assert!(
+            e.contains("Tags config not allowed while using tag files"),
+            "{e}"
+        );
+        let e = load_files(&mut options(&args(&["-role=web", &file])).unwrap()).unwrap_err();
+        assert!(e.contains("Tags config not allowed"), "{e}");
+
+        let mut o = options(&args(&[&file])).unwrap();
+        load_files(&mut o).unwrap();
+        assert!(o.tags.is_empty(), "no file yet: no tags");
+        std::fs::write(&path, r#"{"role": "lb", "dc": "eu"}"#).unwrap();
+        let mut o = options(&args(&[&file])).unwrap();
+        load_files(&mut o).unwrap();
+        assert_eq!(o.tags["role"], "lb");
+        assert_eq!(o.tags["dc"], "eu");
+    }
+
+    #[test]
+    fn a_keyring_file_must_hold_keys_and_excludes_encrypt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let file = format!("-keyring-file={}", path.display());
+        let e = load_files(&mut options(&args(&[&file])).unwrap()).unwrap_err();
+        assert!(
+            e.contains("does not exist") && e.contains("keyring.json"),
+            "{e}"
+        );
+        std::fs::write(&path, "[]").unwrap();
+        let e = load_files(&mut options(&args(&[&file])).unwrap()).unwrap_err();
+        assert!(e.contains("Keyring file contains no keys"), "{e}");
+
+        std::fs::write(
+            &path,
+            r#"["AQEBAQEBAQEBAQEBAQEBAQ==", "AgICAgICAgICAgICAgICAg=="]"#,
+        )
+        .unwrap();
+        let e =
+            load_files(&mut options(&args(&["-encrypt=AAAAAAAAAAAAAAAAAAAAAA==", &file])).unwrap())
+                .unwrap_err();
+        assert!(
+            e.contains("Encryption key not allowed while using a keyring"),
+            "{e}"
+        );
+        let mut o = options(&args(&[&file])).unwrap();
+        load_files(&mut o).unwrap();
+        let ring = o.keyring.expect("keyring from the file");
+        assert_eq!(ring.primary(), &[1u8; 16][..]);
+        assert_eq!(ring.keys().len(), 2);
+    }
+
+    #[test]
+    fn snapshot_and_rejoin_are_serf_flags() {
+        let o = options(&args(&["-snapshot=/tmp/x.snap", "-rejoin"])).unwrap();
+        assert_eq!(o.snapshot, Some(PathBuf::from("/tmp/x.snap")));
+        assert!(o.rejoin);
+        let o = options(&[]).unwrap();
+        assert_eq!((o.snapshot, o.rejoin), (None, false));
     }
 
     #[test]

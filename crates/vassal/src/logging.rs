@@ -37,8 +37,13 @@ impl LogLevel {
             LogLevel::Trace => "trace",
             LogLevel::Debug => "debug",
             // The pure crates narrate at info too (`EventMemberJoin …`); the shell's
-            // `member-join: …` lines say the same, so they stay quiet unless debugging.
-            LogLevel::Info => "info,vassal_serf=warn,vassal_memberlist=warn",
+            // `member-join: …` lines say the same, so they stay quiet unless debugging. What
+            // only they know (a snapshot rejoin, a flapping member) is logged under its own
+            // target.
+            LogLevel::Info => {
+                "info,vassal_serf=warn,vassal_serf::snapshot=info,vassal_serf::stats=info,\
+                 vassal_memberlist=warn"
+            }
             LogLevel::Warn => "warn",
             LogLevel::Err => "error",
         }

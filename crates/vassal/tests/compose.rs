@@ -128,6 +128,7 @@ struct Web {
     hostname: String,
     ip: Option<String>,
     running: bool,
+    exit_code: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,6 +297,7 @@ impl Project {
                     .filter(|ip| !ip.is_empty())
                     .map(str::to_owned),
                 running: c["State"]["Running"] == true,
+                exit_code: c["State"]["ExitCode"].as_i64().unwrap_or(-1),
             })
             .collect();
         webs.sort_by(|a, b| a.hostname.cmp(&b.hostname));
@@ -604,7 +606,8 @@ fn compose_demo_balances_fails_scales_heals_and_cleans_up() {
         p.wait_rotation(&webs, "reconnected node back in rotation");
     }
 
-    // `stop` sends the service's stop signal (SIGINT): every web node leaves gracefully.
+    // `stop` sends the service's stop signal (SIGINT): every web node leaves gracefully and
+    // exits, then the LB does.
     p.must_compose(&["stop", "web"]);
     progress(p.start, "stop web");
     let lb = p.lb_id();
@@ -620,6 +623,20 @@ fn compose_demo_balances_fails_scales_heals_and_cleans_up() {
             Err(format!("web nodes' statuses at the LB: {statuses:?}"))
         }
     });
+    // Serf's contract for SIGINT: leave, then exit 0 (not hang until Docker's SIGKILL, 137).
+    let stopped = p.webs();
+    assert!(
+        stopped.iter().all(|w| !w.running && w.exit_code == 0),
+        "every web agent exits 0 after its graceful leave: {stopped:?}"
+    );
+    p.must_compose(&["stop", "lb"]);
+    let lb_exit = docker(&["inspect", "--format", "{{.State.ExitCode}}", &lb])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        lb_exit.trim(),
+        "0",
+        "the LB agent exits 0 after its graceful leave"
+    );
 
     p.must_compose(&["down", "--rmi", "all", "--volumes", "--timeout", "10"]);
     progress(p.start, "down");

@@ -1,11 +1,19 @@
 //! The sync's decisions, as a pure state machine: membership in, runtime-API commands out.
 //!
-//! It keeps what each web member should be in HAProxy (serving at an address, draining, or
-//! removed) and works in *rounds*: read the backend's servers (`show servers state`), compare,
-//! and send the commands that close the gap; while a server drains, read its sessions
-//! (`show stat`) until they reach zero, then remove it. Because every round starts from what
-//! HAProxy says, a failed command, an HAProxy restart or servers left over from an earlier
-//! agent are all put right by the next round; a failed round is retried with backoff.
+//! It keeps what each web member should be in HAProxy (serving at an address, leaving
+//! gracefully, or failed) and works in *rounds*: read the backend's servers (`show servers
+//! state`), compare, and send the commands that close the gap. A graceful leave puts its server
+//! in `drain`, a failure puts it in `maint`: either way no new request goes there, and the
+//! requests in flight may finish. Later rounds read its sessions (`show stat`) until they reach
+//! zero and then delete it; sessions still open after `drain_timeout` (leave) or `fail_grace`
+//! (failure) are shut down first. Because every round starts from what HAProxy says, a failed
+//! command, an HAProxy restart or servers left over from an earlier agent are all put right by
+//! the next round; a failed round is retried with backoff.
+//!
+//! A failure is not cut at once because Serf may report a graceful leave as `member-failed`
+//! followed by `member-leave` (when the leave intent reaches this node after the leaving node's
+//! memberlist leave; Go Serf calls the second one "EventMemberLeave (forced)"). The later
+//! leave turns the failure back into a drain.
 //!
 //! Membership changes start a round only after `quiesce` without further changes (but at the
 //! latest `max_delay` after the first), so a burst of joins becomes one batch of commands.
@@ -43,6 +51,10 @@ pub struct SyncConfig {
     pub drain_poll: Duration,
     /// How long a graceful leave may drain before its remaining sessions are cut.
     pub drain_timeout: Duration,
+    /// How long a failed member's sessions may still finish (in `maint`, so without new
+    /// requests) before they are cut. A failed node's sessions mostly end on their own; this
+    /// keeps a leave first reported as a failure from losing its requests in flight.
+    pub fail_grace: Duration,
     /// First retry delay after a failed round; doubles up to `retry_max`.
     pub retry_min: Duration,
     pub retry_max: Duration,
@@ -63,6 +75,7 @@ impl SyncConfig {
             max_delay: Duration::from_secs(2),
             drain_poll: Duration::from_millis(100),
             drain_timeout: Duration::from_secs(30),
+            fail_grace: Duration::from_secs(2),
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(10),
             resync: Duration::from_secs(10),
@@ -98,15 +111,16 @@ enum Want {
     Serve(SocketAddr),
     /// Out of the backend once its sessions have finished (a graceful leave).
     Drain,
-    /// Out of the backend now, its sessions cut (a failure).
+    /// Out of the backend now: in maintenance at once, deleted once its sessions end or
+    /// `fail_grace` has passed (a failure).
     Remove,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     want: Want,
-    /// When we first saw it draining in HAProxy.
-    drain_since: Option<Instant>,
+    /// When we first saw it leaving (draining or in maintenance) in HAProxy.
+    leaving_since: Option<Instant>,
 }
 
 /// The sync's state machine. See the module docs.
@@ -119,8 +133,9 @@ pub struct BackendSync {
     /// Answers the current round still waits for; no new round starts before they are in.
     outstanding: usize,
     round_failed: bool,
-    /// Servers found draining this round, whose sessions we asked for.
-    awaiting_sessions: BTreeSet<String>,
+    /// Servers found leaving this round, whose sessions we asked for, and whether they are
+    /// in maintenance already.
+    awaiting_sessions: BTreeMap<String, bool>,
     retry_at: Option<Instant>,
     backoff: Duration,
     resync_at: Instant,
@@ -138,7 +153,7 @@ impl BackendSync {
             changed: None,
             outstanding: 0,
             round_failed: false,
-            awaiting_sessions: BTreeSet::new(),
+            awaiting_sessions: BTreeMap::new(),
             retry_at: None,
             resync_at: now,
             drain_check_at: None,
@@ -232,10 +247,8 @@ impl BackendSync {
         if !(self.is_web(m) || self.entries.contains_key(&m.name)) {
             return;
         }
-        // A failure outranks a graceful leave: once its sessions are cut, do not wait on them.
-        if want == Want::Drain && self.want(&m.name) == Some(Want::Remove) {
-            return;
-        }
+        // The latest word wins: a leave after a failure is Serf's forced leave event, saying
+        // that the node left gracefully after all.
         self.set_want(&m.name, want, now);
     }
 
@@ -248,14 +261,14 @@ impl BackendSync {
             Some(e) if e.want == want => return,
             Some(e) => {
                 e.want = want;
-                e.drain_since = None;
+                e.leaving_since = None;
             }
             None => {
                 self.entries.insert(
                     name.to_owned(),
                     Entry {
                         want,
-                        drain_since: None,
+                        leaving_since: None,
                     },
                 );
             }
@@ -323,7 +336,7 @@ impl BackendSync {
                     s.name.clone(),
                     Entry {
                         want: Want::Drain,
-                        drain_since: None,
+                        leaving_since: None,
                     },
                 );
             }
@@ -358,21 +371,25 @@ impl BackendSync {
                     forget.push(name.clone());
                     vec![]
                 }
-                (Want::Drain, Some(s)) if s.in_maint() => vec![cmd(name, Op::Del)],
-                (Want::Drain, Some(s)) if s.draining() => {
-                    entry.drain_since.get_or_insert(now);
-                    self.awaiting_sessions.insert(name.clone());
+                // Taking no new requests already: wait for the ones in flight.
+                (Want::Drain, Some(s)) if s.in_maint() || s.draining() => {
+                    entry.leaving_since.get_or_insert(now);
+                    self.awaiting_sessions.insert(name.clone(), s.in_maint());
+                    vec![]
+                }
+                (Want::Remove, Some(s)) if s.in_maint() => {
+                    entry.leaving_since.get_or_insert(now);
+                    self.awaiting_sessions.insert(name.clone(), true);
                     vec![]
                 }
                 (Want::Drain, Some(_)) => {
-                    entry.drain_since = Some(now);
+                    entry.leaving_since = Some(now);
                     vec![cmd(name, Op::Drain)]
                 }
-                (Want::Remove, Some(_)) => vec![
-                    cmd(name, Op::Maint),
-                    cmd(name, Op::ShutdownSessions),
-                    cmd(name, Op::Del),
-                ],
+                (Want::Remove, Some(_)) => {
+                    entry.leaving_since = Some(now);
+                    vec![cmd(name, Op::Maint)]
+                }
             };
             if !run.is_empty() {
                 runs.push(run);
@@ -402,33 +419,37 @@ impl BackendSync {
         };
         let backend = self.config.backend.clone();
         let cmd = |name: &str, op| Command::new(&backend, name, op);
-        for name in std::mem::take(&mut self.awaiting_sessions) {
+        for (name, in_maint) in std::mem::take(&mut self.awaiting_sessions) {
             let Some(entry) = self.entries.get(&name) else {
                 continue;
             };
-            if entry.want != Want::Drain {
-                continue;
-            }
+            let limit = match entry.want {
+                Want::Drain => self.config.drain_timeout,
+                Want::Remove => self.config.fail_grace,
+                Want::Serve(_) => continue, // back meanwhile
+            };
             let Some(&n) = sessions.get(&name) else {
                 continue; // gone meanwhile; the next round forgets it
             };
-            let since = entry.drain_since.unwrap_or(now);
-            let run = if n == 0 {
-                vec![cmd(&name, Op::Maint), cmd(&name, Op::Del)]
-            } else if now.saturating_duration_since(since) >= self.config.drain_timeout {
-                self.outputs.push_back(Output::Warn(format!(
-                    "server {backend}/{name} still has {n} sessions after draining for {:?}; \
-                     cutting them",
-                    self.config.drain_timeout
-                )));
-                vec![
-                    cmd(&name, Op::Maint),
-                    cmd(&name, Op::ShutdownSessions),
-                    cmd(&name, Op::Del),
-                ]
+            let since = entry.leaving_since.unwrap_or(now);
+            let mut run = Vec::new();
+            if !in_maint {
+                run.push(cmd(&name, Op::Maint));
+            }
+            if n == 0 {
+                run.push(cmd(&name, Op::Del));
+            } else if now.saturating_duration_since(since) >= limit {
+                if entry.want == Want::Drain {
+                    self.outputs.push_back(Output::Warn(format!(
+                        "server {backend}/{name} still has {n} sessions after draining for \
+                         {limit:?}; cutting them"
+                    )));
+                }
+                run.push(cmd(&name, Op::ShutdownSessions));
+                run.push(cmd(&name, Op::Del));
             } else {
                 continue;
-            };
+            }
             self.outstanding += 1;
             self.outputs.push_back(Output::Run(run));
         }
@@ -515,9 +536,17 @@ mod tests {
         std::iter::from_fn(|| s.poll_output()).collect()
     }
 
+    /// The command lines of a Run, `add server`'s pool settings left out (command.rs checks
+    /// those).
     fn lines(run: &Output) -> Vec<String> {
         match run {
-            Output::Run(cmds) => cmds.iter().map(|c| c.to_string()).collect(),
+            Output::Run(cmds) => cmds
+                .iter()
+                .map(|c| {
+                    c.to_string()
+                        .replace(" pool-max-conn -1 pool-purge-delay 5s", "")
+                })
+                .collect(),
             other => panic!("expected a Run, got {other:?}"),
         }
     }
@@ -723,24 +752,117 @@ mod tests {
         );
     }
 
+    /// One round: read the servers (answered with `servers`), then sessions if asked
+    /// (answered with `sessions`); every Run succeeds. The command lines sent.
+    fn round(
+        s: &mut BackendSync,
+        t: Instant,
+        servers: Vec<ServerState>,
+        sessions: &[(&str, u64)],
+    ) -> Vec<String> {
+        s.handle_timeout(t);
+        assert_eq!(
+            outputs(s),
+            vec![Output::ReadServers],
+            "a round is due at {t:?}"
+        );
+        s.handle_servers(t, Ok(servers));
+        let mut sent = Vec::new();
+        let mut pending: VecDeque<Output> = outputs(s).into();
+        while let Some(o) = pending.pop_front() {
+            match o {
+                Output::ReadSessions => {
+                    let map = sessions.iter().map(|(n, c)| (n.to_string(), *c)).collect();
+                    s.handle_sessions(t, Ok(map));
+                    pending.extend(outputs(s));
+                }
+                Output::Run(_) => {
+                    sent.extend(lines(&o));
+                    s.handle_ran(t, Ok(()));
+                }
+                Output::Warn(_) => {}
+                Output::ReadServers => panic!("one read per round"),
+            }
+        }
+        sent
+    }
+
     #[test]
-    fn a_failure_removes_the_server_at_once_with_its_sessions() {
+    fn a_failure_stops_new_requests_at_once_and_cuts_what_remains_after_the_grace() {
+        let (mut s, t0) = started();
+        let w1 = member("w1", "127.0.0.1", "web", Some("8080"));
+        s.handle_member_event(&event(MemberEventKind::Failed, vec![w1]), t0);
+        let t = t0 + ms(200);
+        let up = || vec![server("w1", "127.0.0.1:8080", 0)];
+        let maint = || vec![server("w1", "127.0.0.1:8080", ADMIN_FMAINT)];
+        assert_eq!(
+            round(&mut s, t, up(), &[]),
+            ["set server web/w1 state maint"]
+        );
+        // Requests in flight may finish…
+        assert_eq!(
+            round(&mut s, t + ms(100), maint(), &[("w1", 3)]),
+            Vec::<String>::new()
+        );
+        // …for fail_grace; then they are cut.
+        let grace = SyncConfig::new("web").fail_grace;
+        assert_eq!(
+            round(&mut s, t + grace, maint(), &[("w1", 3)]),
+            ["shutdown sessions server web/w1", "del server web/w1"]
+        );
+    }
+
+    #[test]
+    fn a_failed_server_without_sessions_is_deleted_at_the_next_check() {
+        let (mut s, t0) = started();
+        let w1 = member("w1", "127.0.0.1", "web", Some("8080"));
+        s.handle_member_event(&event(MemberEventKind::Failed, vec![w1]), t0);
+        let t = t0 + ms(200);
+        round(&mut s, t, vec![server("w1", "127.0.0.1:8080", 0)], &[]);
+        assert_eq!(s.poll_timeout(), Some(t + ms(100)));
+        assert_eq!(
+            round(
+                &mut s,
+                t + ms(100),
+                vec![server("w1", "127.0.0.1:8080", ADMIN_FMAINT)],
+                &[("w1", 0)]
+            ),
+            ["del server web/w1"]
+        );
+    }
+
+    // Serf reports a graceful leave as failed-then-left when the leave intent arrives after
+    // the node's memberlist leave (Go Serf's "EventMemberLeave (forced)").
+    #[test]
+    fn a_leave_reported_after_a_failure_turns_it_back_into_a_drain() {
         let (mut s, t0) = started();
         let w1 = member("w1", "127.0.0.1", "web", Some("8080"));
         s.handle_member_event(&event(MemberEventKind::Failed, vec![w1.clone()]), t0);
-        // A later leave event does not soften it into a drain.
-        s.handle_member_event(&event(MemberEventKind::Leave, vec![w1]), t0);
+        s.handle_member_event(
+            &event(MemberEventKind::Leave, vec![w1.clone()]),
+            t0 + ms(10),
+        );
+        let t = t0 + ms(210);
+        let up = vec![server("w1", "127.0.0.1:8080", 0)];
+        assert_eq!(round(&mut s, t, up, &[]), ["set server web/w1 state drain"]);
+
+        // Too late for the batch: the failure already put it in maintenance. The leave still
+        // lets its requests finish, past fail_grace, without cutting them.
+        let (mut s, t0) = started();
+        s.handle_member_event(&event(MemberEventKind::Failed, vec![w1.clone()]), t0);
         let t = t0 + ms(200);
-        s.handle_timeout(t);
-        s.poll_output();
-        s.handle_servers(t, Ok(vec![server("w1", "127.0.0.1:8080", 0)]));
+        round(&mut s, t, vec![server("w1", "127.0.0.1:8080", 0)], &[]);
+        s.handle_member_event(&event(MemberEventKind::Leave, vec![w1]), t + ms(50));
+        let maint = || vec![server("w1", "127.0.0.1:8080", ADMIN_FMAINT)];
+        let grace = SyncConfig::new("web").fail_grace;
         assert_eq!(
-            run_all(&mut s, t),
-            [
-                "set server web/w1 state maint",
-                "shutdown sessions server web/w1",
-                "del server web/w1"
-            ]
+            round(&mut s, t + grace + ms(300), maint(), &[("w1", 2)]),
+            Vec::<String>::new(),
+            "no session is cut while a leave drains"
+        );
+        assert_eq!(
+            round(&mut s, t + grace + ms(400), maint(), &[("w1", 0)]),
+            ["del server web/w1"]
         );
     }
 

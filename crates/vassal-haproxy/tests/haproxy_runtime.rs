@@ -40,7 +40,7 @@ fn cluster(
 }
 
 // Joins become `add server` + `enable health` + `enable server`; the HAProxy we started keeps
-// serving (no reload); a kill -9 is removed with its sessions cut, without a drain.
+// serving (no reload); a kill -9 goes into maintenance at once (no drain) and is deleted.
 #[test]
 fn web_members_become_haproxy_servers_without_a_reload_and_failures_are_cut() {
     let (_lo, fe, mut haproxy, mut lb, mut nodes) = cluster("runtime", runtime_sections);
@@ -68,7 +68,7 @@ fn web_members_become_haproxy_servers_without_a_reload_and_failures_are_cut() {
         }
     }
 
-    // A crash: the member fails, and its server goes at once, sessions cut, no drain.
+    // A crash: the member fails; its server goes into maintenance and is deleted, no drain.
     let mut w3 = nodes.pop().unwrap();
     w3.agent.kill_9();
     w3.web.stop();
@@ -80,12 +80,12 @@ fn web_members_become_haproxy_servers_without_a_reload_and_failures_are_cut() {
     );
     let log = lb.log();
     assert!(lb.saw_member_event("member-failed", "w3"), "{log}");
-    assert_eq!(
-        lines_with(&log, "shutdown sessions server web/w3").len(),
-        1,
-        "{log}"
+    let maint = log.find("set server web/w3 state maint");
+    let del = log.find("del server web/w3");
+    assert!(
+        matches!((maint, del), (Some(a), Some(b)) if a < b),
+        "maint, then del:\n{log}"
     );
-    assert_eq!(lines_with(&log, "del server web/w3").len(), 1, "{log}");
     assert!(lines_with(&log, "web/w3 state drain").is_empty(), "{log}");
     wait_answering(fe, &["w1", "w2"], &mut lb);
     haproxy.assert_running();
@@ -133,12 +133,17 @@ fn a_graceful_leave_under_load_fails_no_request() {
         &ready(&nodes),
         "w1 removed after draining",
     );
+    // Drained, then deleted. (When Serf reports the leave as failed first, and the leave
+    // arrives only after that batch, the server goes into maint instead of drain: that also
+    // lets the requests in flight finish, and the test still demands zero failures.)
     let log = lb.log();
-    let drain = log.find("set server web/w1 state drain");
+    let stop = log
+        .find("set server web/w1 state drain")
+        .or_else(|| log.find("set server web/w1 state maint"));
     let del = log.find("del server web/w1");
     assert!(
-        matches!((drain, del), (Some(a), Some(b)) if a < b),
-        "drain, then del:\n{log}"
+        matches!((stop, del), (Some(a), Some(b)) if a < b),
+        "drain (or maint), then del:\n{log}"
     );
     assert!(
         lines_with(&log, "shutdown sessions server web/w1").is_empty(),

@@ -87,7 +87,11 @@ fn the_original_demo_handlers_run_unchanged_with_vassal_as_the_agent() {
         lb.reload_count() > reloads_before,
         "the leave handler reloaded"
     );
-    assert!(lb.agent.saw_member_event("member-leave", "web1"));
+    assert!(
+        lb.agent.saw_member_event("member-leave", "web1"),
+        "{}",
+        lb.agent.log()
+    );
     assert_eq!(
         fs::read("/etc/haproxy/haproxy.cfg").ok(),
         real_config,

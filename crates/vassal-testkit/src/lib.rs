@@ -1,5 +1,6 @@
 //! Test support for Vassal: deadline-bounded waits, free loopback addresses, and process
-//! harnesses for the real Go Serf agent ([`GoSerf`]) and our own binary ([`VassalAgent`]).
+//! harnesses for the real Go Serf agent ([`GoSerf`]), our own binary ([`VassalAgent`]), the
+//! real HAProxy ([`Haproxy`]), a tiny web backend ([`WebServer`]) and bounded load ([`Wrk`]).
 //!
 //! House rules this crate enforces (STYLE.md item 11, spec §8):
 //! - tests wait on conditions with deadlines ([`wait_until`]), never on bare sleeps;
@@ -8,12 +9,18 @@
 //! - only processes we spawned are signalled, by PID, and every one is killed and reaped on drop.
 
 mod go_serf;
+mod haproxy;
 mod net;
 mod process;
 mod vassal;
 mod wait;
+mod web;
+mod wrk;
 
 pub use go_serf::{GoSerf, GoSerfBuilder, Member, SERF_BIN};
+pub use haproxy::{admin_command, haproxy_bin, Haproxy, HaproxyServer};
 pub use net::Loopback;
 pub use vassal::{vassal_bin, VassalAgent, VassalAgentBuilder};
 pub use wait::{hold_for, wait_until, POLL_INTERVAL};
+pub use web::{http_get, WebServer};
+pub use wrk::{wrk_bin, Wrk, WrkReport};

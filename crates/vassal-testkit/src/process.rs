@@ -127,6 +127,20 @@ impl Proc {
         status
     }
 
+    /// Waits up to `deadline` for the process to exit on its own; its status, or `None`.
+    pub(crate) fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Some(status);
+            }
+            if start.elapsed() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGINT (graceful leave, §5.6), then wait up to `deadline`; SIGKILL and panic if it
     /// does not exit in time.
     #[track_caller]

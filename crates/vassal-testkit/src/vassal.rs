@@ -104,6 +104,30 @@ impl VassalAgentBuilder {
     }
 }
 
+impl VassalAgentBuilder {
+    /// Starts the agent through a wrapper: `program prefix… vassal agent …`. The wrapper must
+    /// end by exec-ing its arguments (as `unshare -m sh -c '…; exec "$0" "$@"'` does), so
+    /// that the PID we signal is the agent's.
+    #[track_caller]
+    pub fn spawn_via(&self, program: &Path, prefix: &[String]) -> VassalAgent {
+        let bin = vassal_bin();
+        assert!(
+            bin.exists(),
+            "{} not found: run `cargo build --release --bin vassal` first (or set VASSAL_BIN)",
+            bin.display()
+        );
+        let mut args = prefix.to_vec();
+        args.push(bin.display().to_string());
+        args.extend(self.args());
+        let env = [("NO_COLOR", "1"), ("RUST_BACKTRACE", "1")];
+        let proc = Proc::spawn(&format!("vassal-{}", self.name), program, &args, &env);
+        VassalAgent {
+            cfg: self.clone(),
+            proc,
+        }
+    }
+}
+
 /// A running `vassal agent`. Dropping it SIGKILLs and reaps the process.
 #[derive(Debug)]
 pub struct VassalAgent {

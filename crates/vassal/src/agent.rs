@@ -152,6 +152,24 @@ pub fn flags() -> FlagSet {
             "<path>",
             "JSON array of base64 keys, primary first; kept up to date (not with -encrypt)",
         )
+        .flag(
+            "haproxy-socket",
+            Kind::Value,
+            "<path>",
+            "Keep an HAProxy backend in step with role=web members via this admin socket",
+        )
+        .flag(
+            "haproxy-backend",
+            Kind::Value,
+            "<name>",
+            "The HAProxy backend to keep in step (default web)",
+        )
+        .flag(
+            "haproxy-quiesce",
+            Kind::Value,
+            "<duration>",
+            "Quiet time that batches membership changes for HAProxy (default 200ms)",
+        )
         .unimplemented("iface", false)
         .unimplemented("config-file", false)
         .unimplemented("config-dir", false)
@@ -187,6 +205,8 @@ pub struct AgentOptions {
     pub rejoin: bool,
     pub tags_file: Option<PathBuf>,
     pub keyring_file: Option<PathBuf>,
+    /// `-haproxy-socket` and the sync's settings.
+    pub haproxy: Option<(std::path::PathBuf, vassal_haproxy::SyncConfig)>,
 }
 
 pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
@@ -273,6 +293,7 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         rejoin: p.bool("rejoin"),
         tags_file: p.value("tags-file").map(PathBuf::from),
         keyring_file: p.value("keyring-file").map(PathBuf::from),
+        haproxy: haproxy_options(&p)?,
     })
 }
 
@@ -310,6 +331,35 @@ fn load_files(opts: &mut AgentOptions) -> Result<(), String> {
         opts.keyring = Some(ring);
     }
     Ok(())
+}
+
+/// `-haproxy-socket`, `-haproxy-backend`, `-haproxy-quiesce`: the HAProxy runtime-API sync.
+fn haproxy_options(
+    p: &crate::flags::Parsed,
+) -> Result<Option<(std::path::PathBuf, vassal_haproxy::SyncConfig)>, FlagError> {
+    let Some(socket) = p.value("haproxy-socket") else {
+        for flag in ["haproxy-backend", "haproxy-quiesce"] {
+            if let Some(v) = p.value(flag) {
+                return Err(FlagError::BadValue {
+                    flag: flag.into(),
+                    value: v.into(),
+                    why: "needs -haproxy-socket=<path of HAProxy's admin socket>".into(),
+                });
+            }
+        }
+        return Ok(None);
+    };
+    let backend = p.value("haproxy-backend").unwrap_or("web");
+    if !vassal_haproxy::command::valid_server_name(backend) {
+        return Err(FlagError::BadValue {
+            flag: "haproxy-backend".into(),
+            value: backend.into(),
+            why: "HAProxy names allow only letters, digits, '.', '_', '-' and ':'".into(),
+        });
+    }
+    let mut config = vassal_haproxy::SyncConfig::new(backend);
+    config.quiesce = p.parse_or("haproxy-quiesce", config.quiesce, parse_duration)?;
+    Ok(Some((socket.into(), config)))
 }
 
 /// Splits `host[:port]` (IPv6 in brackets, or bare) and fills in `default_port`.
@@ -469,6 +519,15 @@ async fn start(mut opts: AgentOptions) -> Result<ExitCode, String> {
                 return Err(e);
             }
         }
+    }
+
+    // After the initial join, so that the start-up reconcile already knows the web members.
+    if let Some((socket, config)) = &opts.haproxy {
+        tokio::spawn(vassal_haproxy::run(
+            handle.clone(),
+            socket.clone(),
+            config.clone(),
+        ));
     }
 
     let (gave_up_tx, mut gave_up) = oneshot::channel();
@@ -763,6 +822,41 @@ mod tests {
         assert!(o.rejoin);
         let o = options(&[]).unwrap();
         assert_eq!((o.snapshot, o.rejoin), (None, false));
+    }
+
+    #[test]
+    fn haproxy_flags_need_the_socket_and_default_to_backend_web() {
+        assert!(options(&[]).unwrap().haproxy.is_none());
+        let o = options(&args(&["-haproxy-socket=/run/h.sock"])).unwrap();
+        let (socket, config) = o.haproxy.unwrap();
+        assert_eq!(socket, std::path::Path::new("/run/h.sock"));
+        assert_eq!(config.backend, "web");
+        assert_eq!(config.quiesce, Duration::from_millis(200));
+        let o = options(&args(&[
+            "-haproxy-socket=/s",
+            "-haproxy-backend=pool",
+            "-haproxy-quiesce=1s",
+        ]))
+        .unwrap();
+        let (_, config) = o.haproxy.unwrap();
+        assert_eq!(
+            (config.backend.as_str(), config.quiesce),
+            ("pool", Duration::from_secs(1))
+        );
+        for (a, flag) in [
+            (&["-haproxy-backend=web"][..], "-haproxy-socket"),
+            (
+                &["-haproxy-socket=/s", "-haproxy-backend=a b"],
+                "-haproxy-backend",
+            ),
+            (
+                &["-haproxy-socket=/s", "-haproxy-quiesce=5"],
+                "-haproxy-quiesce",
+            ),
+        ] {
+            let e = options(&args(a)).unwrap_err().to_string();
+            assert!(e.contains(flag), "{a:?}: {e}");
+        }
     }
 
     #[test]

@@ -85,6 +85,7 @@ where
             "vassal_node" | "vassal_serf" => "serf",
             "vassal_memberlist" => "memberlist",
             "vassal" => "agent",
+            "vassal_haproxy" => "haproxy",
             other => other,
         };
         write!(w, "    {} [{level}] {component}: ", timestamp())?;

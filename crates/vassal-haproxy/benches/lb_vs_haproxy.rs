@@ -1,0 +1,296 @@
+//! `cargo bench -p vassal-haproxy --bench lb_vs_haproxy` (after `cargo build --release -p
+//! vassal`): the load-balancer figures of bench/RESULTS.md, all on loopback with wrk.
+//!
+//! 1. Throughput and p99 latency through HAProxy (kept in step by `-haproxy-socket`) and
+//!    through Vassal's built-in load balancer (`-lb-listen`, when this build has it), over the
+//!    same three web backends, in one run, with the ratio; plus one backend directly, for scale.
+//! 2. A graceful leave under load: failed requests with HAProxy through the runtime API, with
+//!    the original demo's handlers and reloads, and with the built-in load balancer.
+//!
+//! `LB_BENCH_SECS` sets the wrk duration of part 1 (default 10), `LB_BENCH_CONNS` its
+//! connections (default 32).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+use vassal_testkit::{vassal_bin, wait_until, Haproxy, Loopback, VassalAgent, Wrk, WrkReport};
+
+fn env_u32(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Whether this vassal binary has the built-in load balancer (`-lb-listen`).
+fn has_builtin_lb() -> bool {
+    Command::new(vassal_bin())
+        .args(["agent", "-h"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).contains("-lb-listen")
+                || String::from_utf8_lossy(&o.stderr).contains("-lb-listen")
+        })
+        .unwrap_or(false)
+}
+
+/// The built-in load balancer: `vassal agent -tag role=lb -lb-listen=… -lb-stats=…`, joining
+/// `join` if given.
+fn builtin_lb(lo: &Loopback, name: &str, join: Option<SocketAddr>) -> (VassalAgent, SocketAddr) {
+    let listen = lo.addr();
+    let stats = lo.addr();
+    let mut args = vec![format!("-lb-listen={listen}"), format!("-lb-stats={stats}")];
+    args.extend(join.map(|j| format!("-join={j}")));
+    (lb_agent(name, lo, &args), listen)
+}
+
+fn row(what: &str, r: &WrkReport) -> String {
+    format!(
+        "| {what} | {:.0} | {:.2} | {:.2} | {} |",
+        r.requests_per_sec,
+        r.p50_ms,
+        r.p99_ms,
+        r.failed()
+    )
+}
+
+fn throughput(builtin: bool) {
+    let secs = env_u32("LB_BENCH_SECS", 10);
+    let conns = env_u32("LB_BENCH_CONNS", 32);
+    let d = Duration::from_secs(u64::from(secs));
+    let lo = Loopback::fresh();
+    let fe = lo.addr();
+    let haproxy = Haproxy::start("bench", &runtime_sections(fe));
+    let mut lb = runtime_lb(&lo, &haproxy);
+    let nodes: Vec<WebNode> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|n| web_node(n, &lo, lo.addr(), true, lb.addr()))
+        .collect();
+    wait_servers(&haproxy, &mut lb, &ready(&nodes), "three ready servers");
+    let mut builtin_lb_agent = None;
+    if builtin {
+        let (mut agent, listen) = builtin_lb(&lo, "lb2", Some(lb.addr()));
+        wait_answering(listen, &["w1", "w2", "w3"], &mut agent);
+        builtin_lb_agent = Some((agent, listen));
+    }
+    wait_answering(fe, &["w1", "w2", "w3"], &mut lb);
+
+    println!("\n## Throughput and p99: wrk -t2 -c{conns} -d{secs}s, three loopback web backends\n");
+    println!("| target | requests/s | p50 ms | p99 ms | failed |");
+    println!("|---|---|---|---|---|");
+    let direct = Wrk::run(&format!("http://{}/", nodes[0].web.addr()), 2, conns, d);
+    println!("{}", row("one web backend directly (no LB)", &direct));
+    let hap = Wrk::run(&format!("http://{fe}/"), 2, conns, d);
+    println!("{}", row("HAProxy 2.6 (runtime-API sync)", &hap));
+    if std::env::var_os("LB_BENCH_DEBUG").is_some() {
+        let stat = haproxy.cmd("show stat web 4 -1").unwrap_or_default();
+        let mut lines = stat.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        for l in lines.filter(|l| !l.is_empty()) {
+            let f: Vec<&str> = l.split(',').collect();
+            let pick: Vec<String> = [
+                "svname",
+                "stot",
+                "connect",
+                "reuse",
+                "econ",
+                "eresp",
+                "smax",
+                "rtime",
+                "ttime",
+                "idle_conn_cur",
+            ]
+            .iter()
+            .filter_map(|c| {
+                header
+                    .iter()
+                    .position(|h| h == c)
+                    .map(|i| format!("{c}={}", f.get(i).unwrap_or(&"")))
+            })
+            .collect();
+            eprintln!("{}", pick.join(" "));
+        }
+        eprintln!(
+            "{}",
+            haproxy
+                .cmd("show info")
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("Idle_pct")
+                    || l.starts_with("Nbthread")
+                    || l.starts_with("Maxconn"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
+    if let Some((_agent, listen)) = &builtin_lb_agent {
+        let own = Wrk::run(&format!("http://{listen}/"), 2, conns, d);
+        println!("{}", row("Vassal built-in LB", &own));
+        println!(
+            "\nbuilt-in / HAProxy: throughput {:.2}×, p99 latency {:.2}×",
+            own.requests_per_sec / hap.requests_per_sec,
+            own.p99_ms / hap.p99_ms
+        );
+    } else {
+        println!("\nbuilt-in LB: not in this build (no -lb-listen flag); not measured");
+    }
+}
+
+/// One graceful leave under wrk load; returns the report and how long after the leave started
+/// its agent exited.
+fn leave_under_load(
+    fe: SocketAddr,
+    nodes: &mut Vec<WebNode>,
+    lb: &mut VassalAgent,
+) -> (WrkReport, Duration) {
+    let wrk = Wrk::spawn(&format!("http://{fe}/"), 1, 8, Duration::from_secs(8));
+    let before = nodes[0].web.served();
+    wait_until(SETTLE, "load to reach the leaving node", || {
+        lb.assert_running();
+        let n = nodes[0].web.served();
+        if n > before + 500 && wrk.elapsed() > Duration::from_secs(2) {
+            Ok(())
+        } else {
+            Err(format!("served {n}"))
+        }
+    });
+    let mut w1 = nodes.remove(0);
+    let t = Instant::now();
+    let status = w1.agent.stop();
+    let took = t.elapsed();
+    assert!(status.success(), "graceful leave exited with {status}");
+    w1.web.stop();
+    (wrk.wait(), took)
+}
+
+fn leave_row(what: &str, r: &WrkReport, took: Duration) -> String {
+    format!(
+        "| {what} | {} | {} | {} / {} / {} / {} | {:.0} | {:.1} s |",
+        r.requests,
+        r.failed(),
+        r.bad_status,
+        r.connect_errors,
+        r.read_errors + r.write_errors,
+        r.timeouts,
+        r.requests_per_sec,
+        took.as_secs_f64()
+    )
+}
+
+fn leaves(builtin: bool) {
+    println!("\n## A graceful leave under load: wrk -t1 -c8 -d8s, one of three web nodes leaves\n");
+    println!(
+        "| load balancer | requests | failed | of which bad status / connect / read+write / \
+         timeout | requests/s | leave took |"
+    );
+    println!("|---|---|---|---|---|---|");
+
+    // HAProxy through the runtime API.
+    {
+        let lo = Loopback::fresh();
+        let fe = lo.addr();
+        let haproxy = Haproxy::start("bench-leave", &runtime_sections(fe));
+        let mut lb = runtime_lb(&lo, &haproxy);
+        let mut nodes: Vec<WebNode> = ["w1", "w2", "w3"]
+            .iter()
+            .map(|n| web_node(n, &lo, lo.addr(), true, lb.addr()))
+            .collect();
+        wait_servers(&haproxy, &mut lb, &ready(&nodes), "three ready servers");
+        let (r, took) = leave_under_load(fe, &mut nodes, &mut lb);
+        println!("{}", leave_row("HAProxy, runtime API (drain)", &r, took));
+    }
+
+    // The original demo: handlers rewrite the config and reload HAProxy.
+    {
+        let lb_lo = Loopback::fresh();
+        let port = lb_lo.free_port();
+        let mut lb = OriginalLb::start(&lb_lo, port);
+        let mut nodes: Vec<WebNode> = ["web1", "web2", "web3"]
+            .iter()
+            .map(|name| {
+                let lo = Loopback::fresh();
+                web_node(
+                    name,
+                    &lo,
+                    SocketAddr::new(lo.ip().into(), port),
+                    false,
+                    lb.agent.addr(),
+                )
+            })
+            .collect();
+        wait_answering(lb.fe, &["web1", "web2", "web3"], &mut lb.agent);
+        let reloads = lb.reload_count();
+        let (r, took) = leave_under_load(lb.fe, &mut nodes, &mut lb.agent);
+        println!(
+            "{}",
+            leave_row("HAProxy, original handlers (reload)", &r, took)
+        );
+        eprintln!(
+            "(original path: {} reload(s) during the run)",
+            lb.reload_count() - reloads
+        );
+    }
+
+    if builtin {
+        let lo = Loopback::fresh();
+        let (mut lb, listen) = builtin_lb(&lo, "lb", None);
+        let mut nodes: Vec<WebNode> = ["w1", "w2", "w3"]
+            .iter()
+            .map(|n| web_node(n, &lo, lo.addr(), true, lb.addr()))
+            .collect();
+        wait_answering(listen, &["w1", "w2", "w3"], &mut lb);
+        let (r, took) = leave_under_load(listen, &mut nodes, &mut lb);
+        println!("{}", leave_row("Vassal built-in LB", &r, took));
+    } else {
+        println!("| Vassal built-in LB | not in this build (no -lb-listen flag) | | | | |");
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; anything else (`cargo test --all-targets`, nextest's
+    // listing) must not start a minute of load.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "lb_vs_haproxy: run it with `cargo bench -p vassal-haproxy --bench lb_vs_haproxy`"
+        );
+        return;
+    }
+    let builtin = has_builtin_lb();
+    println!(
+        "lb_vs_haproxy: {} ({}), haproxy {}, wrk {}",
+        vassal_bin().display(),
+        if builtin {
+            "with the built-in LB"
+        } else {
+            "without the built-in LB"
+        },
+        version(&vassal_testkit::haproxy_bin(), "-v"),
+        version(&vassal_testkit::wrk_bin(), "--version"),
+    );
+    throughput(builtin);
+    if std::env::var_os("LB_BENCH_ONLY_THROUGHPUT").is_none() {
+        leaves(builtin);
+    }
+}
+
+fn version(bin: &std::path::Path, flag: &str) -> String {
+    Command::new(bin)
+        .arg(flag)
+        .output()
+        .map(|o| {
+            let out = String::from_utf8_lossy(&o.stdout).into_owned()
+                + &String::from_utf8_lossy(&o.stderr);
+            out.lines().next().unwrap_or("").to_owned()
+        })
+        .unwrap_or_else(|e| format!("({e})"))
+}

@@ -462,7 +462,7 @@ mod tests {
         let first = p.pick(&[]).unwrap();
         assert_eq!(first.name, "web-1");
         p.finished(&first, Outcome::ConnectFailed, now);
-        let retry = p.pick(&[first.name.clone()]).unwrap();
+        let retry = p.pick(std::slice::from_ref(&first.name)).unwrap();
         assert_eq!(retry.name, "web-2");
         p.finished(&retry, Outcome::Answered, now);
         assert_eq!(p.in_rotation(), ["web-2", "web-3"]);

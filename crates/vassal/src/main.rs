@@ -2,6 +2,7 @@
 //! (see [`flags`]).
 
 mod agent;
+mod demo;
 mod flags;
 mod handlers;
 mod logging;
@@ -14,6 +15,7 @@ const USAGE: &str = "Usage: vassal <command> [args]
 
 Available commands are:
     agent      Runs a Serf agent
+    demo       Runs Serf's load-balancer demo: a balancer and web nodes on loopback
 ";
 
 fn main() -> ExitCode {
@@ -30,6 +32,15 @@ fn main() -> ExitCode {
                 e,
                 &agent::flags()
                     .usage("Starts the Serf agent and runs until an interrupt is received."),
+            ),
+        },
+        "demo" => match demo::options(rest) {
+            Ok(opts) => runtime().block_on(demo::run(opts)),
+            Err(e) => flag_error(
+                e,
+                &demo::flags().usage(
+                    "Starts a load-balancer agent and web agents on loopback addresses; Ctrl-C stops them.",
+                ),
             ),
         },
         "-h" | "-help" | "--help" | "help" => {

@@ -134,7 +134,11 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
     if config.answer_load {
-        tasks.push(tokio::spawn(load::answer(handle.clone(), handle.events())));
+        tasks.push(tokio::spawn(load::answer(
+            handle.clone(),
+            handle.events(),
+            stopped.clone(),
+        )));
     }
     if let Some(listener) = lb_listener {
         let lb = lb::Lb::new(&config.node);

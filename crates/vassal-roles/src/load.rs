@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tracing::{debug, warn};
 use vassal_node::Handle;
 use vassal_serf::Event;
@@ -50,10 +50,18 @@ pub fn current() -> String {
     uptime_line(now % 86400, uptime, &loadavg)
 }
 
-/// Answers every `load` query this node receives until the node stops.
-pub async fn answer(handle: Handle, mut events: broadcast::Receiver<Event>) {
+/// Answers every `load` query this node receives until `stop` (or the node stops).
+pub async fn answer(
+    handle: Handle,
+    mut events: broadcast::Receiver<Event>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
-        match events.recv().await {
+        let e = tokio::select! {
+            e = events.recv() => e,
+            () = crate::http::stopped(&mut stop) => return,
+        };
+        match e {
             Ok(Event::Query(q)) if q.name == QUERY => {
                 let line = current();
                 debug!(from = %q.source_node, "answering load query");

@@ -8,12 +8,15 @@
 //! - only processes we spawned are signalled, by PID, and every one is killed and reaped on drop.
 
 mod go_serf;
+mod http;
 mod net;
 mod process;
 mod vassal;
 mod wait;
 
 pub use go_serf::{GoSerf, GoSerfBuilder, Member, SERF_BIN};
+pub use http::{http_get, HttpResponse};
 pub use net::Loopback;
+pub use process::run_with_timeout;
 pub use vassal::{vassal_bin, VassalAgent, VassalAgentBuilder};
 pub use wait::{hold_for, wait_until, POLL_INTERVAL};

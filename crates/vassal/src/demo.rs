@@ -244,8 +244,38 @@ pub async fn run(o: DemoOptions) -> ExitCode {
     }
 }
 
+/// Fails with a hint if an address the demo needs is taken (another demo, or agents by hand).
+fn preflight(o: &DemoOptions, nodes: &[Node]) -> Result<(), String> {
+    let mut wanted = vec![("-lb-listen", o.lb_listen), ("-lb-stats", o.lb_stats)];
+    for n in nodes {
+        wanted.push(("-bind-base", n.gossip()));
+        if n.name != "lb" {
+            wanted.push(("-web-port", SocketAddr::from((n.ip, o.web_port))));
+        }
+    }
+    for (flag, addr) in wanted {
+        std::net::TcpListener::bind(addr).map_err(|e| {
+            format!(
+                "cannot use {addr}: {e} (is another demo or agent running? pass {flag} to move it)"
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The last `n` lines of a log file.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("    | {l}\n"))
+        .collect()
+}
+
 async fn demo(o: DemoOptions) -> Result<ExitCode, String> {
     let nodes = plan(&o);
+    preflight(&o, &nodes)?;
     let log_dir = match &o.log_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("vassal-demo-{}", std::process::id())),
@@ -342,8 +372,8 @@ async fn demo(o: DemoOptions) -> Result<ExitCode, String> {
                         continue;
                     }
                     if let Ok(Some(status)) = r.child.try_wait() {
-                        println!("==> {} (pid {}) exited unexpectedly ({status}); its log: {}",
-                            r.name, r.pid, r.log.display());
+                        println!("==> {} (pid {}) exited unexpectedly ({status}); its log: {}\n{}",
+                            r.name, r.pid, r.log.display(), tail(&r.log, 5));
                     }
                 }
             }

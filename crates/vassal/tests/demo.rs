@@ -265,3 +265,27 @@ fn vassal_demo_reports_an_agent_that_dies() {
     assert!(demo.wait_exit(Duration::from_secs(20)).success());
     assert!(!alive(pids["lb"]), "{}", demo.output());
 }
+
+// A taken port is named before any agent starts, with the flag that moves it.
+#[test]
+fn vassal_demo_refuses_a_taken_port_and_names_the_flag() {
+    let lo = Loopback::fresh();
+    let taken = std::net::TcpListener::bind(lo.addr()).unwrap();
+    let base = {
+        let [a, b, c, d] = Loopback::fresh().ip().octets();
+        Ipv4Addr::new(a, b, c, d % 200 + 1)
+    };
+    let mut demo = Demo::start(&[
+        format!("-bind-base={base}"),
+        format!("-lb-listen={}", taken.local_addr().unwrap()),
+        format!("-lb-stats={}", lo.addr()),
+    ]);
+    let status = demo.wait_exit(Duration::from_secs(10));
+    let out = demo.output();
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("cannot use") && out.contains("pass -lb-listen"),
+        "{out}"
+    );
+    assert!(started(&out).is_empty(), "no agent should start:\n{out}");
+}

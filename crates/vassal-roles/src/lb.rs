@@ -38,8 +38,9 @@ pub const DEFAULT_HTTP_PORT: u16 = 80;
 
 /// Request bodies are buffered (so a request can be retried) up to this size.
 const MAX_BODY: usize = 1 << 20;
-/// A backend must answer a health check within this.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// A backend must answer a health check within this (a busy machine can take a while; a dead
+/// backend refuses the connection at once).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// A backend must start its answer within this.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the pool is reconciled with the full member list (events can be missed when a

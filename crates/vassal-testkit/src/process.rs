@@ -195,7 +195,7 @@ impl Drop for Proc {
 
 /// Runs a short-lived command (a `serf` CLI call) with a deadline; returns stdout on exit 0,
 /// or an error naming the command, status and stderr. On timeout the command is SIGKILLed by PID.
-pub(crate) fn run_with_timeout(
+pub fn run_with_timeout(
     program: &Path,
     args: &[String],
     deadline: Duration,

@@ -170,6 +170,24 @@ pub fn flags() -> FlagSet {
             "<duration>",
             "Quiet time that batches membership changes for HAProxy (default 200ms)",
         )
+        .flag(
+            "lb-listen",
+            Kind::Value,
+            "<ip:port>",
+            "Run the built-in load balancer over role=web members here",
+        )
+        .flag(
+            "lb-stats",
+            Kind::Value,
+            "<ip:port>",
+            "Serve the load balancer's live stats page here",
+        )
+        .flag(
+            "web-listen",
+            Kind::Value,
+            "<ip:port>",
+            "Run the built-in web role here (sets tag http_port)",
+        )
         .unimplemented("iface", false)
         .unimplemented("config-file", false)
         .unimplemented("config-dir", false)
@@ -207,6 +225,8 @@ pub struct AgentOptions {
     pub keyring_file: Option<PathBuf>,
     /// `-haproxy-socket` and the sync's settings.
     pub haproxy: Option<(std::path::PathBuf, vassal_haproxy::SyncConfig)>,
+    /// The built-in demo roles (`-lb-listen`, `-lb-stats`, `-web-listen`).
+    pub roles: vassal_roles::RolesConfig,
 }
 
 pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
@@ -245,20 +265,59 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             )
         }
     };
-    let event_handlers = p
+    let event_handlers: Vec<HandlerSpec> = p
         .values("event-handler")
         .iter()
         .map(|h| HandlerSpec::parse(h).map_err(|e| bad("event-handler", h, e.to_string())))
         .collect::<Result<_, _>>()?;
+    let role_addr = |flag: &str| -> Result<Option<SocketAddr>, FlagError> {
+        p.value(flag)
+            .map(|v| {
+                v.parse::<SocketAddr>()
+                    .map_err(|_| bad(flag, v, "expected IP:PORT, e.g. 127.0.0.1:8080".into()))
+            })
+            .transpose()
+    };
+    let (lb_listen, lb_stats, web_listen) = (
+        role_addr("lb-listen")?,
+        role_addr("lb-stats")?,
+        role_addr("web-listen")?,
+    );
+    if let (Some(s), None) = (lb_stats, lb_listen) {
+        return Err(bad(
+            "lb-stats",
+            &s.to_string(),
+            "needs -lb-listen: the stats page belongs to the load balancer".into(),
+        ));
+    }
+    if let Some(w) = web_listen {
+        // The balancer finds a web node's server at its member address and this port.
+        tags.entry(vassal_roles::lb::HTTP_PORT_TAG.to_owned())
+            .or_insert_with(|| w.port().to_string());
+    }
+    let has_role = matches!(tags.get("role").map(String::as_str), Some("web" | "lb"))
+        || lb_listen.is_some()
+        || web_listen.is_some();
+    let handler_answers_load = event_handlers
+        .iter()
+        .any(|h| h.handles_query(vassal_roles::load::QUERY));
     let profile = p.value("profile").unwrap_or("lan").to_owned();
     if !matches!(profile.as_str(), "lan" | "wan" | "local") {
         return Err(bad("profile", &profile, "must be lan, wan or local".into()));
     }
+    let node = p
+        .value("node")
+        .map(str::to_owned)
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    let roles = vassal_roles::RolesConfig {
+        lb_listen,
+        lb_stats,
+        web_listen,
+        answer_load: has_role && !handler_answers_load,
+        ..vassal_roles::RolesConfig::new(&node)
+    };
     Ok(AgentOptions {
-        node: p
-            .value("node")
-            .map(str::to_owned)
-            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+        node,
         bind: p.value("bind").unwrap_or("0.0.0.0:7946").to_owned(),
         advertise: p.value("advertise").map(str::to_owned),
         join: p.values("join").to_vec(),
@@ -294,6 +353,7 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         tags_file: p.value("tags-file").map(PathBuf::from),
         keyring_file: p.value("keyring-file").map(PathBuf::from),
         haproxy: haproxy_options(&p)?,
+        roles,
     })
 }
 
@@ -510,11 +570,22 @@ async fn start(mut opts: AgentOptions) -> Result<ExitCode, String> {
         drop(events);
     }
 
+    // Built-in demo roles: listening before the first join, so the balancer sees the web nodes
+    // that are already there and a web node can be checked as soon as it is known.
+    let roles = match vassal_roles::start(&handle, opts.roles.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            handle.shutdown().await;
+            return Err(e.to_string());
+        }
+    };
+
     if !opts.join.is_empty() {
         info!("Joining cluster...(replay: {})", opts.replay);
         match join(&handle, &opts.join, opts.replay).await {
             Ok(n) => info!("Join completed. Synced with {n} initial agents"),
             Err(e) => {
+                roles.stop().await;
                 handle.shutdown().await;
                 return Err(e);
             }
@@ -560,6 +631,8 @@ async fn start(mut opts: AgentOptions) -> Result<ExitCode, String> {
             ExitCode::FAILURE
         }
     };
+    // After the leave: the balancer has stopped sending here, so open requests can finish.
+    roles.stop().await;
     handle.shutdown().await;
     Ok(code)
 }
@@ -857,6 +930,54 @@ mod tests {
             let e = options(&args(a)).unwrap_err().to_string();
             assert!(e.contains(flag), "{a:?}: {e}");
         }
+    }
+
+    #[test]
+    fn web_listen_advertises_its_port_in_the_http_port_tag() {
+        let o = options(&args(&["-tag=role=web", "-web-listen=127.0.0.2:8001"])).unwrap();
+        assert_eq!(o.tags["http_port"], "8001");
+        assert_eq!(o.roles.web_listen, Some("127.0.0.2:8001".parse().unwrap()));
+        assert!(o.roles.answer_load);
+        let o = options(&args(&["-web-listen=127.0.0.2:8001", "-tag=http_port=80"])).unwrap();
+        assert_eq!(o.tags["http_port"], "80", "an explicit tag wins");
+    }
+
+    #[test]
+    fn role_flags_need_ip_port_and_stats_needs_the_balancer() {
+        let e = options(&args(&["-lb-listen=localhost"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("-lb-listen") && e.contains("IP:PORT"), "{e}");
+        let e = options(&args(&["-lb-stats=127.0.0.1:9999"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("-lb-stats") && e.contains("-lb-listen"), "{e}");
+        let o = options(&args(&[
+            "-lb-listen=127.0.0.1:8080",
+            "-lb-stats=127.0.0.1:9999",
+        ]))
+        .unwrap();
+        assert_eq!(o.roles.lb_stats, Some("127.0.0.1:9999".parse().unwrap()));
+    }
+
+    #[test]
+    fn load_is_answered_by_roles_unless_a_handler_answers_it() {
+        let answers = |a: &[&str]| options(&args(a)).unwrap().roles.answer_load;
+        assert!(answers(&["-tag=role=lb"]));
+        assert!(answers(&["-tag=role=web"]));
+        assert!(!answers(&["-tag=role=db"]), "no demo role");
+        assert!(!answers(&[
+            "-tag=role=web",
+            "-event-handler=query:load=uptime"
+        ]));
+        assert!(
+            !answers(&["-tag=role=web", "-event-handler=uptime"]),
+            "a catch-all handler"
+        );
+        assert!(answers(&[
+            "-tag=role=web",
+            "-event-handler=query:other=x.sh"
+        ]));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod agent;
 mod config;
 #[allow(dead_code)] // wired into `agent` with the config files
 mod discover;
+mod demo;
 mod flags;
 mod handlers;
 mod logging;
@@ -18,6 +19,7 @@ const USAGE: &str = "Usage: vassal <command> [args]
 
 Available commands are:
     agent      Runs a Serf agent
+    demo       Runs Serf's load-balancer demo: a balancer and web nodes on loopback
 ";
 
 fn main() -> ExitCode {
@@ -34,6 +36,15 @@ fn main() -> ExitCode {
                 e,
                 &agent::flags()
                     .usage("Starts the Serf agent and runs until an interrupt is received."),
+            ),
+        },
+        "demo" => match demo::options(rest) {
+            Ok(opts) => runtime().block_on(demo::run(opts)),
+            Err(e) => flag_error(
+                e,
+                &demo::flags().usage(
+                    "Starts a load-balancer agent and web agents on loopback addresses; Ctrl-C stops them.",
+                ),
             ),
         },
         "-h" | "-help" | "--help" | "help" => {

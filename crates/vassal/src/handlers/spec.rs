@@ -104,6 +104,15 @@ impl HandlerSpec {
     pub fn matches(&self, e: &HandlerEvent) -> bool {
         self.filters.iter().any(|f| f.matches(e))
     }
+
+    /// Whether this handler runs for (and so answers) queries named `name`.
+    pub fn handles_query(&self, name: &str) -> bool {
+        self.filters.iter().any(|f| match f {
+            Filter::All => true,
+            Filter::Query(n) => n.as_deref().is_none_or(|n| n == name),
+            _ => false,
+        })
+    }
 }
 
 #[cfg(test)]

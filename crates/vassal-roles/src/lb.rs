@@ -1,0 +1,496 @@
+//! The load balancer: an HTTP reverse proxy over the members tagged `role=web`, kept in step
+//! with the cluster by the node's own events (no handler scripts), with active health checks
+//! and retries on another backend.
+//!
+//! The [`Pool`] sits behind a plain mutex: every request takes it twice (pick, finish) for a
+//! few hundred nanoseconds, which is cheaper than a round trip to an owning task.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::{HeaderName, HeaderValue, HOST};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use tracing::{debug, info, warn};
+use vassal_node::Handle;
+use vassal_serf::{Event, Member, MemberEventKind, MemberStatus};
+
+use crate::http::{self, Body};
+use crate::pool::{BackendStats, Outcome, Pick, Pool, PoolConfig};
+
+/// The tag naming a member's role, and the value that makes it a backend.
+pub const ROLE_TAG: &str = "role";
+pub const WEB_ROLE: &str = "web";
+/// The tag a web node advertises its HTTP port in; absent means 80 (Apache in Serf's demo).
+pub const HTTP_PORT_TAG: &str = "http_port";
+pub const DEFAULT_HTTP_PORT: u16 = 80;
+
+/// Request bodies are buffered (so a request can be retried) up to this size.
+const MAX_BODY: usize = 1 << 20;
+/// A backend must answer a health check within this (a busy machine can take a while; a dead
+/// backend refuses the connection at once).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// A backend must start its answer within this.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the pool is reconciled with the full member list (events can be missed when a
+/// subscriber lags; a `leaving` status has no event of its own).
+const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Where a member's web server is, if it is a backend.
+pub fn backend_addr(m: &Member) -> Option<SocketAddr> {
+    if m.tags.get(ROLE_TAG).map(String::as_str) != Some(WEB_ROLE) {
+        return None;
+    }
+    let port = m
+        .tags
+        .get(HTTP_PORT_TAG)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(DEFAULT_HTTP_PORT);
+    Some(SocketAddr::new(m.addr, port))
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    requests: AtomicU64,
+    retries: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// The balancer's shared state.
+pub struct Lb {
+    node: String,
+    started: Instant,
+    pool: Mutex<Pool>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    totals: Totals,
+}
+
+/// What `/stats.json` returns.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub node: String,
+    pub uptime_secs: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub failed: u64,
+    pub in_rotation: Vec<String>,
+    pub backends: Vec<BackendStats>,
+}
+
+impl Lb {
+    pub fn new(node: &str) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(1)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Arc::new(Lb {
+            node: node.to_owned(),
+            started: Instant::now(),
+            pool: Mutex::new(Pool::new(PoolConfig::default())),
+            client,
+            totals: Totals::default(),
+        })
+    }
+
+    fn pool(&self) -> MutexGuard<'_, Pool> {
+        // A panic while holding the lock leaves a consistent pool (each method is one step).
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stats(&self) -> Stats {
+        let now = Instant::now();
+        let pool = self.pool();
+        Stats {
+            node: self.node.clone(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            requests: self.totals.requests.load(Ordering::Relaxed),
+            retries: self.totals.retries.load(Ordering::Relaxed),
+            failed: self.totals.failed.load(Ordering::Relaxed),
+            in_rotation: pool.in_rotation().iter().map(|s| s.to_string()).collect(),
+            backends: pool.stats(now),
+        }
+    }
+
+    fn apply_event(&self, kind: MemberEventKind, members: &[Member]) {
+        let now = Instant::now();
+        let mut pool = self.pool();
+        for m in members {
+            let addr = backend_addr(m);
+            match (kind, addr) {
+                (MemberEventKind::Reap, _) | (_, None) => pool.remove(&m.name),
+                (MemberEventKind::Join | MemberEventKind::Update, Some(a)) => {
+                    pool.member_alive(&m.name, a, now)
+                }
+                (MemberEventKind::Leave, Some(_)) => pool.member_left(&m.name),
+                (MemberEventKind::Failed, Some(_)) => pool.member_failed(&m.name),
+            }
+            debug!(node = %m.name, event = %kind, in_rotation = ?pool.in_rotation(), "lb: member event");
+        }
+    }
+
+    /// Makes the pool agree with the member list.
+    fn resync(&self, members: &[Member]) {
+        let now = Instant::now();
+        let mut pool = self.pool();
+        let stale: Vec<String> = pool
+            .names()
+            .filter(|n| {
+                !members
+                    .iter()
+                    .any(|m| m.name == *n && backend_addr(m).is_some())
+            })
+            .map(str::to_owned)
+            .collect();
+        for n in stale {
+            pool.remove(&n);
+        }
+        for m in members {
+            let Some(a) = backend_addr(m) else { continue };
+            match m.status {
+                MemberStatus::Alive => pool.member_alive(&m.name, a, now),
+                MemberStatus::Leaving | MemberStatus::Left => pool.member_left(&m.name),
+                MemberStatus::Failed => pool.member_failed(&m.name),
+                MemberStatus::None => {}
+            }
+        }
+    }
+
+    /// One health check: `GET /` answered with a status below 500 within [`CHECK_TIMEOUT`].
+    async fn check(self: Arc<Self>, pick: Pick) {
+        let req = Request::get(format!("http://{}/", pick.addr))
+            .header("user-agent", "vassal-lb-check")
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        let (ok, detail) = match tokio::time::timeout(CHECK_TIMEOUT, self.client.request(req)).await
+        {
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                // Read the page to the end so the connection goes back to the pool.
+                let _ = resp.into_body().collect().await;
+                (status.as_u16() < 500, format!("HTTP {}", status.as_u16()))
+            }
+            Ok(Err(e)) => (false, describe(&e)),
+            Err(_) => (false, format!("no answer within {CHECK_TIMEOUT:?}")),
+        };
+        let mut pool = self.pool();
+        let was = pool.in_rotation().contains(&pick.name.as_str());
+        pool.check_result(&pick, ok, detail.clone(), Instant::now());
+        let is = pool.in_rotation().contains(&pick.name.as_str());
+        drop(pool);
+        if was != is {
+            info!(backend = %pick.name, addr = %pick.addr, check = %detail,
+                "lb: {} is {} rotation", pick.name, if is { "in" } else { "out of" });
+        }
+    }
+
+    /// Proxies one request to a backend in rotation, retrying on the next one when a backend
+    /// cannot be reached (or, for idempotent methods, when it broke before answering).
+    pub async fn proxy(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        self.totals.requests.fetch_add(1, Ordering::Relaxed);
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                return http::text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body not read: {e} (the balancer buffers at most {MAX_BODY} bytes)"),
+                );
+            }
+        };
+        let idempotent = matches!(
+            parts.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_owned();
+        let mut tried: Vec<String> = Vec::new();
+        let mut errors: Vec<String> = Vec::new();
+        loop {
+            let Some(pick) = self.pool().pick(&tried) else {
+                self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                return if tried.is_empty() {
+                    http::text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no backend in rotation: no alive member tagged role=web passes its health check",
+                    )
+                } else {
+                    http::text(
+                        StatusCode::BAD_GATEWAY,
+                        format!("every backend tried failed: {}", errors.join("; ")),
+                    )
+                };
+            };
+            if !tried.is_empty() {
+                self.totals.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut out = Request::new(Full::new(body.clone()));
+            *out.method_mut() = parts.method.clone();
+            *out.uri_mut() = Uri::try_from(format!("http://{}{}", pick.addr, path))
+                .unwrap_or_else(|_| Uri::from_static("/"));
+            copy_end_to_end(&parts.headers, out.headers_mut());
+            if !out.headers().contains_key(HOST) {
+                if let Ok(v) = HeaderValue::from_str(&pick.addr.to_string()) {
+                    out.headers_mut().insert(HOST, v);
+                }
+            }
+            append_forwarded_for(out.headers_mut(), peer);
+
+            let result = tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(out)).await;
+            match result {
+                Ok(Ok(resp)) => {
+                    let (mut rparts, rbody) = resp.into_parts();
+                    strip_hop_by_hop(&mut rparts.headers);
+                    let body = Tracked {
+                        inner: rbody,
+                        guard: Some(Finish {
+                            lb: self.clone(),
+                            pick,
+                        }),
+                    };
+                    return Response::from_parts(rparts, body.boxed());
+                }
+                Ok(Err(e)) => {
+                    let connect = e.is_connect();
+                    let outcome = if connect {
+                        Outcome::ConnectFailed
+                    } else {
+                        Outcome::Broken
+                    };
+                    self.pool().finished(&pick, outcome, Instant::now());
+                    warn!(backend = %pick.name, addr = %pick.addr, "lb: {}", describe(&e));
+                    errors.push(format!("{}: {}", pick.name, describe(&e)));
+                    tried.push(pick.name);
+                    if !(connect || idempotent) {
+                        self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                        return http::text(
+                            StatusCode::BAD_GATEWAY,
+                            format!("backend failed: {}", errors.join("; ")),
+                        );
+                    }
+                }
+                Err(_) => {
+                    self.pool().finished(&pick, Outcome::Broken, Instant::now());
+                    self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                    return http::text(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!("{} did not answer within {RESPONSE_TIMEOUT:?}", pick.name),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+];
+
+fn copy_end_to_end(from: &hyper::HeaderMap, to: &mut hyper::HeaderMap) {
+    for (k, v) in from {
+        if !HOP_BY_HOP.contains(&k.as_str()) {
+            to.append(k.clone(), v.clone());
+        }
+    }
+}
+
+fn strip_hop_by_hop(h: &mut hyper::HeaderMap) {
+    for name in HOP_BY_HOP {
+        h.remove(name);
+    }
+}
+
+fn append_forwarded_for(h: &mut hyper::HeaderMap, peer: SocketAddr) {
+    let name = HeaderName::from_static("x-forwarded-for");
+    let value = match h.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(name, v);
+    }
+}
+
+/// Ends a request in the pool when its response body has been sent (or dropped).
+struct Finish {
+    lb: Arc<Lb>,
+    pick: Pick,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.lb
+            .pool()
+            .finished(&self.pick, Outcome::Answered, Instant::now());
+    }
+}
+
+/// A backend's response body, counted as in flight until it is done.
+struct Tracked {
+    inner: Incoming,
+    guard: Option<Finish>,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = r {
+            this.guard.take();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Keeps the pool in step with the cluster and runs the health checks, until `stop`.
+pub async fn run_membership(
+    lb: Arc<Lb>,
+    handle: Handle,
+    mut events: broadcast::Receiver<Event>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Subscribed first, then listed: nothing falls between the two.
+    if let Ok(members) = handle.members().await {
+        lb.resync(&members);
+    }
+    let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+    loop {
+        let next_check = lb.pool().next_check_at();
+        let check_due = async {
+            match next_check {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                // A member event or a resync will bring work.
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            e = events.recv() => match e {
+                Ok(Event::Member(m)) => lb.apply_event(m.kind, &m.members),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!("lb: missed {n} events; re-reading the member list");
+                    if let Ok(members) = handle.members().await {
+                        lb.resync(&members);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = resync.tick() => match handle.members().await {
+                Ok(members) => lb.resync(&members),
+                Err(_) => return,
+            },
+            () = check_due => {}
+            () = http::stopped(&mut stop) => return,
+        }
+        let due = lb.pool().due_checks(Instant::now());
+        for pick in due {
+            tokio::spawn(lb.clone().check(pick));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn member(tags: &[(&str, &str)]) -> Member {
+        Member {
+            name: "web-1".into(),
+            addr: [127, 0, 0, 2].into(),
+            port: 7946,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            status: MemberStatus::Alive,
+            vsn: Default::default(),
+        }
+    }
+
+    #[test]
+    fn backends_are_members_tagged_role_web_at_their_http_port_or_80() {
+        let a = |tags: &[(&str, &str)]| backend_addr(&member(tags));
+        assert_eq!(
+            a(&[("role", "web"), ("http_port", "8001")]),
+            Some("127.0.0.2:8001".parse().unwrap())
+        );
+        assert_eq!(a(&[("role", "web")]), Some("127.0.0.2:80".parse().unwrap()));
+        assert_eq!(a(&[("role", "lb"), ("http_port", "8001")]), None);
+        assert_eq!(a(&[]), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_not_forwarded() {
+        let mut from = hyper::HeaderMap::new();
+        from.insert("connection", HeaderValue::from_static("close"));
+        from.insert("accept", HeaderValue::from_static("text/html"));
+        let mut to = hyper::HeaderMap::new();
+        copy_end_to_end(&from, &mut to);
+        assert!(to.get("connection").is_none());
+        assert_eq!(to["accept"], "text/html");
+        append_forwarded_for(&mut to, "127.0.0.9:5000".parse().unwrap());
+        append_forwarded_for(&mut to, "127.0.0.8:5000".parse().unwrap());
+        assert_eq!(to["x-forwarded-for"], "127.0.0.9, 127.0.0.8");
+    }
+}

@@ -1,0 +1,192 @@
+//! Built-in roles for the Serf load-balancer demo, run inside `vassal agent`:
+//!
+//! - [`lb`]: an HTTP reverse proxy over the members tagged `role=web`, driven by the node's
+//!   events (Serf's demo edited haproxy.cfg from handler scripts), with health checks, draining
+//!   on graceful leave, and retries on another backend; [`stats`] is its live stats page;
+//! - [`web`]: a page naming this node with the cluster's load table from a periodic `load`
+//!   query, every response marked `X-Served-By`;
+//! - [`load`]: the answer to the `load` query (`uptime`'s line).
+//!
+//! [`pool`] is the pure rotation and health state machine under the balancer.
+//!
+//! ```no_run
+//! # async fn demo(handle: vassal_node::Handle) -> Result<(), vassal_roles::RolesError> {
+//! let config = vassal_roles::RolesConfig {
+//!     web_listen: Some("127.0.0.2:8000".parse().unwrap()),
+//!     answer_load: true,
+//!     ..vassal_roles::RolesConfig::new("web-1")
+//! };
+//! let roles = vassal_roles::start(&handle, config).await?;
+//! // … until the agent leaves:
+//! roles.stop().await;
+//! # Ok(()) }
+//! ```
+
+pub mod http;
+pub mod lb;
+pub mod load;
+pub mod pool;
+pub mod stats;
+pub mod web;
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+use vassal_node::Handle;
+
+/// Which roles to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolesConfig {
+    /// This node's name (the web page's host, `X-Served-By`).
+    pub node: String,
+    /// Where the balancer proxies from (`-lb-listen`).
+    pub lb_listen: Option<SocketAddr>,
+    /// Where the balancer's stats page is served (`-lb-stats`); needs `lb_listen`.
+    pub lb_stats: Option<SocketAddr>,
+    /// Where the web role serves its page (`-web-listen`).
+    pub web_listen: Option<SocketAddr>,
+    /// Answer `load` queries (when no handler script does).
+    pub answer_load: bool,
+}
+
+impl RolesConfig {
+    /// No roles at all.
+    pub fn new(node: &str) -> Self {
+        RolesConfig {
+            node: node.to_owned(),
+            lb_listen: None,
+            lb_stats: None,
+            web_listen: None,
+            answer_load: false,
+        }
+    }
+}
+
+/// A role could not start; nothing of the roles is running.
+#[derive(Debug, thiserror::Error)]
+pub enum RolesError {
+    #[error("cannot listen on {addr} for {flag}: {source} (is another program using it? pass {flag} with another address)")]
+    Listen {
+        flag: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("-lb-stats needs -lb-listen: the stats page belongs to the load balancer")]
+    StatsWithoutLb,
+}
+
+/// The running roles. [`stop`](Self::stop) them after the node has left, so that requests in
+/// flight finish; dropping them stops them too, without waiting.
+#[derive(Debug)]
+pub struct Roles {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    /// The bound addresses (with the real port if 0 was asked).
+    pub lb_addr: Option<SocketAddr>,
+    pub stats_addr: Option<SocketAddr>,
+    pub web_addr: Option<SocketAddr>,
+}
+
+impl Roles {
+    /// Stops accepting, lets open requests finish (at most [`http::SHUTDOWN_GRACE`]).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn url(addr: Option<SocketAddr>) -> String {
+    addr.map(|a| format!("http://{a}/")).unwrap_or_default()
+}
+
+async fn listen(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, RolesError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RolesError::Listen { flag, addr, source })
+}
+
+/// Binds every configured role's listener (so a taken port is reported before anything runs),
+/// then starts the roles on `handle`'s node.
+pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesError> {
+    if config.lb_stats.is_some() && config.lb_listen.is_none() {
+        return Err(RolesError::StatsWithoutLb);
+    }
+    let lb_listener = match config.lb_listen {
+        Some(a) => Some(listen("-lb-listen", a).await?),
+        None => None,
+    };
+    let stats_listener = match config.lb_stats {
+        Some(a) => Some(listen("-lb-stats", a).await?),
+        None => None,
+    };
+    let web_listener = match config.web_listen {
+        Some(a) => Some(listen("-web-listen", a).await?),
+        None => None,
+    };
+    let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    let (lb_addr, stats_addr, web_addr) = (
+        local(&lb_listener),
+        local(&stats_listener),
+        local(&web_listener),
+    );
+
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    if config.answer_load {
+        tasks.push(tokio::spawn(load::answer(
+            handle.clone(),
+            handle.events(),
+            stopped.clone(),
+        )));
+    }
+    if let Some(listener) = lb_listener {
+        let lb = lb::Lb::new(&config.node);
+        tasks.push(tokio::spawn(lb::run_membership(
+            lb.clone(),
+            handle.clone(),
+            handle.events(),
+            stopped.clone(),
+        )));
+        let proxy = lb.clone();
+        tasks.push(tokio::spawn(http::serve(
+            listener,
+            move |req, peer| proxy.clone().proxy(req, peer),
+            stopped.clone(),
+        )));
+        info!("load balancer listening on {}", url(lb_addr));
+        if let Some(listener) = stats_listener {
+            tasks.push(tokio::spawn(http::serve(
+                listener,
+                move |req, _| stats::serve(lb.clone(), req),
+                stopped.clone(),
+            )));
+            info!("load balancer stats page on {}", url(stats_addr));
+        }
+    }
+    if let Some(listener) = web_listener {
+        let web = web::Web::new(&config.node);
+        tasks.push(tokio::spawn(web::run_load_queries(
+            web.clone(),
+            handle.clone(),
+            stopped.clone(),
+        )));
+        tasks.push(tokio::spawn(http::serve(
+            listener,
+            move |req, _| web.clone().serve(req),
+            stopped.clone(),
+        )));
+        info!("web role listening on {}", url(web_addr));
+    }
+    Ok(Roles {
+        stop,
+        tasks,
+        lb_addr,
+        stats_addr,
+        web_addr,
+    })
+}

@@ -26,7 +26,7 @@ mod transport;
 use std::net::SocketAddr;
 
 pub use driver::spawn;
-pub use handle::{Handle, JoinError, NodeError};
+pub use handle::{Handle, JoinError, KeyOutcome, NodeError, NodeStats};
 pub use transport::StartError;
 
 /// What the shell needs besides the state machine's own config.

@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod addr;
 mod driver;
 mod handle;
 mod stream;

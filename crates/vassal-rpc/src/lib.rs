@@ -7,5 +7,12 @@
 //! - [`client`]: an async client (the `vassal` CLI uses it);
 //! - [`monitor`]: the log fan-out behind the `monitor` command.
 
+pub mod client;
+pub mod monitor;
 pub mod msgpack;
 pub mod protocol;
+pub mod server;
+
+pub use client::{Client, ClientError};
+pub use monitor::LogHub;
+pub use server::{serve, ServerConfig};

@@ -2,6 +2,7 @@
 //! (see [`flags`]).
 
 mod agent;
+mod cli;
 mod flags;
 mod handlers;
 mod logging;
@@ -10,16 +11,23 @@ use std::process::ExitCode;
 
 use flags::FlagError;
 
-const USAGE: &str = "Usage: vassal <command> [args]
-
-Available commands are:
-    agent      Runs a Serf agent
-";
+fn usage() -> String {
+    let mut out = String::from("Usage: vassal <command> [args]\n\nAvailable commands are:\n");
+    out.push_str(&format!("    {:<14} {}\n", "agent", "Runs a Serf agent"));
+    for (name, summary) in cli::COMMANDS {
+        out.push_str(&format!("    {name:<14} {summary}\n"));
+    }
+    out
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // As Serf: `-v` and `--version` anywhere mean `version`.
+    if args.iter().any(|a| a == "-v" || a == "--version") {
+        args = vec!["version".into()];
+    }
     let Some(command) = args.first() else {
-        eprint!("{USAGE}");
+        eprint!("{}", usage());
         return ExitCode::FAILURE;
     };
     let rest = &args[1..];
@@ -33,13 +41,16 @@ fn main() -> ExitCode {
             ),
         },
         "-h" | "-help" | "--help" | "help" => {
-            print!("{USAGE}");
+            print!("{}", usage());
             ExitCode::SUCCESS
         }
-        other => {
-            eprintln!("error: unknown command {other:?}\n\n{USAGE}");
-            ExitCode::FAILURE
-        }
+        other => match cli::run(other, rest) {
+            Some(code) => code,
+            None => {
+                eprintln!("error: unknown command {other:?}\n\n{}", usage());
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

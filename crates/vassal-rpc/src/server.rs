@@ -16,7 +16,7 @@ use regex::Regex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 use vassal_node::{Handle, NodeError};
@@ -128,12 +128,15 @@ impl PendingQueries {
     }
 }
 
+/// One write for the connection's writer task; `written` is told once it is on the socket.
+type Write = (Vec<u8>, Option<oneshot::Sender<()>>);
+
 /// Sends whole messages (a header and its body) to the connection's writer task.
 #[derive(Debug, Clone)]
-struct Outbox(mpsc::Sender<Vec<u8>>);
+struct Outbox(mpsc::Sender<Write>);
 
 impl Outbox {
-    async fn send(&self, seq: u64, error: &str, body: Option<Value>) -> Result<(), Close> {
+    fn bytes(seq: u64, error: &str, body: Option<Value>) -> Vec<u8> {
         let mut bytes = ResponseHeader {
             seq,
             error: error.to_owned(),
@@ -143,7 +146,23 @@ impl Outbox {
         if let Some(b) = body {
             b.encode(&mut bytes);
         }
-        self.0.send(bytes).await.map_err(|_| Close::Writer)
+        bytes
+    }
+
+    async fn send(&self, seq: u64, error: &str, body: Option<Value>) -> Result<(), Close> {
+        let bytes = Self::bytes(seq, error, body);
+        self.0.send((bytes, None)).await.map_err(|_| Close::Writer)
+    }
+
+    /// Sends and waits until the answer is written (before the agent stops, say).
+    async fn send_written(&self, seq: u64, error: &str) -> Result<(), Close> {
+        let (tx, rx) = oneshot::channel();
+        let bytes = Self::bytes(seq, error, None);
+        self.0
+            .send((bytes, Some(tx)))
+            .await
+            .map_err(|_| Close::Writer)?;
+        rx.await.map_err(|_| Close::Writer)
     }
 }
 
@@ -493,8 +512,9 @@ impl Connection {
         if let Err(e) = &result {
             error!("agent.ipc: leave failed: {e}");
         }
-        self.out.send(seq, &err_text(result), None).await?;
+        let written = self.out.send_written(seq, &err_text(result)).await;
         self.config.left.notify_one();
+        written?;
         Ok(Flow::Continue)
     }
 
@@ -700,11 +720,15 @@ fn err_text<T>(r: Result<T, NodeError>) -> String {
     r.err().map(|e| e.to_string()).unwrap_or_default()
 }
 
-async fn write_loop(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
-    while let Some(bytes) = rx.recv().await {
+async fn write_loop(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Write>) {
+    while let Some((bytes, written)) = rx.recv().await {
         if let Err(e) = w.write_all(&bytes).await {
             debug!("agent.ipc: failed to write to client: {e}");
             return;
+        }
+        if let Some(tx) = written {
+            let _ = w.flush().await;
+            let _ = tx.send(());
         }
     }
     let _ = w.shutdown().await;

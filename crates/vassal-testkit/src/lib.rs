@@ -15,5 +15,6 @@ mod wait;
 
 pub use go_serf::{GoSerf, GoSerfBuilder, Member, SERF_BIN};
 pub use net::Loopback;
-pub use vassal::{vassal_bin, VassalAgent, VassalAgentBuilder};
+pub use process::{run_cli, CliRun};
+pub use vassal::{serf_cli, vassal_bin, vassal_cli, VassalAgent, VassalAgentBuilder, CLI_DEADLINE};
 pub use wait::{hold_for, wait_until, POLL_INTERVAL};

@@ -76,7 +76,8 @@ fn level_and_component(meta: &Metadata<'_>) -> (&'static str, &'static str) {
     let component = match crate_name {
         "vassal_node" | "vassal_serf" => "serf",
         "vassal_memberlist" => "memberlist",
-        "vassal_rpc" | "vassal" => "agent",
+        // The RPC server names its own component (`agent.ipc: …`, `agent: …`), as Serf does.
+        "vassal_rpc" => "",
         _ => "agent",
     };
     (level, component)
@@ -96,7 +97,10 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let (level, component) = level_and_component(event.metadata());
-        write!(w, "    {} [{level}] {component}: ", timestamp())?;
+        write!(w, "    {} [{level}] ", timestamp())?;
+        if !component.is_empty() {
+            write!(w, "{component}: ")?;
+        }
         ctx.field_format().format_fields(w.by_ref(), event)?;
         writeln!(w)
     }
@@ -112,8 +116,13 @@ impl<S: Subscriber> Layer<S> for HubLayer {
         let (level, component) = level_and_component(event.metadata());
         let mut fields = LineFields::default();
         event.record(&mut fields);
+        let component = if component.is_empty() {
+            String::new()
+        } else {
+            format!("{component}: ")
+        };
         self.hub.publish(&format!(
-            "{} [{level}] {component}: {}{}",
+            "{} [{level}] {component}{}{}",
             timestamp(),
             fields.message,
             fields.rest

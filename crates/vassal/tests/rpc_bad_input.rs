@@ -238,7 +238,7 @@ fn auth_is_required_when_configured() {
         .arg("-rpc-auth=s3cret")
         .spawn();
     let addr = v1.rpc_addr();
-    let mut c = wait_until(WAIT, "the agent's RPC port to open", || {
+    let c = wait_until(WAIT, "the agent's RPC port to open", || {
         TcpStream::connect(addr).map_err(|e| e.to_string())
     });
     c.set_read_timeout(Some(Duration::from_millis(100)))

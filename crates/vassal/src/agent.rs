@@ -645,6 +645,8 @@ mod tests {
         assert_eq!(o.retry_max, 0);
         assert_eq!(o.profile, "lan");
         assert_eq!(o.protocol, 5);
+        assert_eq!(o.rpc_addr, "127.0.0.1:7373");
+        assert_eq!(o.rpc_auth, "");
         assert!(!o.node.is_empty(), "node defaults to the hostname");
     }
 

@@ -18,8 +18,11 @@ use tracing::{debug, error, info, warn};
 use vassal_memberlist::{JoinId, Transmit};
 use vassal_serf::{Event, MemberEventKind, Serf};
 
+use vassal_serf::keys::{self, KeyReport};
+use vassal_serf::{ForceLeaveError, MemberStatus};
+
 use crate::files;
-use crate::handle::{Command, Handle, JoinError, NodeError};
+use crate::handle::{Command, Handle, JoinError, KeyOutcome, NodeError, NodeStats};
 use crate::snapshot::{self, SnapshotWriter};
 use crate::stream::{self, Framing, StreamInput};
 use crate::transport::{self, StartError};
@@ -77,6 +80,8 @@ pub async fn spawn_with_events(
         events: events.clone(),
         joins: HashMap::new(),
         leaving: Vec::new(),
+        force_leaves: HashMap::new(),
+        key_ops: HashMap::new(),
         must_stop: false,
         snapshot,
         tags_file: config.tags_file,
@@ -103,6 +108,10 @@ struct Driver {
     events: broadcast::Sender<Event>,
     joins: HashMap<JoinId, PendingJoin>,
     leaving: Vec<oneshot::Sender<()>>,
+    /// Force-leaves waiting for their broadcast, by Serf's token.
+    force_leaves: HashMap<u64, oneshot::Sender<Result<(), ForceLeaveError>>>,
+    /// Key operations collecting answers, by their query's Lamport time.
+    key_ops: HashMap<u64, (KeyReport, oneshot::Sender<KeyOutcome>)>,
     /// Serf asked to stop (it lost a name-conflict vote).
     must_stop: bool,
     snapshot: Option<SnapshotWriter>,
@@ -235,6 +244,70 @@ impl Driver {
             Command::SetTags { tags, done } => {
                 let _ = done.send(self.set_tags(tags, now));
             }
+            Command::ForceLeave { node, prune, done } => {
+                if prune {
+                    info!("Force leaving node (prune): {node}");
+                } else {
+                    info!("Force leaving node: {node}");
+                }
+                match self.serf.force_leave(&node, prune, now) {
+                    None => {
+                        let _ = done.send(Ok(()));
+                    }
+                    Some(token) => {
+                        self.force_leaves.insert(token, done);
+                    }
+                }
+            }
+            Command::Key { command, key, done } => {
+                let key = match keys::decode_base64(&key) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        let _ = done.send(KeyOutcome {
+                            report: KeyReport::default(),
+                            error: Some(e),
+                        });
+                        return;
+                    }
+                };
+                match self.serf.key_query(command, &key, 0, now) {
+                    Ok((ltime, num_nodes)) => {
+                        self.key_ops
+                            .insert(ltime, (KeyReport::new(num_nodes), done));
+                    }
+                    Err(e) => {
+                        let _ = done.send(KeyOutcome {
+                            report: KeyReport::default(),
+                            error: Some(e.to_string()),
+                        });
+                    }
+                }
+            }
+            Command::Stats(done) => {
+                let serf = &self.serf;
+                let count = |s: MemberStatus| serf.members().filter(|m| m.status == s).count();
+                let local = serf.local_member();
+                let _ = done.send(NodeStats {
+                    name: local.name.clone(),
+                    tags: local.tags.clone(),
+                    members: serf.members().count(),
+                    failed: count(MemberStatus::Failed),
+                    left: count(MemberStatus::Left),
+                    health_score: serf.memberlist().health_score(),
+                    member_time: serf.member_clock(),
+                    event_time: serf.event_clock(),
+                    query_time: serf.query_clock(),
+                    intent_queue: serf.intent_queue_len(),
+                    event_queue: serf.event_queue_len(),
+                    query_queue: serf.query_queue_len(),
+                    encrypted: serf.encrypted(),
+                    coordinate_resets: (!serf.config().disable_coordinates)
+                        .then(|| serf.coordinate_resets()),
+                });
+            }
+            Command::Coordinate { node, done } => {
+                let _ = done.send(self.serf.coordinate(&node).cloned());
+            }
             Command::Shutdown(_) => unreachable!("handled in run"),
         }
     }
@@ -332,10 +405,31 @@ impl Driver {
             }
             Event::Query(q) => info!("query: {} from {} ltime={}", q.name, q.source_node, q.ltime),
             Event::QueryAck { ltime, from } => debug!("query ack from {from} ltime={ltime}"),
-            Event::QueryResponse { ltime, from, .. } => {
-                debug!("query response from {from} ltime={ltime}")
+            Event::QueryResponse {
+                ltime,
+                from,
+                payload,
+            } => {
+                debug!("query response from {from} ltime={ltime}");
+                if let Some((report, _)) = self.key_ops.get_mut(ltime) {
+                    report.add(from, payload);
+                    if report.is_complete() {
+                        self.finish_key_op(*ltime);
+                    }
+                }
             }
-            Event::QueryDone { ltime } => debug!("query done ltime={ltime}"),
+            Event::QueryDone { ltime } => {
+                debug!("query done ltime={ltime}");
+                self.finish_key_op(*ltime);
+            }
+            Event::ForceLeaveFinished { token, result } => {
+                if let Err(e) = result {
+                    warn!("failed to remove node: {e}");
+                }
+                if let Some(done) = self.force_leaves.remove(token) {
+                    let _ = done.send(result.clone());
+                }
+            }
             Event::User(u) => info!(
                 "user event: {} ltime={} payload={:?}",
                 u.name,
@@ -343,6 +437,17 @@ impl Driver {
                 String::from_utf8_lossy(&u.payload)
             ),
             Event::Warning(w) => warn!("{w}"),
+        }
+    }
+}
+
+impl Driver {
+    /// Answers a key operation with what it collected (Serf's key manager stops at the first
+    /// of: every live member answered, or the query ended).
+    fn finish_key_op(&mut self, ltime: u64) {
+        if let Some((report, done)) = self.key_ops.remove(&ltime) {
+            let error = report.error();
+            let _ = done.send(KeyOutcome { report, error });
         }
     }
 }

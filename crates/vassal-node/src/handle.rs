@@ -7,8 +7,12 @@ use std::net::SocketAddr;
 
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
+use vassal_serf::coordinate::Coordinate;
+use vassal_serf::keys::{KeyCommand, KeyReport};
 use vassal_serf::tags::TagsError;
-use vassal_serf::{Event, Member, QueryError, QueryParams, RespondError, UserEventError};
+use vassal_serf::{
+    Event, ForceLeaveError, Member, QueryError, QueryParams, RespondError, UserEventError,
+};
 
 /// Commands from handles to the driver.
 #[derive(Debug)]
@@ -42,7 +46,51 @@ pub(crate) enum Command {
         payload: Vec<u8>,
         done: oneshot::Sender<Result<(), RespondError>>,
     },
+    ForceLeave {
+        node: String,
+        prune: bool,
+        done: oneshot::Sender<Result<(), ForceLeaveError>>,
+    },
+    Key {
+        command: KeyCommand,
+        key: String,
+        done: oneshot::Sender<KeyOutcome>,
+    },
+    Stats(oneshot::Sender<NodeStats>),
+    Coordinate {
+        node: String,
+        done: oneshot::Sender<Option<Coordinate>>,
+    },
     Shutdown(oneshot::Sender<()>),
+}
+
+/// What a key operation found: the tally, and Serf's error if any node failed or stayed
+/// silent (or the key was not base64, in which case nothing was sent and the tally is empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOutcome {
+    pub report: KeyReport,
+    pub error: Option<String>,
+}
+
+/// A snapshot of the node's counters, for Serf's `stats` (`serf info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStats {
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+    /// Every member known, failed and left ones included.
+    pub members: usize,
+    pub failed: usize,
+    pub left: usize,
+    pub health_score: i32,
+    pub member_time: u64,
+    pub event_time: u64,
+    pub query_time: u64,
+    pub intent_queue: usize,
+    pub event_queue: usize,
+    pub query_queue: usize,
+    pub encrypted: bool,
+    /// `None` when coordinates are disabled.
+    pub coordinate_resets: Option<u64>,
 }
 
 /// Why a [`Handle`] call failed.
@@ -69,6 +117,9 @@ pub enum NodeError {
     /// The answer was not sent.
     #[error(transparent)]
     Respond(#[from] RespondError),
+    /// The member was marked left, but the broadcast may not have gone out.
+    #[error(transparent)]
+    ForceLeave(#[from] ForceLeaveError),
 }
 
 /// A join in which no exchange succeeded; one line per address, like Serf's multi-error.
@@ -191,6 +242,37 @@ impl Handle {
     /// ([`NodeConfig::tags_file`](crate::NodeConfig::tags_file)).
     pub async fn set_tags(&self, tags: BTreeMap<String, String>) -> Result<(), NodeError> {
         self.ask(|done| Command::SetTags { tags, done }).await?
+    }
+
+    /// Serf's force-leave: marks `node` left (and with `prune` forgets it) everywhere. Returns
+    /// once the news has been broadcast, or with an error after the broadcast timeout.
+    pub async fn force_leave(&self, node: &str, prune: bool) -> Result<(), NodeError> {
+        let node = node.to_owned();
+        Ok(self
+            .ask(|done| Command::ForceLeave { node, prune, done })
+            .await??)
+    }
+
+    /// Runs a key operation across the cluster (`serf keys`): `key` is base64 (ignored for
+    /// a listing). Returns once every live member answered or the query timed out.
+    pub async fn key_command(
+        &self,
+        command: KeyCommand,
+        key: &str,
+    ) -> Result<KeyOutcome, NodeError> {
+        let key = key.to_owned();
+        self.ask(|done| Command::Key { command, key, done }).await
+    }
+
+    /// The node's counters.
+    pub async fn stats(&self) -> Result<NodeStats, NodeError> {
+        self.ask(Command::Stats).await
+    }
+
+    /// The last Vivaldi coordinate `node` sent us (ours for our own name).
+    pub async fn coordinate(&self, node: &str) -> Result<Option<Coordinate>, NodeError> {
+        let node = node.to_owned();
+        self.ask(|done| Command::Coordinate { node, done }).await
     }
 
     /// Every [`Event`] from now on. A receiver that falls more than 1024 events behind gets

@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod addr;
 mod driver;
 pub mod files;
 mod handle;
@@ -30,7 +31,7 @@ use std::path::PathBuf;
 
 pub use driver::{spawn, spawn_with_events};
 pub use files::FileError;
-pub use handle::{Handle, JoinError, NodeError};
+pub use handle::{Handle, JoinError, KeyOutcome, NodeError, NodeStats};
 pub use transport::StartError;
 
 /// What the shell needs besides the state machine's own config.

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod coalesce;
 pub mod coordinate;
 pub mod fuzzing;
+pub mod keys;
 mod member;
 mod messages;
 mod serf;
@@ -15,8 +16,8 @@ pub mod tags;
 pub use member::{Member, MemberEvent, MemberEventKind, MemberStatus};
 pub use messages::{SerfMessage, UserEvent};
 pub use serf::{
-    Config, Event, Query, QueryError, QueryParams, RespondError, Serf, SerfStats, UserEventError,
-    EVENT_BUFFER_SIZE, INTERNAL_QUERY_PREFIX, USER_EVENT_SIZE_HARD_LIMIT,
+    Config, Event, ForceLeaveError, Query, QueryError, QueryParams, RespondError, Serf, SerfStats,
+    UserEventError, EVENT_BUFFER_SIZE, INTERNAL_QUERY_PREFIX, USER_EVENT_SIZE_HARD_LIMIT,
 };
 
 /// Serf protocol versions this implementation speaks: min, max, and the agent default.

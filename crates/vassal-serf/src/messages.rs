@@ -449,6 +449,42 @@ pub fn decode_key_request(payload: &[u8]) -> Result<Vec<u8>, DecodeError> {
     Ok(key)
 }
 
+/// A key-query payload (`07 {Key}`), as Serf's key manager sends it.
+pub fn encode_key_request(key: &[u8]) -> Vec<u8> {
+    let mut w = Writer::with_buf(vec![MessageType::KeyRequest as u8]);
+    w.map_header(1);
+    w.str("Key");
+    w.raw(key);
+    w.into_vec()
+}
+
+/// Reads a key-query answer; `Err` if it is not a `08` message or does not decode.
+pub fn decode_key_response(payload: &[u8]) -> Result<KeyResponse, DecodeError> {
+    let Some((&8, body)) = payload.split_first() else {
+        return Err(DecodeError::Malformed(
+            "key response does not start with type 8".into(),
+        ));
+    };
+    let mut k = KeyResponse::default();
+    Reader::new(body).read_struct(|key, r| {
+        match key {
+            b"Result" => k.result = r.bool()?,
+            b"Message" => k.message = r.string()?,
+            b"PrimaryKey" => k.primary_key = r.string()?,
+            b"Keys" => {
+                if !take_nil(r)? {
+                    for _ in 0..r.array_len()? {
+                        k.keys.push(r.string()?);
+                    }
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    Ok(k)
+}
+
 /// A key-query answer (`08 {Keys, Message, PrimaryKey, Result}`); keys are base64.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyResponse {

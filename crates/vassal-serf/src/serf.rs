@@ -143,6 +143,11 @@ pub enum Event {
     },
     /// A graceful [`Serf::leave`] is complete: the process may exit.
     LeaveComplete,
+    /// A [`Serf::force_leave`] that had to be broadcast is done (or gave up waiting).
+    ForceLeaveFinished {
+        token: u64,
+        result: Result<(), ForceLeaveError>,
+    },
     /// Something worth a warning in the log (unreadable input, failed sync, …).
     Warning(String),
 }
@@ -245,6 +250,14 @@ pub enum RespondError {
     TooLarge(usize),
     #[error("relayed response exceeds limit of {0} bytes")]
     RelayTooLarge(usize),
+}
+
+/// Why a force-leave did not finish cleanly. The local change (left, or erased with prune) was
+/// made; only its broadcast may not have gone out in time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForceLeaveError {
+    #[error("timed out broadcasting node removal")]
+    BroadcastTimeout,
 }
 
 /// A query we sent, collecting acks and answers until its deadline.
@@ -357,6 +370,15 @@ struct Core {
     /// Joins in flight that asked to ignore old events.
     ignoring_joins: BTreeSet<JoinId>,
     events: VecDeque<Event>,
+    /// Notification tokens of intent broadcasts that have gone out (or were dropped).
+    notified: BTreeSet<u64>,
+    /// Force-leave broadcasts we wait for: token → give-up time.
+    force_leaves: BTreeMap<u64, Instant>,
+    next_notify: u64,
+    /// Members leaving with a prune: erased at this time (Serf waits for the leave to settle).
+    prunes: BTreeMap<String, Instant>,
+    /// How long a pruned leaving member is kept: broadcast timeout + propagate delay.
+    prune_delay: Duration,
     phase: LeavePhase,
     rng: ChaCha8Rng,
     next_reap: Instant,
@@ -426,6 +448,11 @@ impl Serf {
             stats: SerfStats::default(),
             ignoring_joins: BTreeSet::new(),
             events: VecDeque::new(),
+            notified: BTreeSet::new(),
+            force_leaves: BTreeMap::new(),
+            next_notify: LEAVE_NOTIFY + 1,
+            prunes: BTreeMap::new(),
+            prune_delay: config.broadcast_timeout + config.leave_propagate_delay,
             phase: LeavePhase::Running,
             rng: ChaCha8Rng::seed_from_u64(ml_config.seed ^ 0x5e4f_5e4f),
             next_reap: now + config.reap_interval,
@@ -532,6 +559,29 @@ impl Serf {
 
     pub fn stats(&self) -> SerfStats {
         self.core.stats
+    }
+
+    pub fn query_queue_len(&self) -> usize {
+        self.core.query_queue.len()
+    }
+
+    /// Members memberlist considers alive or suspect (memberlist's `NumMembers`): the nodes a
+    /// key operation waits to hear from.
+    pub fn num_live_members(&self) -> usize {
+        self.ml
+            .members()
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    ml::NodeStateKind::Alive | ml::NodeStateKind::Suspect
+                )
+            })
+            .count()
+    }
+
+    /// Whether gossip is encrypted (a keyring with at least one key).
+    pub fn encrypted(&self) -> bool {
+        self.ml.keyring().is_some_and(|k| !k.keys().is_empty())
     }
 
     /// The configuration we started with. Its `memberlist` part is the start-up copy: the live
@@ -687,6 +737,62 @@ impl Serf {
         Ok(())
     }
 
+    /// Serf's `RemoveFailedNode` (with `prune`, `RemoveFailedNodePrune`): marks `node` left
+    /// with a fresh leave intent and broadcasts it. The name is not checked: an unknown node
+    /// just gets a recent intent. With `prune` the member is also erased (`member-reap`): at
+    /// once if it has failed or left, after the leave settles if it is still leaving.
+    ///
+    /// `None` when nobody else is alive to tell (done); otherwise a token that
+    /// [`Event::ForceLeaveFinished`] carries once the broadcast has gone out or the broadcast
+    /// timeout passed.
+    pub fn force_leave(&mut self, node: &str, prune: bool, now: Instant) -> Option<u64> {
+        let msg = Leave {
+            ltime: self.core.clock.time(),
+            node: node.to_owned(),
+            prune,
+        };
+        self.core.clock.increment();
+        self.core.handle_leave_intent(&msg, now);
+        let token = if self.core.any_other_alive() {
+            let token = self.core.next_notify;
+            self.core.next_notify += 1;
+            self.core.intent_queue.queue(
+                None,
+                messages::encode(&SerfMessage::Leave(msg)),
+                Some(token),
+            );
+            self.core
+                .force_leaves
+                .insert(token, now + self.config.broadcast_timeout);
+            Some(token)
+        } else {
+            None
+        };
+        self.after_input(now);
+        token
+    }
+
+    /// Starts a key operation from this node (Serf's key manager, spec §4.9): sends the
+    /// internal query with the default parameters. Returns its Lamport time, whose
+    /// [`Event::QueryResponse`]s are the answers to count with a
+    /// [`KeyReport`](crate::keys::KeyReport) of the returned size, until all have answered or
+    /// [`Event::QueryDone`].
+    pub fn key_query(
+        &mut self,
+        command: crate::keys::KeyCommand,
+        key: &[u8],
+        relay_factor: u8,
+        now: Instant,
+    ) -> Result<(u64, usize), QueryError> {
+        let params = QueryParams {
+            relay_factor,
+            ..QueryParams::default()
+        };
+        let num_nodes = self.num_live_members();
+        let ltime = self.query(command.query_name(), &command.payload(key), &params, now)?;
+        Ok((ltime, num_nodes))
+    }
+
     /// Starts a graceful leave (spec §4.5): leave intent, then memberlist's leave, then a short
     /// linger. [`Event::LeaveComplete`] says when it is done.
     pub fn leave(&mut self, now: Instant) {
@@ -812,8 +918,12 @@ impl Serf {
         };
         let queries = self.core.own_queries.values().map(|q| q.deadline);
         let inbound = self.core.inbound_queries.values().map(|q| q.deadline);
+        let force_leaves = self.core.force_leaves.values().copied();
+        let prunes = self.core.prunes.values().copied();
         let serf = queries
             .chain(inbound)
+            .chain(force_leaves)
+            .chain(prunes)
             .chain([self.core.next_reap, self.core.next_reconnect])
             .chain(self.core.next_snapshot_clock)
             .min();
@@ -891,7 +1001,42 @@ impl Serf {
                 }
             }
         }
+        self.core
+            .notified
+            .extend(self.core.intent_queue.take_finished());
+        self.finish_force_leaves(now);
+        self.core.finish_prunes(now);
         self.advance_leave(now);
+    }
+
+    /// Reports force-leaves whose broadcast went out, or that waited too long.
+    fn finish_force_leaves(&mut self, now: Instant) {
+        let done: Vec<(u64, Result<(), ForceLeaveError>)> = self
+            .core
+            .force_leaves
+            .iter()
+            .filter_map(|(&token, &deadline)| {
+                if self.core.notified.contains(&token) {
+                    Some((token, Ok(())))
+                } else if now >= deadline {
+                    Some((token, Err(ForceLeaveError::BroadcastTimeout)))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (token, result) in done {
+            self.core.force_leaves.remove(&token);
+            self.core.notified.remove(&token);
+            self.core
+                .events
+                .push_back(Event::ForceLeaveFinished { token, result });
+        }
+        // Tokens nobody waits for any more (a late broadcast after a timeout).
+        let waiting = &self.core.force_leaves;
+        self.core
+            .notified
+            .retain(|t| *t == LEAVE_NOTIFY || waiting.contains_key(t));
     }
 
     /// Forgets failed members after the reconnect timeout and left ones after the tombstone
@@ -1085,12 +1230,10 @@ impl Serf {
 
     fn advance_leave(&mut self, now: Instant) {
         loop {
-            let finished = self.core.intent_queue.take_finished();
+            let sent = self.core.notified.remove(&LEAVE_NOTIFY);
             let next = match self.core.phase {
                 LeavePhase::Intent { until }
-                    if now >= until
-                        || finished.contains(&LEAVE_NOTIFY)
-                        || !self.core.intent_queue.is_pending(LEAVE_NOTIFY) =>
+                    if now >= until || sent || !self.core.intent_queue.is_pending(LEAVE_NOTIFY) =>
                 {
                     if now >= until {
                         warn!("timeout while waiting for graceful leave");
@@ -1195,23 +1338,75 @@ impl Core {
             return false;
         }
         let member = self.members.get_mut(&msg.node).expect("checked above");
+        // Always witnessed, so a second leave for the same member is not re-gossiped forever.
+        member.status_ltime = msg.ltime;
         match member.member.status {
             MemberStatus::Alive => {
                 member.member.status = MemberStatus::Leaving;
-                member.status_ltime = msg.ltime;
+                if msg.prune {
+                    self.prune(&msg.node, now);
+                }
                 true
             }
             MemberStatus::Failed => {
                 member.member.status = MemberStatus::Left;
-                member.status_ltime = msg.ltime;
                 let m = member.member.clone();
                 info!(node = %m.name, addr = %m.addr, "EventMemberLeave (forced)");
                 self.emit(MemberEventKind::Leave, m);
+                if msg.prune {
+                    self.prune(&msg.node, now);
+                }
                 true
             }
-            MemberStatus::Leaving | MemberStatus::Left => true,
+            MemberStatus::Leaving | MemberStatus::Left => {
+                if msg.prune {
+                    self.prune(&msg.node, now);
+                }
+                true
+            }
             MemberStatus::None => false,
         }
+    }
+
+    /// Serf's `handlePrune`: a leaving member is erased once its leave has had time to settle;
+    /// a failed or left one at once.
+    fn prune(&mut self, node: &str, now: Instant) {
+        let Some(m) = self.members.get(node) else {
+            return;
+        };
+        if m.member.status == MemberStatus::Leaving {
+            self.prunes.insert(node.to_owned(), now + self.prune_delay);
+        } else {
+            self.erase(node);
+        }
+    }
+
+    /// Erases members whose pruning delay has passed.
+    fn finish_prunes(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .prunes
+            .iter()
+            .filter(|(_, at)| now >= **at)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in due {
+            self.prunes.remove(&node);
+            self.erase(&node);
+        }
+    }
+
+    /// Serf's `eraseNode`: forgets the member and its coordinates, and says so (`member-reap`).
+    fn erase(&mut self, node: &str) {
+        let Some(state) = self.members.remove(node) else {
+            return;
+        };
+        let m = state.member;
+        info!(node = %m.name, addr = %m.addr, "EventMemberReap (forced)");
+        self.coord_cache.remove(node);
+        if let Some(c) = self.coord.as_mut() {
+            c.forget(node);
+        }
+        self.emit(MemberEventKind::Reap, m);
     }
 
     fn handle_message(&mut self, msg: SerfMessage, raw: &[u8], now: Instant) {

@@ -379,6 +379,14 @@ impl Sim {
         self.after(i);
     }
 
+    /// Node `i` force-leaves node `j` (`serf force-leave [-prune]`).
+    pub fn force_leave(&mut self, i: usize, j: usize, prune: bool) {
+        let now = self.instant();
+        let name = self.nodes[j].serf.local_name().to_owned();
+        self.nodes[i].serf.force_leave(&name, prune, now);
+        self.after(i);
+    }
+
     /// Node `i` changes its tags (a broadcast that every node must see as `member-update`).
     pub fn set_tags(&mut self, i: usize, tags: BTreeMap<String, String>) {
         let now = self.instant();

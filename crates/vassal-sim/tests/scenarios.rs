@@ -531,3 +531,78 @@ fn restart_after_a_graceful_leave_does_not_rejoin() {
         "n2 rejoined after leaving; SIM_SEED={s}"
     );
 }
+
+#[test]
+fn force_leave_turns_a_failed_member_left_everywhere() {
+    // Serf's RemoveFailedNode: a leave intent for a failed member makes it left, not failed.
+    let s = seed(31);
+    let mut sim = lan_cluster(s, 5);
+    sim.crash(4);
+    let failed_everywhere = |sim: &Sim| {
+        (0..4).all(|i| {
+            sim.serf(i)
+                .member("n4")
+                .is_some_and(|m| m.status == vassal_serf::MemberStatus::Failed)
+        })
+    };
+    assert!(
+        sim.run_until_cond(Duration::from_secs(60), failed_everywhere)
+            .is_some(),
+        "n4 not failed everywhere; SIM_SEED={s}"
+    );
+    let t0 = sim.now();
+    sim.force_leave(0, 4, false);
+    let left_everywhere = |sim: &Sim| {
+        (0..4).all(|i| {
+            sim.serf(i)
+                .member("n4")
+                .is_some_and(|m| m.status == vassal_serf::MemberStatus::Left)
+        })
+    };
+    assert!(
+        sim.run_until_cond(Duration::from_secs(10), left_everywhere)
+            .is_some(),
+        "n4 not left everywhere after force-leave; SIM_SEED={s}"
+    );
+    for i in 0..4 {
+        assert!(
+            sim.first_event(i, MemberEventKind::Leave, "n4", t0)
+                .is_some(),
+            "n{i} raised no member-leave for n4; SIM_SEED={s}"
+        );
+    }
+}
+
+#[test]
+fn force_leave_with_prune_erases_the_member_everywhere() {
+    let s = seed(32);
+    let mut sim = lan_cluster(s, 5);
+    sim.crash(4);
+    let failed_everywhere = |sim: &Sim| {
+        (0..4).all(|i| {
+            sim.serf(i)
+                .member("n4")
+                .is_some_and(|m| m.status == vassal_serf::MemberStatus::Failed)
+        })
+    };
+    assert!(
+        sim.run_until_cond(Duration::from_secs(60), failed_everywhere)
+            .is_some(),
+        "n4 not failed everywhere; SIM_SEED={s}"
+    );
+    let t0 = sim.now();
+    sim.force_leave(1, 4, true);
+    let gone_everywhere = |sim: &Sim| (0..4).all(|i| sim.serf(i).member("n4").is_none());
+    assert!(
+        sim.run_until_cond(Duration::from_secs(10), gone_everywhere)
+            .is_some(),
+        "n4 still listed after force-leave -prune; SIM_SEED={s}"
+    );
+    for i in 0..4 {
+        assert!(
+            sim.first_event(i, MemberEventKind::Reap, "n4", t0)
+                .is_some(),
+            "n{i} raised no member-reap for n4; SIM_SEED={s}"
+        );
+    }
+}

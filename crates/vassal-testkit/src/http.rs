@@ -109,6 +109,15 @@ fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
+/// `GET /` from `addr` with a 5 s timeout: the body of a 200 answer, or why there was none.
+pub fn http_get_ok(addr: SocketAddr) -> Result<String, String> {
+    let r = http_get(addr, "/", Duration::from_secs(5))?;
+    if r.status != 200 {
+        return Err(format!("{addr} answered HTTP {}", r.status));
+    }
+    Ok(r.body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,10 +20,10 @@ mod wrk;
 
 pub use go_serf::{GoSerf, GoSerfBuilder, Member, SERF_BIN};
 pub use haproxy::{admin_command, haproxy_bin, Haproxy, HaproxyServer};
-pub use http::{http_get, HttpResponse};
+pub use http::{http_get, http_get_ok, HttpResponse};
 pub use net::Loopback;
-pub use process::run_with_timeout;
-pub use vassal::{vassal_bin, VassalAgent, VassalAgentBuilder};
+pub use process::{run_cli, run_with_timeout, CliRun};
+pub use vassal::{serf_cli, vassal_bin, vassal_cli, VassalAgent, VassalAgentBuilder, CLI_DEADLINE};
 pub use wait::{hold_for, wait_until, POLL_INTERVAL};
-pub use web::{http_get, WebServer};
+pub use web::WebServer;
 pub use wrk::{wrk_bin, Wrk, WrkReport};

@@ -241,3 +241,81 @@ pub fn run_with_timeout(
         ))
     }
 }
+
+/// What a finished CLI call printed and how it exited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliRun {
+    /// The exit code; -1 if killed by a signal (or by the deadline).
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// stdout then stderr, for comparing what a user sees on a terminal.
+    pub fn combined(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs a short-lived command with extra environment and a deadline, whatever its exit status.
+/// On timeout it is SIGKILLed by PID and reported with code -1 and a note on stderr.
+pub fn run_cli(
+    program: &Path,
+    args: &[String],
+    env: &[(&str, &str)],
+    deadline: Duration,
+) -> CliRun {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return CliRun {
+                code: -1,
+                stdout: String::new(),
+                stderr: format!("spawning {} {args:?}: {e}", program.display()),
+            }
+        }
+    };
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in i32"));
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(deadline) {
+        Ok(out) => out,
+        Err(_) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waiter.join();
+            return CliRun {
+                code: -1,
+                stdout: String::new(),
+                stderr: format!(
+                    "`{} {}` did not finish within {deadline:?}",
+                    program.display(),
+                    args.join(" ")
+                ),
+            };
+        }
+    };
+    let _ = waiter.join();
+    match out {
+        Ok(out) => CliRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        },
+        Err(e) => CliRun {
+            code: -1,
+            stdout: String::new(),
+            stderr: format!("waiting for {}: {e}", program.display()),
+        },
+    }
+}

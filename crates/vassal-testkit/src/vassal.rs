@@ -1,5 +1,6 @@
-//! Our own agent binary (`target/release/vassal agent …`) under test. It has no RPC yet, so it
-//! is observed through its log (and from the Go side via `serf members`).
+//! Our own agent binary (`target/release/vassal agent …`) under test, observed through its log
+//! and its RPC port (each agent gets its own `-rpc-addr`, so parallel tests never meet on
+//! 127.0.0.1:7373): Go's `serf` CLI ([`VassalAgent::cli`]) or ours ([`VassalAgent::vassal_cli`]).
 //!
 //! Log contract the interop tests rely on (INFO level, one per line, anywhere in the line):
 //! `member-join: NAME ADDR`, `member-failed: NAME`, `member-leave: NAME`.
@@ -9,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use crate::go_serf::SERF_BIN;
 use crate::net::Loopback;
-use crate::process::{Proc, STOP_DEADLINE};
+use crate::process::{run_cli, CliRun, Proc, STOP_DEADLINE};
 use crate::wait::wait_until;
 
 /// The release binary the interop tests run: `$VASSAL_BIN` if set, else
@@ -65,14 +67,27 @@ impl VassalAgentBuilder {
     pub fn bind_addr(&self) -> SocketAddr {
         self.bind
     }
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.rpc
+    }
+
+    /// Starts the agent and waits (≤ 10 s) until its RPC port lists it alive; panics with the
+    /// log if it exits or never gets there.
+    #[track_caller]
+    pub fn spawn_ready(&self) -> VassalAgent {
+        let mut agent = self.spawn();
+        agent.wait_ready(Duration::from_secs(10));
+        agent
+    }
 
     fn args(&self) -> Vec<String> {
-        // Serf's flag spelling (§5.5). -rpc-addr joins these once the agent serves RPC
-        // (issue 4), so that parallel tests do not fight over the default 127.0.0.1:7373.
+        // Serf's flag spelling (§5.5); our own -rpc-addr so parallel tests do not fight over
+        // the default 127.0.0.1:7373.
         let mut a = vec![
             "agent".into(),
             format!("-node={}", self.name),
             format!("-bind={}", self.bind),
+            format!("-rpc-addr={}", self.rpc),
         ];
         a.extend(self.join.iter().map(|j| format!("-join={j}")));
         if let Some(k) = &self.encrypt {
@@ -168,6 +183,51 @@ impl VassalAgent {
         self.cfg.clone()
     }
 
+    /// Runs Go's `serf ARGS[0] -rpc-addr=<this agent> ARGS[1..]`: its stdout, or an error with
+    /// its output if it failed.
+    pub fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let run = serf_cli(self.cfg.rpc, args);
+        if run.code == 0 {
+            Ok(run.stdout)
+        } else {
+            Err(format!(
+                "serf {args:?} exited {}: {}",
+                run.code,
+                run.combined()
+            ))
+        }
+    }
+
+    /// Go's `serf` CLI against this agent, whatever it exits with.
+    pub fn serf_cli(&self, args: &[&str]) -> CliRun {
+        serf_cli(self.cfg.rpc, args)
+    }
+
+    /// Our `vassal` CLI against this agent, whatever it exits with.
+    pub fn vassal_cli(&self, args: &[&str]) -> CliRun {
+        vassal_cli(self.cfg.rpc, args)
+    }
+
+    /// Waits until the agent's RPC port answers and lists it alive (Go's CLI asks).
+    #[track_caller]
+    pub fn wait_ready(&mut self, deadline: Duration) {
+        let what = format!(
+            "vassal {} to answer RPC and list itself alive",
+            self.cfg.name
+        );
+        let rpc = self.cfg.rpc;
+        let name = self.cfg.name.clone();
+        wait_until(deadline, &what, || {
+            self.proc.assert_running();
+            let run = serf_cli(rpc, &["members", "-status", "alive", "-name", &name]);
+            if run.code == 0 && run.stdout.starts_with(&format!("{name} ")) {
+                Ok(())
+            } else {
+                Err(run.combined())
+            }
+        })
+    }
+
     /// SIGKILL and reap.
     pub fn kill_9(&mut self) -> ExitStatus {
         self.proc.kill_9()
@@ -244,4 +304,24 @@ impl VassalAgent {
             }
         })
     }
+}
+
+/// How long one CLI call may take (queries default to a few seconds).
+pub const CLI_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Runs `PROGRAM ARGS[0] -rpc-addr=RPC ARGS[1..]`.
+fn run_against(program: &Path, rpc: SocketAddr, args: &[&str]) -> CliRun {
+    let mut a: Vec<String> = vec![args[0].to_string(), format!("-rpc-addr={rpc}")];
+    a.extend(args[1..].iter().map(|s| s.to_string()));
+    run_cli(program, &a, &[], CLI_DEADLINE)
+}
+
+/// Go's `serf` CLI against the agent at `rpc`.
+pub fn serf_cli(rpc: SocketAddr, args: &[&str]) -> CliRun {
+    run_against(Path::new(SERF_BIN), rpc, args)
+}
+
+/// Our `vassal` CLI against the agent at `rpc`.
+pub fn vassal_cli(rpc: SocketAddr, args: &[&str]) -> CliRun {
+    run_against(&vassal_bin(), rpc, args)
 }

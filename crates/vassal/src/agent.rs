@@ -10,17 +10,21 @@ use std::time::{Duration, Instant};
 use vassal_serf::coalesce::Coalescer;
 
 use base64::Engine as _;
+use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, Notify};
 use tracing::{error, info, warn};
 use vassal_memberlist::wire::Keyring;
 use vassal_node::{Handle, NodeConfig};
+use vassal_rpc::{LogHub, ServerConfig};
 
 use crate::flags::{parse_duration, FlagError, FlagSet, Kind};
 use crate::handlers::{spawn_dispatcher, HandlerEvent, HandlerSpec, SelfInfo};
 use crate::logging::{self, LogLevel};
 
 const DEFAULT_PORT: u16 = 7946;
+/// Serf's default RPC address.
+const DEFAULT_RPC_ADDR: &str = "127.0.0.1:7373";
 /// How long a graceful leave may take before we exit anyway (Serf's `gracefulTimeout`).
 const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -188,12 +192,22 @@ pub fn flags() -> FlagSet {
             "<ip:port>",
             "Run the built-in web role here (sets tag http_port)",
         )
+        .flag(
+            "rpc-addr",
+            Kind::Value,
+            "<addr:port>",
+            "Address for the RPC listener (default 127.0.0.1:7373)",
+        )
+        .flag(
+            "rpc-auth",
+            Kind::Value,
+            "<token>",
+            "Token RPC clients must present (default: none)",
+        )
         .unimplemented("iface", false)
         .unimplemented("config-file", false)
         .unimplemented("config-dir", false)
         .unimplemented("discover", false)
-        .unimplemented("rpc-addr", false)
-        .unimplemented("rpc-auth", false)
         .unimplemented("syslog", true)
         .unimplemented("mdns-iface", false)
         .unimplemented("mdns-disable-ipv4", true)
@@ -227,6 +241,8 @@ pub struct AgentOptions {
     pub haproxy: Option<(std::path::PathBuf, vassal_haproxy::SyncConfig)>,
     /// The built-in demo roles (`-lb-listen`, `-lb-stats`, `-web-listen`).
     pub roles: vassal_roles::RolesConfig,
+    pub rpc_addr: String,
+    pub rpc_auth: String,
 }
 
 pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
@@ -354,6 +370,8 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         keyring_file: p.value("keyring-file").map(PathBuf::from),
         haproxy: haproxy_options(&p)?,
         roles,
+        rpc_addr: p.value("rpc-addr").unwrap_or(DEFAULT_RPC_ADDR).to_owned(),
+        rpc_auth: p.value("rpc-auth").unwrap_or("").to_owned(),
     })
 }
 
@@ -491,8 +509,9 @@ async fn join(handle: &Handle, list: &[String], replay: bool) -> Result<usize, S
 }
 
 pub async fn run(opts: AgentOptions) -> ExitCode {
-    logging::init(opts.log_level);
-    match start(opts).await {
+    let logs = LogHub::new();
+    logging::init(opts.log_level, logs.clone());
+    match start(opts, logs).await {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -501,7 +520,7 @@ pub async fn run(opts: AgentOptions) -> ExitCode {
     }
 }
 
-async fn start(mut opts: AgentOptions) -> Result<ExitCode, String> {
+async fn start(mut opts: AgentOptions, logs: LogHub) -> Result<ExitCode, String> {
     if opts.rejoin && opts.snapshot.is_none() {
         println!("Warning: 'RejoinAfterLeave' enabled without snapshot file");
     }
@@ -544,10 +563,39 @@ async fn start(mut opts: AgentOptions) -> Result<ExitCode, String> {
     let (handle, events, mut task) = vassal_node::spawn_with_events(config)
         .await
         .map_err(|e| e.to_string())?;
+    // Serf's agent event channel: coalesced, shared by handlers and RPC streams.
+    let agent_events = coalesced_events(events);
+    let handler_events = agent_events.subscribe();
+    let rpc_listener = match tokio::net::TcpListener::bind(&opts.rpc_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            handle.shutdown().await;
+            return Err(format!(
+                "Error starting RPC listener: listen tcp {}: bind: {} \
+                 (is another agent running? pass -rpc-addr to choose another address)",
+                opts.rpc_addr,
+                vassal_rpc::client::io_reason(&e)
+            ));
+        }
+    };
+    println!("==> Starting Serf agent RPC...");
+    let left = Arc::new(Notify::new());
+    tokio::spawn(vassal_rpc::serve(
+        rpc_listener,
+        handle.clone(),
+        ServerConfig {
+            auth_key: opts.rpc_auth.clone(),
+            logs,
+            events: agent_events.clone(),
+            event_handlers: handler_stats(&opts.event_handlers),
+            left: left.clone(),
+        },
+    ));
     println!("==> Serf agent running!");
     println!("         Node name: '{}'", opts.node);
     println!("         Bind addr: '{}'", handle.local_addr());
     println!("    Advertise addr: '{}'", handle.advertise_addr());
+    println!("          RPC addr: '{}'", opts.rpc_addr);
     println!("         Encrypted: {}", opts.keyring.is_some());
     println!("          Snapshot: {}", opts.snapshot.is_some());
     println!("           Profile: {}", opts.profile);
@@ -561,13 +609,11 @@ async fn start(mut opts: AgentOptions) -> Result<ExitCode, String> {
             tags: opts.tags.clone(),
         };
         tokio::spawn(feed_handlers(
-            events,
+            handler_events,
             opts.event_handlers.clone(),
             me,
             handle.clone(),
         ));
-    } else {
-        drop(events);
     }
 
     // Built-in demo roles: listening before the first join, so the balancer sees the web nodes
@@ -626,6 +672,8 @@ async fn start(mut opts: AgentOptions) -> Result<ExitCode, String> {
             ExitCode::FAILURE
         }
         Ok(()) = &mut gave_up => ExitCode::FAILURE,
+        // An RPC client's `leave` finished: Serf's agent then shuts down, status 0.
+        () = left.notified() => ExitCode::SUCCESS,
         _ = &mut task => {
             error!("serf driver stopped unexpectedly");
             ExitCode::FAILURE
@@ -689,8 +737,52 @@ async fn retry_join(
     }
 }
 
-/// Forwards node events to the handler dispatcher. This only queues (the dispatcher's channel
-/// is unbounded), so it keeps up with the node and never blocks its driver.
+/// Serf's agent event channel: the node's events with member events, and user events sent
+/// with coalescing, held for up to 3 s (or 1 s of quiet) and passed on as fewer events. Event
+/// handlers and RPC streams subscribe to the returned sender.
+fn coalesced_events(
+    mut events: broadcast::Receiver<vassal_serf::Event>,
+) -> broadcast::Sender<vassal_serf::Event> {
+    let (tx, _) = broadcast::channel(1024);
+    let out = tx.clone();
+    tokio::spawn(async move {
+        let mut coalescer = Coalescer::new(Duration::from_secs(3), Duration::from_secs(1));
+        let mut closed = false;
+        loop {
+            let wake = coalescer.poll_timeout().map(tokio::time::Instant::from_std);
+            let flush_due = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                e = events.recv() => match e {
+                    Ok(e) => coalescer.push(e, Instant::now()),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        warn!("agent: event subscribers missed {n} events");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        coalescer.flush();
+                        closed = true;
+                    }
+                },
+                () = flush_due => coalescer.handle_timeout(Instant::now()),
+            }
+            for e in coalescer.drain() {
+                // No subscriber is fine.
+                let _ = out.send(e);
+            }
+            if closed {
+                return;
+            }
+        }
+    });
+    tx
+}
+
+/// Forwards the agent's (coalesced) events to the handler dispatcher. This only queues (the
+/// dispatcher's channel is unbounded), so it keeps up and never blocks the node.
 async fn feed_handlers(
     mut events: broadcast::Receiver<vassal_serf::Event>,
     handlers: Vec<HandlerSpec>,
@@ -698,42 +790,42 @@ async fn feed_handlers(
     node: Handle,
 ) {
     let (tx, _task) = spawn_dispatcher(handlers, me, Some(node));
-    // Like Serf's agent: member events, and user events sent with coalescing, are held for up to
-    // 3 s (or 1 s of quiet) and handed over as fewer events.
-    let mut coalescer = Coalescer::new(Duration::from_secs(3), Duration::from_secs(1));
-    let mut closed = false;
     loop {
-        let wake = coalescer.poll_timeout().map(tokio::time::Instant::from_std);
-        let flush_due = async {
-            match wake {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            e = events.recv() => match e {
-                Ok(e) => coalescer.push(e, Instant::now()),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    warn!("agent: event handlers missed {n} events");
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    coalescer.flush();
-                    closed = true;
-                }
-            },
-            () = flush_due => coalescer.handle_timeout(Instant::now()),
-        }
-        for e in coalescer.drain() {
-            if let Some(e) = HandlerEvent::from_serf(&e) {
-                if tx.send(e).is_err() {
-                    return;
+        match events.recv().await {
+            Ok(e) => {
+                if let Some(e) = HandlerEvent::from_serf(&e) {
+                    if tx.send(e).is_err() {
+                        return;
+                    }
                 }
             }
-        }
-        if closed {
-            return;
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                warn!("agent: event handlers missed {n} events");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// Serf's `event_handlers` statistics: `"<event>:<name>"` → script, one per filter.
+fn handler_stats(handlers: &[HandlerSpec]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for h in handlers {
+        for f in &h.filters {
+            let key = match f {
+                crate::handlers::spec::Filter::All => "*:".to_owned(),
+                crate::handlers::spec::Filter::Member(k) => format!("{k}:"),
+                crate::handlers::spec::Filter::User(n) => {
+                    format!("user:{}", n.as_deref().unwrap_or(""))
+                }
+                crate::handlers::spec::Filter::Query(n) => {
+                    format!("query:{}", n.as_deref().unwrap_or(""))
+                }
+            };
+            out.insert(key, h.script.clone());
+        }
+    }
+    out
 }
 
 /// A seed for the state machine's generator from the OS.
@@ -759,6 +851,8 @@ mod tests {
         assert_eq!(o.retry_max, 0);
         assert_eq!(o.profile, "lan");
         assert_eq!(o.protocol, 5);
+        assert_eq!(o.rpc_addr, "127.0.0.1:7373");
+        assert_eq!(o.rpc_auth, "");
         assert!(!o.node.is_empty(), "node defaults to the hostname");
     }
 

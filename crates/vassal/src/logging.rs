@@ -1,14 +1,19 @@
 //! Log lines in Serf's shape: `2024/05/01 12:00:00 [INFO] serf: member-join: n1 127.0.0.1`,
-//! written to stderr through `tracing`.
+//! written to stderr through `tracing`, and copied (at debug level and above, whatever
+//! `-log-level` says, as Serf's log writer does) to the [`LogHub`] that RPC `monitor` serves.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing::{Event, Level, Subscriber};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+use vassal_rpc::LogHub;
 
 /// Serf's `-log-level` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,13 +55,38 @@ impl LogLevel {
     }
 }
 
-pub fn init(level: LogLevel) {
-    let _ = tracing_subscriber::fmt()
+pub fn init(level: LogLevel, hub: LogHub) {
+    let console = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_env_filter(EnvFilter::new(level.directive()))
         .event_format(SerfFormat)
+        .with_filter(EnvFilter::new(level.directive()));
+    let monitor = HubLayer { hub }.with_filter(EnvFilter::new("debug"));
+    let _ = tracing_subscriber::registry()
+        .with(console)
+        .with(monitor)
         .try_init();
+}
+
+/// Serf's level tag and component for an event: `("INFO", "agent")`.
+fn level_and_component(meta: &Metadata<'_>) -> (&'static str, &'static str) {
+    let level = match *meta.level() {
+        Level::ERROR => "ERR",
+        Level::WARN => "WARN",
+        Level::INFO => "INFO",
+        Level::DEBUG => "DEBUG",
+        Level::TRACE => "TRACE",
+    };
+    let crate_name = meta.target().split("::").next().unwrap_or("");
+    let component = match crate_name {
+        "vassal_node" | "vassal_serf" => "serf",
+        "vassal_memberlist" => "memberlist",
+        "vassal_haproxy" => "haproxy",
+        // The RPC server names its own component (`agent.ipc: …`, `agent: …`), as Serf does.
+        "vassal_rpc" => "",
+        _ => "agent",
+    };
+    (level, component)
 }
 
 struct SerfFormat;
@@ -72,25 +102,62 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
-        let level = match *meta.level() {
-            Level::ERROR => "ERR",
-            Level::WARN => "WARN",
-            Level::INFO => "INFO",
-            Level::DEBUG => "DEBUG",
-            Level::TRACE => "TRACE",
-        };
-        let crate_name = meta.target().split("::").next().unwrap_or("");
-        let component = match crate_name {
-            "vassal_node" | "vassal_serf" => "serf",
-            "vassal_memberlist" => "memberlist",
-            "vassal" => "agent",
-            "vassal_haproxy" => "haproxy",
-            other => other,
-        };
-        write!(w, "    {} [{level}] {component}: ", timestamp())?;
+        let (level, component) = level_and_component(event.metadata());
+        write!(w, "    {} [{level}] ", timestamp())?;
+        if !component.is_empty() {
+            write!(w, "{component}: ")?;
+        }
         ctx.field_format().format_fields(w.by_ref(), event)?;
         writeln!(w)
+    }
+}
+
+/// Copies every event, as one Serf-style line, to the monitor hub.
+struct HubLayer {
+    hub: LogHub,
+}
+
+impl<S: Subscriber> Layer<S> for HubLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let (level, component) = level_and_component(event.metadata());
+        let mut fields = LineFields::default();
+        event.record(&mut fields);
+        let component = if component.is_empty() {
+            String::new()
+        } else {
+            format!("{component}: ")
+        };
+        self.hub.publish(&format!(
+            "{} [{level}] {component}{}{}",
+            timestamp(),
+            fields.message,
+            fields.rest
+        ));
+    }
+}
+
+/// The message, then ` key=value` for every other field (as the console shows them).
+#[derive(Default)]
+struct LineFields {
+    message: String,
+    rest: String,
+}
+
+impl Visit for LineFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            self.rest.push_str(&format!(" {}={value}", field.name()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            self.message.push_str(&format!("{value:?}"));
+        } else {
+            self.rest.push_str(&format!(" {}={value:?}", field.name()));
+        }
     }
 }
 

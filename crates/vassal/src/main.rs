@@ -2,11 +2,12 @@
 //! (see [`flags`]).
 
 mod agent;
+mod cli;
 #[allow(dead_code)] // wired into `agent` once the file-backed options land
 mod config;
+mod demo;
 #[allow(dead_code)] // wired into `agent` with the config files
 mod discover;
-mod demo;
 mod flags;
 mod handlers;
 mod logging;
@@ -15,17 +16,27 @@ use std::process::ExitCode;
 
 use flags::FlagError;
 
-const USAGE: &str = "Usage: vassal <command> [args]
-
-Available commands are:
-    agent      Runs a Serf agent
-    demo       Runs Serf's load-balancer demo: a balancer and web nodes on loopback
-";
+fn usage() -> String {
+    let mut out = String::from("Usage: vassal <command> [args]\n\nAvailable commands are:\n");
+    out.push_str(&format!("    {:<14} {}\n", "agent", "Runs a Serf agent"));
+    out.push_str(&format!(
+        "    {:<14} {}\n",
+        "demo", "Runs Serf's load-balancer demo: a balancer and web nodes on loopback"
+    ));
+    for (name, summary) in cli::COMMANDS {
+        out.push_str(&format!("    {name:<14} {summary}\n"));
+    }
+    out
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // As Serf: `-v` and `--version` anywhere mean `version`.
+    if args.iter().any(|a| a == "-v" || a == "--version") {
+        args = vec!["version".into()];
+    }
     let Some(command) = args.first() else {
-        eprint!("{USAGE}");
+        eprint!("{}", usage());
         return ExitCode::FAILURE;
     };
     let rest = &args[1..];
@@ -48,13 +59,16 @@ fn main() -> ExitCode {
             ),
         },
         "-h" | "-help" | "--help" | "help" => {
-            print!("{USAGE}");
+            print!("{}", usage());
             ExitCode::SUCCESS
         }
-        other => {
-            eprintln!("error: unknown command {other:?}\n\n{USAGE}");
-            ExitCode::FAILURE
-        }
+        other => match cli::run(other, rest) {
+            Some(code) => code,
+            None => {
+                eprintln!("error: unknown command {other:?}\n\n{}", usage());
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

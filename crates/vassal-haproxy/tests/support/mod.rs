@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vassal_testkit::{
-    haproxy_bin, http_get, wait_until, Haproxy, Loopback, VassalAgent, WebServer,
+    haproxy_bin, http_get_ok, wait_until, Haproxy, Loopback, VassalAgent, WebServer,
 };
 
 pub const SETTLE: Duration = Duration::from_secs(20);
@@ -119,7 +119,7 @@ pub fn wait_servers(h: &Haproxy, lb: &mut VassalAgent, want: &[String], what: &s
 /// Names that answer through `fe` over `n` requests.
 pub fn answering(fe: SocketAddr, n: usize) -> Result<BTreeSet<String>, String> {
     (0..n)
-        .map(|_| http_get(fe).map(|b| b.trim().to_owned()))
+        .map(|_| http_get_ok(fe).map(|b| b.trim().to_owned()))
         .collect()
 }
 

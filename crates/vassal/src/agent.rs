@@ -12,12 +12,13 @@ use vassal_serf::coalesce::Coalescer;
 use base64::Engine as _;
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{broadcast, oneshot, Notify};
+use tokio::sync::{broadcast, oneshot, watch, Notify};
 use tracing::{error, info, warn};
 use vassal_memberlist::wire::Keyring;
 use vassal_node::{Handle, NodeConfig};
 use vassal_rpc::{LogHub, ServerConfig};
 
+use crate::config::RawConfig;
 use crate::flags::{parse_duration, FlagError, FlagSet, Kind};
 use crate::handlers::{spawn_dispatcher, HandlerEvent, HandlerSpec, SelfInfo};
 use crate::logging::{self, LogLevel};
@@ -204,14 +205,44 @@ pub fn flags() -> FlagSet {
             "<token>",
             "Token RPC clients must present (default: none)",
         )
-        .unimplemented("iface", false)
-        .unimplemented("config-file", false)
-        .unimplemented("config-dir", false)
-        .unimplemented("discover", false)
+        .flag(
+            "config-file",
+            Kind::Multi,
+            "<path>",
+            "JSON config file (Serf's keys); repeatable, later files and flags win",
+        )
+        .flag(
+            "config-dir",
+            Kind::Multi,
+            "<dir>",
+            "Directory whose *.json files are read in name order; repeatable",
+        )
+        .flag(
+            "discover",
+            Kind::Value,
+            "<cluster>",
+            "Find and join the cluster's agents by mDNS (service _serf_<cluster>._tcp)",
+        )
+        .flag("iface", Kind::Value, "<name>", "Network interface for mDNS")
+        .flag(
+            "mdns-iface",
+            Kind::Value,
+            "<name>",
+            "Network interface for mDNS only",
+        )
+        .flag(
+            "mdns-disable-ipv4",
+            Kind::Bool,
+            "",
+            "Do not use IPv4 for mDNS",
+        )
+        .flag(
+            "mdns-disable-ipv6",
+            Kind::Bool,
+            "",
+            "Do not use IPv6 for mDNS",
+        )
         .unimplemented("syslog", true)
-        .unimplemented("mdns-iface", false)
-        .unimplemented("mdns-disable-ipv4", true)
-        .unimplemented("mdns-disable-ipv6", true)
 }
 
 /// Everything the flags said, checked.
@@ -243,10 +274,91 @@ pub struct AgentOptions {
     pub roles: vassal_roles::RolesConfig,
     pub rpc_addr: String,
     pub rpc_auth: String,
+    /// The arguments these options came from, read again (with the files) on SIGHUP.
+    pub args: Vec<String>,
+    /// Settings only config files carry (Serf has no flags for them).
+    pub file_only: FileOnly,
+    /// `-discover`: mDNS discovery.
+    pub discover: Option<DiscoverOptions>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DiscoverOptions {
+    pub cluster: String,
+    pub iface: Option<String>,
+    pub disable_ipv4: bool,
+    pub disable_ipv6: bool,
+}
+
+/// Config-file keys with no flag (spec §5.4).
+#[derive(Debug, Clone, Default)]
+pub struct FileOnly {
+    pub leave_on_terminate: bool,
+    pub skip_leave_on_interrupt: bool,
+    pub reconnect_interval: Option<Duration>,
+    pub reconnect_timeout: Option<Duration>,
+    pub tombstone_timeout: Option<Duration>,
+    pub user_event_size_limit: Option<usize>,
+    pub query_size_limit: Option<usize>,
+    pub query_response_size_limit: Option<usize>,
+    pub disable_coordinates: bool,
+    pub disable_name_resolution: bool,
+    /// Keys we read but do not act on, to warn about at start.
+    pub ignored: Vec<&'static str>,
+}
+
+impl FileOnly {
+    fn from_raw(c: &RawConfig) -> Result<FileOnly, FlagError> {
+        let mut ignored = Vec::new();
+        for (key, set) in [
+            ("statsite_addr", c.statsite_addr.is_some()),
+            ("statsd_addr", c.statsd_addr.is_some()),
+            ("enable_syslog", c.enable_syslog == Some(true)),
+            ("syslog_facility", c.syslog_facility.is_some()),
+            ("validate_node_names", c.validate_node_names.is_some()),
+        ] {
+            if set {
+                ignored.push(key);
+            }
+        }
+        if let Some(n) = c.user_event_size_limit {
+            if n > vassal_serf::USER_EVENT_SIZE_HARD_LIMIT {
+                return Err(FlagError::Config(format!(
+                    "config key \"user_event_size_limit\": {n} is over the {} byte limit Serf's \
+                     wire format allows; use at most that",
+                    vassal_serf::USER_EVENT_SIZE_HARD_LIMIT
+                )));
+            }
+        }
+        Ok(FileOnly {
+            leave_on_terminate: c.leave_on_terminate == Some(true),
+            skip_leave_on_interrupt: c.skip_leave_on_interrupt == Some(true),
+            reconnect_interval: c.reconnect_interval,
+            reconnect_timeout: c.reconnect_timeout,
+            tombstone_timeout: c.tombstone_timeout,
+            user_event_size_limit: c.user_event_size_limit,
+            query_size_limit: c.query_size_limit,
+            query_response_size_limit: c.query_response_size_limit,
+            disable_coordinates: c.disable_coordinates == Some(true),
+            disable_name_resolution: c.disable_name_resolution == Some(true),
+            ignored,
+        })
+    }
 }
 
 pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
-    let p = flags().parse(args)?;
+    // Config files first, spelt as flags in front of the real ones: Serf's precedence.
+    let first = flags().parse(args)?;
+    let paths: Vec<PathBuf> = first
+        .values("config-file")
+        .iter()
+        .chain(first.values("config-dir"))
+        .map(PathBuf::from)
+        .collect();
+    let raw = RawConfig::read_paths(&paths).map_err(|e| FlagError::Config(e.to_string()))?;
+    let mut all = raw.to_flag_args();
+    all.extend(args.iter().cloned());
+    let p = flags().parse(&all)?;
     if let Some(extra) = p.args.first() {
         return Err(FlagError::BadValue {
             flag: "agent".into(),
@@ -372,6 +484,17 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         roles,
         rpc_addr: p.value("rpc-addr").unwrap_or(DEFAULT_RPC_ADDR).to_owned(),
         rpc_auth: p.value("rpc-auth").unwrap_or("").to_owned(),
+        args: args.to_vec(),
+        file_only: FileOnly::from_raw(&raw)?,
+        discover: p.value("discover").map(|cluster| DiscoverOptions {
+            cluster: cluster.to_owned(),
+            iface: p
+                .value("mdns-iface")
+                .or(p.value("iface"))
+                .map(str::to_owned),
+            disable_ipv4: p.bool("mdns-disable-ipv4"),
+            disable_ipv6: p.bool("mdns-disable-ipv6"),
+        }),
     })
 }
 
@@ -510,8 +633,8 @@ async fn join(handle: &Handle, list: &[String], replay: bool) -> Result<usize, S
 
 pub async fn run(opts: AgentOptions) -> ExitCode {
     let logs = LogHub::new();
-    logging::init(opts.log_level, logs.clone());
-    match start(opts, logs).await {
+    let level = logging::init(opts.log_level, logs.clone());
+    match start(opts, logs, level).await {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -520,7 +643,14 @@ pub async fn run(opts: AgentOptions) -> ExitCode {
     }
 }
 
-async fn start(mut opts: AgentOptions, logs: LogHub) -> Result<ExitCode, String> {
+async fn start(
+    mut opts: AgentOptions,
+    logs: LogHub,
+    level: logging::LevelControl,
+) -> Result<ExitCode, String> {
+    for key in &opts.file_only.ignored {
+        warn!("agent: config key {key:?} is not supported by vassal and is ignored");
+    }
     if opts.rejoin && opts.snapshot.is_none() {
         println!("Warning: 'RejoinAfterLeave' enabled without snapshot file");
     }
@@ -549,6 +679,29 @@ async fn start(mut opts: AgentOptions, logs: LogHub) -> Result<ExitCode, String>
     serf.tags = opts.tags.clone();
     serf.protocol_version = opts.protocol;
     serf.broadcast_timeout = opts.broadcast_timeout;
+    let f = &opts.file_only;
+    if let Some(d) = f.reconnect_interval {
+        serf.reconnect_interval = d;
+    }
+    if let Some(d) = f.reconnect_timeout {
+        serf.reconnect_timeout = d;
+    }
+    if let Some(d) = f.tombstone_timeout {
+        serf.tombstone_timeout = d;
+    }
+    if let Some(n) = f.user_event_size_limit {
+        serf.user_event_size_limit = n;
+    }
+    if let Some(n) = f.query_size_limit {
+        serf.query_size_limit = n;
+    }
+    if let Some(n) = f.query_response_size_limit {
+        serf.query_response_size_limit = n;
+    }
+    serf.disable_coordinates |= f.disable_coordinates;
+    if f.disable_name_resolution {
+        serf.enable_name_conflict_resolution = false;
+    }
     let config = NodeConfig {
         advertise,
         snapshot_path: opts.snapshot.clone(),
@@ -603,18 +756,34 @@ async fn start(mut opts: AgentOptions, logs: LogHub) -> Result<ExitCode, String>
     println!("==> Log data will now stream in as it occurs:");
     println!();
 
-    if !opts.event_handlers.is_empty() {
-        let me = SelfInfo {
-            name: opts.node.clone(),
-            tags: opts.tags.clone(),
-        };
-        tokio::spawn(feed_handlers(
-            handler_events,
-            opts.event_handlers.clone(),
-            me,
+    // Always fed, even with no handlers yet: a SIGHUP may add some.
+    let me = SelfInfo {
+        name: opts.node.clone(),
+        tags: opts.tags.clone(),
+    };
+    let (scripts_tx, scripts) = watch::channel((opts.event_handlers.clone(), me));
+    tokio::spawn(feed_handlers(
+        handler_events,
+        scripts_tx.clone(),
+        scripts,
+        handle.clone(),
+    ));
+
+    let _discovery = match &opts.discover {
+        None => None,
+        Some(d) => Some(crate::discover::start(
+            crate::discover::Settings {
+                cluster: d.cluster.clone(),
+                node: opts.node.clone(),
+                addr: handle.advertise_addr(),
+                iface: d.iface.clone(),
+                disable_ipv4: d.disable_ipv4,
+                disable_ipv6: d.disable_ipv6,
+                replay: opts.replay,
+            },
             handle.clone(),
-        ));
-    }
+        )?),
+    };
 
     // Built-in demo roles: listening before the first join, so the balancer sees the web nodes
     // that are already there and a web node can be checked as soon as it is known.
@@ -661,28 +830,80 @@ async fn start(mut opts: AgentOptions, logs: LogHub) -> Result<ExitCode, String>
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let code = tokio::select! {
-        _ = sigint.recv() => {
-            println!("==> Caught signal: interrupt");
-            graceful_leave(&handle, &mut sigint).await
-        }
-        _ = sigterm.recv() => {
-            // Serf's default: leave_on_terminate = false, and a non-graceful exit is status 1.
-            println!("==> Caught signal: terminated");
-            ExitCode::FAILURE
-        }
-        Ok(()) = &mut gave_up => ExitCode::FAILURE,
-        // An RPC client's `leave` finished: Serf's agent then shuts down, status 0.
-        () = left.notified() => ExitCode::SUCCESS,
-        _ = &mut task => {
-            error!("serf driver stopped unexpectedly");
-            ExitCode::FAILURE
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut retry_running = true;
+    let mut tags = opts.tags.clone();
+    let code = loop {
+        tokio::select! {
+            // Serf's handleSignals: SIGINT leaves unless skip_leave_on_interrupt, SIGTERM
+            // only with leave_on_terminate; not leaving is exit status 1.
+            _ = sigint.recv() => {
+                println!("==> Caught signal: interrupt");
+                if opts.file_only.skip_leave_on_interrupt {
+                    break ExitCode::FAILURE;
+                }
+                break graceful_leave(&handle, &mut sigint).await;
+            }
+            _ = sigterm.recv() => {
+                println!("==> Caught signal: terminated");
+                if !opts.file_only.leave_on_terminate {
+                    break ExitCode::FAILURE;
+                }
+                break graceful_leave(&handle, &mut sigterm).await;
+            }
+            _ = sighup.recv() => {
+                println!("==> Caught signal: hangup");
+                reload(&opts, &level, &scripts_tx, &handle, &mut tags).await;
+            }
+            r = &mut gave_up, if retry_running => match r {
+                Ok(()) => break ExitCode::FAILURE,
+                Err(_) => retry_running = false,
+            },
+            // An RPC client's `leave` finished: Serf's agent then shuts down, status 0.
+            () = left.notified() => break ExitCode::SUCCESS,
+            _ = &mut task => {
+                error!("serf driver stopped unexpectedly");
+                break ExitCode::FAILURE;
+            }
         }
     };
     // After the leave: the balancer has stopped sending here, so open requests can finish.
     roles.stop().await;
     handle.shutdown().await;
     Ok(code)
+}
+
+/// Serf's `handleReload`: read the same flags and files again, then apply what Serf applies
+/// while running (the log level, the event handlers, the tags). A bad file keeps the old
+/// settings and says why.
+async fn reload(
+    opts: &AgentOptions,
+    level: &logging::LevelControl,
+    scripts: &watch::Sender<(Vec<HandlerSpec>, SelfInfo)>,
+    handle: &Handle,
+    tags: &mut BTreeMap<String, String>,
+) {
+    println!("==> Reloading configuration...");
+    let new = match options(&opts.args) {
+        Ok(new) => new,
+        Err(e) => {
+            error!("agent: Failed to reload configs: {e}");
+            return;
+        }
+    };
+    level.set(new.log_level);
+    scripts.send_modify(|(handlers, _)| *handlers = new.event_handlers.clone());
+    info!(
+        "agent: Reloaded configuration: {} event handler(s)",
+        new.event_handlers.len()
+    );
+    // With a tags file, the file (kept by the agent) is the source of truth, as in Serf.
+    if opts.tags_file.is_none() && new.tags != *tags {
+        match handle.set_tags(new.tags.clone()).await {
+            Ok(()) => *tags = new.tags,
+            Err(e) => error!("agent: Failed to update tags: {e}"),
+        }
+    }
 }
 
 /// Serf's `handleSignals` for a graceful leave: 0 once it completes; 1 on timeout or a second
@@ -785,14 +1006,26 @@ fn coalesced_events(
 /// dispatcher's channel is unbounded), so it keeps up and never blocks the node.
 async fn feed_handlers(
     mut events: broadcast::Receiver<vassal_serf::Event>,
-    handlers: Vec<HandlerSpec>,
-    me: SelfInfo,
+    scripts_tx: watch::Sender<(Vec<HandlerSpec>, SelfInfo)>,
+    scripts: watch::Receiver<(Vec<HandlerSpec>, SelfInfo)>,
     node: Handle,
 ) {
-    let (tx, _task) = spawn_dispatcher(handlers, me, Some(node));
+    let (tx, _task) = spawn_dispatcher(scripts, Some(node));
     loop {
         match events.recv().await {
             Ok(e) => {
+                // Our own tags as they are now (`SERF_TAG_*`), after `vassal tags` or a reload.
+                if let vassal_serf::Event::Member(m) = &e {
+                    scripts_tx.send_if_modified(|(_, me)| {
+                        match m.members.iter().find(|x| x.name == me.name) {
+                            Some(x) if x.tags != me.tags => {
+                                me.tags = x.tags.clone();
+                                true
+                            }
+                            _ => false,
+                        }
+                    });
+                }
                 if let Some(e) = HandlerEvent::from_serf(&e) {
                     if tx.send(e).is_err() {
                         return;

@@ -188,7 +188,7 @@ impl RawConfig {
             let meta = std::fs::metadata(path).map_err(unreadable)?;
             if !meta.is_dir() {
                 let text = std::fs::read_to_string(path).map_err(unreadable)?;
-                result.merge(RawConfig::from_json(&text, path)?);
+                result.merge(RawConfig::from_json(&text, path)?.validated(path)?);
                 continue;
             }
             let mut files = Vec::new();
@@ -206,10 +206,143 @@ impl RawConfig {
                     key: None,
                     problem: format!("cannot read it: {e}"),
                 })?;
-                result.merge(RawConfig::from_json(&text, &file)?);
+                result.merge(RawConfig::from_json(&text, &file)?.validated(&file)?);
             }
         }
         Ok(result)
+    }
+
+    /// Checks the values a flag would check, so that a bad one is reported with its file and
+    /// key rather than as a flag the user never typed.
+    pub fn validated(self, path: &Path) -> Result<RawConfig, ConfigError> {
+        let err = |key: &str, problem: String| ConfigError {
+            path: path.to_owned(),
+            key: Some(key.to_owned()),
+            problem,
+        };
+        for (key, addr, port) in [
+            ("bind", &self.bind, 7946),
+            ("advertise", &self.advertise, 7946),
+            ("rpc_addr", &self.rpc_addr, 7373),
+        ] {
+            if let Some(a) = addr {
+                let (host, _) = crate::agent::split_host_port(a, port).map_err(|e| err(key, e))?;
+                if host.is_empty() && key != "bind" {
+                    return Err(err(key, format!("{a:?} has no host; use IP:PORT")));
+                }
+                if key == "rpc_addr" && host.parse::<std::net::IpAddr>().is_err() {
+                    return Err(err(
+                        key,
+                        format!("{a:?} is not an IP address; use IP:PORT, e.g. 127.0.0.1:7373"),
+                    ));
+                }
+            }
+        }
+        if let Some(p) = &self.profile {
+            if !matches!(p.as_str(), "lan" | "wan" | "local") {
+                return Err(err("profile", format!("{p:?}: must be lan, wan or local")));
+            }
+        }
+        if let Some(l) = &self.log_level {
+            crate::logging::LogLevel::parse(l)
+                .map_err(|e| err("log_level", format!("{l:?}: {e}")))?;
+        }
+        if let Some(p) = self.protocol {
+            if !(vassal_serf::PROTOCOL_MIN..=vassal_serf::PROTOCOL_MAX).contains(&p) {
+                return Err(err(
+                    "protocol",
+                    format!(
+                        "{p}: must be {} to {}",
+                        vassal_serf::PROTOCOL_MIN,
+                        vassal_serf::PROTOCOL_MAX
+                    ),
+                ));
+            }
+        }
+        if let Some(k) = &self.encrypt_key {
+            use base64::Engine as _;
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(k)
+                .map_err(|e| {
+                    err(
+                        "encrypt_key",
+                        format!("not base64 ({e}); make one with `vassal keygen`"),
+                    )
+                })?;
+            if !matches!(key.len(), 16 | 24 | 32) {
+                return Err(err(
+                    "encrypt_key",
+                    format!(
+                        "{} bytes; keys are 16, 24 or 32 bytes (`vassal keygen`)",
+                        key.len()
+                    ),
+                ));
+            }
+        }
+        for h in &self.event_handlers {
+            crate::handlers::HandlerSpec::parse(h)
+                .map_err(|e| err("event_handlers", format!("{h:?}: {e}")))?;
+        }
+        if self
+            .retry_interval
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return Err(err("retry_interval", "must be at least 1s".into()));
+        }
+        Ok(self)
+    }
+
+    /// The settings that have a command-line flag, spelt as flags. Put in front of the real
+    /// arguments, they give Serf's precedence for free: a later flag overrides a scalar, and
+    /// repeated flags (tags, joins, handlers) add to what the files said.
+    pub fn to_flag_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut value = |flag: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                out.push(format!("-{flag}={v}"));
+            }
+        };
+        value("node", &self.node_name);
+        value("role", &self.role);
+        value("tags-file", &self.tags_file);
+        value("bind", &self.bind);
+        value("advertise", &self.advertise);
+        value("encrypt", &self.encrypt_key);
+        value("keyring-file", &self.keyring_file);
+        value("log-level", &self.log_level);
+        value("rpc-addr", &self.rpc_addr);
+        value("rpc-auth", &self.rpc_auth);
+        value("profile", &self.profile);
+        value("snapshot", &self.snapshot_path);
+        value("discover", &self.discover);
+        value("iface", &self.interface);
+        value("mdns-iface", &self.mdns_interface);
+        let dur = |d: &Option<Duration>| d.map(|d| format!("{}ns", d.as_nanos()));
+        value("retry-interval", &dur(&self.retry_interval));
+        value("broadcast-timeout", &dur(&self.broadcast_timeout));
+        value("protocol", &self.protocol.map(|p| p.to_string()));
+        value("retry-max", &self.retry_max_attempts.map(|n| n.to_string()));
+        for (k, v) in &self.tags {
+            out.push(format!("-tag={k}={v}"));
+        }
+        for (flag, list) in [
+            ("join", &self.start_join),
+            ("retry-join", &self.retry_join),
+            ("event-handler", &self.event_handlers),
+        ] {
+            out.extend(list.iter().map(|v| format!("-{flag}={v}")));
+        }
+        for (flag, on) in [
+            ("replay", self.replay_on_join),
+            ("rejoin", self.rejoin_after_leave),
+            ("mdns-disable-ipv4", self.mdns_disable_ipv4),
+            ("mdns-disable-ipv6", self.mdns_disable_ipv6),
+        ] {
+            if on == Some(true) {
+                out.push(format!("-{flag}"));
+            }
+        }
+        out
     }
 
     /// Lays `later` over `self` with Serf's merge rules.
@@ -575,6 +708,51 @@ mod tests {
         let c = RawConfig::read_paths(&[dir.path().to_owned()]).unwrap();
         assert_eq!(c.node_name.as_deref(), Some("b"));
         assert_eq!(c.bind.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn a_bad_value_is_reported_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("agent.json");
+        for (text, key) in [
+            (r#"{"bind": "127.0.0.1:70000"}"#, "bind"),
+            (r#"{"profile": "fast"}"#, "profile"),
+            (r#"{"encrypt_key": "c2hvcnQ="}"#, "encrypt_key"),
+            (
+                r#"{"event_handlers": ["bogus-event=x.sh"]}"#,
+                "event_handlers",
+            ),
+            (r#"{"rpc_addr": "localhost:7373"}"#, "rpc_addr"),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            let msg = RawConfig::read_paths(std::slice::from_ref(&f))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.contains("agent.json") && msg.contains(&format!("\"{key}\"")),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_settings_become_flags_that_real_flags_follow() {
+        let c = parse(
+            r#"{"node_name": "n1", "tags": {"role": "web"}, "retry_interval": "1500ms",
+                "start_join": ["a", "b"], "replay_on_join": true, "leave_on_terminate": true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.to_flag_args(),
+            [
+                "-node=n1",
+                "-retry-interval=1500000000ns",
+                "-tag=role=web",
+                "-join=a",
+                "-join=b",
+                "-replay"
+            ]
+        );
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub enum FlagError {
         value: String,
         why: String,
     },
+    /// A configuration file was unusable; the message names the file, the key and the fix.
+    Config(String),
     Unimplemented {
         flag: String,
         command: &'static str,
@@ -91,6 +93,7 @@ impl fmt::Display for FlagError {
             FlagError::BadValue { flag, value, why } => {
                 write!(f, "invalid value {value:?} for -{flag}: {why}")
             }
+            FlagError::Config(msg) => f.write_str(msg),
             FlagError::Unimplemented { flag, command } => write!(
                 f,
                 "flag -{flag} is not implemented yet in vassal {command}; run without it"

@@ -12,7 +12,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 use vassal_rpc::LogHub;
 
 /// Serf's `-log-level` values.
@@ -55,17 +55,32 @@ impl LogLevel {
     }
 }
 
-pub fn init(level: LogLevel, hub: LogHub) {
+/// Changes the console's level after start-up (SIGHUP reloads `log_level`).
+#[derive(Clone)]
+pub struct LevelControl(Option<reload::Handle<EnvFilter, Registry>>);
+
+impl LevelControl {
+    pub fn set(&self, level: LogLevel) {
+        if let Some(h) = &self.0 {
+            let _ = h.reload(EnvFilter::new(level.directive()));
+        }
+    }
+}
+
+pub fn init(level: LogLevel, hub: LogHub) -> LevelControl {
+    let (filter, control) = reload::Layer::new(EnvFilter::new(level.directive()));
     let console = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .event_format(SerfFormat)
-        .with_filter(EnvFilter::new(level.directive()));
+        .with_filter(filter);
     let monitor = HubLayer { hub }.with_filter(EnvFilter::new("debug"));
-    let _ = tracing_subscriber::registry()
+    let ok = tracing_subscriber::registry()
         .with(console)
         .with(monitor)
-        .try_init();
+        .try_init()
+        .is_ok();
+    LevelControl(ok.then_some(control))
 }
 
 /// Serf's level tag and component for an event: `("INFO", "agent")`.

@@ -3,10 +3,8 @@
 
 mod agent;
 mod cli;
-#[allow(dead_code)] // wired into `agent` once the file-backed options land
 mod config;
 mod demo;
-#[allow(dead_code)] // wired into `agent` with the config files
 mod discover;
 mod flags;
 mod handlers;

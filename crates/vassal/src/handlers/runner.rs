@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::process::Command;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};
 
@@ -141,14 +141,17 @@ pub async fn run(script: &str, inv: &Invocation) -> io::Result<Output> {
 /// Runs every matching handler for each event sent, one run at a time and in order, on a task
 /// of its own. The channel is unbounded so that no event is lost however slow the scripts are.
 /// The task ends once every sender is dropped and the queue is drained.
+///
+/// `scripts` holds the handlers and the local node as they are now: a SIGHUP reload or a tag
+/// change replaces them, and the next event uses the new ones.
 pub fn spawn_dispatcher(
-    handlers: Vec<HandlerSpec>,
-    me: SelfInfo,
+    scripts: watch::Receiver<(Vec<HandlerSpec>, SelfInfo)>,
     node: Option<vassal_node::Handle>,
 ) -> (mpsc::UnboundedSender<HandlerEvent>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<HandlerEvent>();
     let task = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
+            let (handlers, me) = scripts.borrow().clone();
             for h in handlers.iter().filter(|h| h.matches(&event)) {
                 let inv = invocation(&event, &me);
                 let out = match run(&h.script, &inv).await {
@@ -283,7 +286,8 @@ mod tests {
             HandlerSpec::parse("user:fail=echo boom >&2; exit 3").unwrap(),
             HandlerSpec::parse(&format!("user=echo $SERF_USER_EVENT >> {f}")).unwrap(),
         ];
-        let (tx, task) = spawn_dispatcher(handlers, SelfInfo::default(), None);
+        let (_keep, scripts) = watch::channel((handlers, SelfInfo::default()));
+        let (tx, task) = spawn_dispatcher(scripts, None);
         for name in ["a", "fail", "b", "c"] {
             tx.send(user(name)).unwrap();
         }

@@ -167,9 +167,11 @@ struct JoinProgress {
 pub struct Memberlist {
     config: Config,
     rng: ChaCha8Rng,
-    /// The node table in probe order; `index` maps names to positions.
-    nodes: Vec<NodeState>,
-    index: BTreeMap<String, usize>,
+    /// The node table in probe order; `index` maps names to positions. Both are persistent
+    /// collections: a clone shares structure until one side changes, which lets a simulator
+    /// give thousands of nodes one converged table (see `adopt_table`).
+    nodes: imbl::Vector<NodeState>,
+    index: imbl::OrdMap<String, usize>,
     probe_index: usize,
     incarnation: u32,
     seq_no: u32,
@@ -211,8 +213,8 @@ impl Memberlist {
             awareness: Awareness::new(config.awareness_max_multiplier),
             config,
             rng,
-            nodes: Vec::new(),
-            index: BTreeMap::new(),
+            nodes: imbl::Vector::new(),
+            index: imbl::OrdMap::new(),
             probe_index: 0,
             incarnation: 0,
             seq_no: 0,
@@ -361,6 +363,58 @@ impl Memberlist {
         buf.push(wire::MessageType::User as u8);
         buf.extend_from_slice(msg);
         self.send_packet(to, &[buf], false);
+    }
+
+    /// Simulation support: takes `template`'s node table as ours, as if we had just merged a
+    /// push/pull with it and the resulting gossip had died down. No broadcast is queued and no
+    /// delegate callback runs. The table stays shared with the template (and every other node
+    /// that adopted it) until one side changes an entry, which is what lets one process hold
+    /// thousands of nodes that each know every other.
+    ///
+    /// We probe in the template's order, starting at a random place in it (a real node inserts
+    /// each newcomer at a random place of its own). Refused unless we know only ourselves, the
+    /// template's entry for us is exactly ours, and every node in the template is alive.
+    #[cfg(feature = "sim")]
+    pub fn adopt_table(&mut self, template: &Memberlist) -> Result<(), String> {
+        if self.nodes.len() != 1 {
+            return Err(format!(
+                "{} already knows {} nodes; only a fresh node can adopt a table",
+                self.config.name,
+                self.nodes.len()
+            ));
+        }
+        let mine = &self.nodes[0];
+        let theirs = template
+            .index
+            .get(&self.config.name)
+            .map(|&i| &template.nodes[i])
+            .ok_or_else(|| format!("the template does not know {}", self.config.name))?;
+        if theirs.node != mine.node || theirs.incarnation != mine.incarnation {
+            return Err(format!(
+                "the template's entry for {} differs from the node's own: {:?} (incarnation {}) vs {:?} (incarnation {})",
+                self.config.name, theirs.node, theirs.incarnation, mine.node, mine.incarnation
+            ));
+        }
+        if let Some(n) = template
+            .nodes
+            .iter()
+            .find(|n| n.node.state != NodeStateKind::Alive)
+        {
+            return Err(format!(
+                "the template holds {} in state {:?}; only all-alive tables can be adopted",
+                n.node.name, n.node.state
+            ));
+        }
+        self.nodes = template.nodes.clone();
+        self.index = template.index.clone();
+        self.probe_index = self.rng.gen_range(0..self.nodes.len());
+        Ok(())
+    }
+
+    /// Whether two nodes' tables are still one shared structure (simulation memory checks).
+    #[cfg(feature = "sim")]
+    pub fn shares_table_with(&self, other: &Memberlist) -> bool {
+        self.nodes.ptr_eq(&other.nodes) && self.index.ptr_eq(&other.index)
     }
 
     // ----- inputs -----
@@ -1260,7 +1314,7 @@ impl Memberlist {
     fn insert_node(&mut self, state: NodeState) -> usize {
         let n = self.nodes.len();
         let offset = if n == 0 { 0 } else { self.rng.gen_range(0..n) };
-        self.nodes.push(state);
+        self.nodes.push_back(state);
         self.nodes.swap(offset, n);
         self.index.insert(self.nodes[n].node.name.clone(), n);
         self.index

@@ -334,7 +334,9 @@ struct Core {
     clock: LamportClock,
     event_clock: LamportClock,
     query_clock: LamportClock,
-    members: BTreeMap<String, MemberState>,
+    /// A persistent map, like memberlist's table: clones share structure until they diverge.
+    /// Read with `get` first; `get_mut` copies the path to the entry even if nothing changes.
+    members: imbl::OrdMap<String, MemberState>,
     intents: BTreeMap<String, Intent>,
     intent_queue: TransmitLimitedQueue,
     resolve_conflicts: bool,
@@ -421,7 +423,7 @@ impl Serf {
             clock: LamportClock::new(),
             event_clock: LamportClock::new(),
             query_clock: LamportClock::new(),
-            members: BTreeMap::new(),
+            members: imbl::OrdMap::new(),
             intents: BTreeMap::new(),
             intent_queue: TransmitLimitedQueue::new(),
             resolve_conflicts: config.enable_name_conflict_resolution,
@@ -594,6 +596,54 @@ impl Serf {
     /// Whether a graceful leave has completed.
     pub fn has_left(&self) -> bool {
         self.core.phase == LeavePhase::Left
+    }
+
+    /// Simulation support: takes `template`'s membership view (memberlist's node table and
+    /// Serf's member list) as ours, as if we had merged a push/pull with it and its gossip had
+    /// died down; no events are raised and nothing is queued. Both tables stay shared with the
+    /// template until one side changes an entry. See [`Memberlist::adopt_table`] for what is
+    /// refused; here our own member entry must also match the template's.
+    #[cfg(feature = "sim")]
+    pub fn adopt_view(&mut self, template: &Serf) -> Result<(), String> {
+        let name = &self.core.name;
+        if self.core.members.len() != 1 {
+            return Err(format!(
+                "{name} already knows {} members; only a fresh node can adopt a view",
+                self.core.members.len()
+            ));
+        }
+        let mine = &self.core.members[name];
+        let theirs = (template.core.members.get(name))
+            .ok_or_else(|| format!("the template does not know {name}"))?;
+        if theirs.member != mine.member || theirs.status_ltime != mine.status_ltime {
+            return Err(format!(
+                "the template's member entry for {name} differs from the node's own: {:?} vs {:?}",
+                theirs.member, mine.member
+            ));
+        }
+        if let Some(m) = template.members().find(|m| m.status != MemberStatus::Alive) {
+            return Err(format!(
+                "the template holds {} as {}; only all-alive views can be adopted",
+                m.name, m.status
+            ));
+        }
+        self.ml.adopt_table(&template.ml)?;
+        self.core.members = template.core.members.clone();
+        let core = &mut self.core;
+        for (ours, theirs) in [
+            (&mut core.clock, &template.core.clock),
+            (&mut core.event_clock, &template.core.event_clock),
+            (&mut core.query_clock, &template.core.query_clock),
+        ] {
+            ours.witness(theirs.time().saturating_sub(1));
+        }
+        Ok(())
+    }
+
+    /// Whether two nodes' views are still one shared structure (simulation memory checks).
+    #[cfg(feature = "sim")]
+    pub fn shares_view_with(&self, other: &Serf) -> bool {
+        self.ml.shares_table_with(&other.ml) && self.core.members.ptr_eq(&other.core.members)
     }
 
     // ----- commands -----
@@ -1303,12 +1353,13 @@ impl Core {
     /// Serf's `handleNodeJoinIntent`; true if the intent should be re-gossiped.
     fn handle_join_intent(&mut self, msg: &Join, now: Instant) -> bool {
         self.clock.witness(msg.ltime);
-        let Some(member) = self.members.get_mut(&msg.node) else {
+        let Some(member) = self.members.get(&msg.node) else {
             return self.upsert_intent(&msg.node, IntentKind::Join, msg.ltime, now);
         };
         if msg.ltime <= member.status_ltime {
             return false;
         }
+        let member = self.members.get_mut(&msg.node).expect("checked above");
         member.status_ltime = msg.ltime;
         if member.member.status == MemberStatus::Leaving {
             member.member.status = MemberStatus::Alive;
@@ -1319,7 +1370,7 @@ impl Core {
     /// Serf's `handleNodeLeaveIntent`; true if the intent should be re-gossiped.
     fn handle_leave_intent(&mut self, msg: &Leave, now: Instant) -> bool {
         self.clock.witness(msg.ltime);
-        let Some(member) = self.members.get_mut(&msg.node) else {
+        let Some(member) = self.members.get(&msg.node) else {
             return self.upsert_intent(&msg.node, IntentKind::Leave, msg.ltime, now);
         };
         if msg.ltime <= member.status_ltime {

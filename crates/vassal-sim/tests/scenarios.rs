@@ -606,3 +606,137 @@ fn force_leave_with_prune_erases_the_member_everywhere() {
         );
     }
 }
+
+// ----- clusters that start converged (the 10,000-node benchmark's start) -----
+
+#[test]
+fn preconverged_cluster_shares_one_view_and_runs_the_real_protocol() {
+    let s = seed(21);
+    let n = 40;
+    let mut sim = Sim::new_converged(s, n, |_| Config::lan("n"));
+    assert!(sim.converged(), "not converged at start; SIM_SEED={s}");
+    for i in 0..n {
+        assert_eq!(sim.serf(i).members().count(), n, "node {i} members");
+        assert!(
+            sim.serf(i).shares_view_with(sim.serf(0)),
+            "node {i} holds its own copy of the view"
+        );
+    }
+    sim.check_invariants();
+    sim.record_events();
+    // Probes, gossip and push/pulls run for real: a minute later nobody was suspected.
+    sim.run_for(Duration::from_secs(60));
+    assert!(sim.converged(), "lost a member while idle; SIM_SEED={s}");
+    let t0 = sim.now();
+    sim.set_tags(5, BTreeMap::from([("role".to_string(), "db".to_string())]));
+    let all = |sim: &Sim| {
+        (0..n).all(|i| {
+            sim.serf(i)
+                .member("n5")
+                .is_some_and(|m| m.tags.get("role").is_some_and(|r| r == "db"))
+        })
+    };
+    assert!(
+        sim.run_until_cond(Duration::from_secs(10), all).is_some(),
+        "tag change not everywhere; SIM_SEED={s}"
+    );
+    assert!(sim
+        .first_event(1, MemberEventKind::Update, "n5", t0)
+        .is_some());
+    // The update gave every node its own copy of the changed part.
+    assert!(!sim.serf(1).shares_view_with(sim.serf(0)));
+    // And a crash is still detected by everyone.
+    sim.crash(9);
+    let failed = sim.run_until_cond(Duration::from_secs(60), |sim| {
+        (0..n)
+            .filter(|&i| i != 9)
+            .all(|i| sim.view(i, 9) != Some(NodeStateKind::Alive))
+    });
+    assert!(failed.is_some(), "crash not detected; SIM_SEED={s}");
+}
+
+#[test]
+fn preconverged_start_is_deterministic() {
+    let run = |seed| {
+        let mut sim = Sim::new_converged(seed, 20, |_| Config::lan("n"));
+        sim.network.loss = 0.02;
+        sim.run_for(Duration::from_secs(5));
+        sim.set_tags(3, BTreeMap::from([("v".to_string(), "2".to_string())]));
+        sim.crash(4);
+        sim.run_for(Duration::from_secs(30));
+        sim.trace_hash()
+    };
+    assert_eq!(run(7), run(7));
+    assert_ne!(run(7), run(8), "different seeds should differ");
+}
+
+#[test]
+fn only_a_fresh_node_can_adopt_a_view_and_only_one_holding_its_own_entry() {
+    use std::net::SocketAddr;
+    use std::time::Instant;
+    use vassal_memberlist::wire::{PushNodeState, PushPull, StreamMessage};
+    use vassal_serf::Serf;
+
+    let epoch = Instant::now();
+    let serf = |name: &str, port: u16| {
+        let mut c = Config::lan(name);
+        c.advertise = SocketAddr::from(([127, 9, 0, 1], port));
+        c.bind_port = port;
+        Serf::new(vassal_serf::Config::new(c), epoch).expect("valid config")
+    };
+    let entry = |s: &Serf, state: NodeStateKind| {
+        let me = s.memberlist().local_node();
+        PushNodeState {
+            name: me.name.clone(),
+            addr: me.addr,
+            port: me.port,
+            meta: me.meta.clone(),
+            incarnation: 1,
+            state,
+            vsn: me.vsn.to_vec(),
+        }
+    };
+    let (mut a, b) = (serf("a", 7001), serf("b", 7002));
+    let mut template = serf("a", 7001);
+    let nodes = vec![
+        entry(&a, NodeStateKind::Alive),
+        entry(&b, NodeStateKind::Alive),
+    ];
+    let push_pull = |nodes| {
+        Ok(StreamMessage::PushPull(PushPull {
+            join: false,
+            nodes,
+            user_state: Vec::new(),
+        }))
+    };
+    template.handle_stream(
+        SocketAddr::from(([127, 9, 0, 9], 1)),
+        push_pull(nodes),
+        epoch,
+    );
+
+    a.adopt_view(&template).expect("a fresh a adopts");
+    assert_eq!(a.members().count(), 2);
+    let err = a.adopt_view(&template).unwrap_err();
+    assert!(err.contains("already knows 2"), "{err}");
+
+    let err = serf("c", 7003).adopt_view(&template).unwrap_err();
+    assert!(err.contains("does not know c"), "{err}");
+
+    let err = serf("b", 7999).adopt_view(&template).unwrap_err();
+    assert!(err.contains("differs"), "{err}");
+
+    let d = serf("d", 7004);
+    template.handle_stream(
+        SocketAddr::from(([127, 9, 0, 9], 1)),
+        push_pull(vec![entry(&d, NodeStateKind::Alive)]),
+        epoch,
+    );
+    template.handle_stream(
+        SocketAddr::from(([127, 9, 0, 9], 1)),
+        push_pull(vec![entry(&d, NodeStateKind::Left)]),
+        epoch,
+    );
+    let err = serf("b", 7002).adopt_view(&template).unwrap_err();
+    assert!(err.contains("only all-alive"), "{err}");
+}

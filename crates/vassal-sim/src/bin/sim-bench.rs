@@ -1,8 +1,10 @@
 //! Scale benchmarks over the simulator, printing figures (not timed tests).
 //!
 //! ```text
-//! cargo run --release -p vassal-sim --bin sim-bench -- [broadcast N | detect N | false-positives | all]
+//! cargo run --release -p vassal-sim --bin sim-bench -- [broadcast N [joined|converged] | detect N | false-positives | events N | all]
 //! ```
+//! `broadcast` starts from real joins up to 2,000 nodes and from pre-filled tables above
+//! ([`Sim::new_converged`]); the optional third word picks either.
 //! All runs use memberlist's LAN defaults; the network has 0.2–2 ms one-way latency.
 
 use std::collections::BTreeMap;
@@ -21,12 +23,23 @@ fn main() {
     let what = args.first().map(String::as_str).unwrap_or("all");
     let n = |default: usize| args.get(1).and_then(|s| s.parse().ok()).unwrap_or(default);
     match what {
-        "broadcast" => broadcast(seed, n(1000)),
+        "broadcast" => {
+            let n = n(1000);
+            let start = match args.get(2) {
+                None => Start::default_for(n),
+                Some(s) => Start::parse(s).unwrap_or_else(|| {
+                    eprintln!("unknown start {s}: use joined or converged");
+                    std::process::exit(2);
+                }),
+            };
+            broadcast(seed, n, start)
+        }
         "detect" => detect(seed, n(100)),
         "false-positives" => false_positives(seed),
         "events" => events(seed, n(100)),
         "all" => {
-            broadcast(seed, 1000);
+            broadcast(seed, 1000, Start::Joined);
+            broadcast(seed, 10_000, Start::Converged);
             detect(seed, 100);
             detect(seed, 1000);
             false_positives(seed);
@@ -35,7 +48,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown benchmark {other}; use broadcast N | detect N | false-positives | events N | all"
+                "unknown benchmark {other}; use broadcast N [joined|converged] | detect N | false-positives | events N | all"
             );
             std::process::exit(2);
         }
@@ -74,40 +87,161 @@ fn converged_cluster(seed: u64, n: usize) -> (Sim, Duration) {
     (sim, wall.elapsed())
 }
 
-fn broadcast(seed: u64, n: usize) {
-    let (mut sim, setup) = converged_cluster(seed, n);
-    sim.record_events();
+/// How a benchmark cluster comes to be converged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Every node joins through node 0 (real push/pulls, real join gossip).
+    Joined,
+    /// Every node starts with a full, shared table ([`Sim::new_converged`]): no joins simulated.
+    Converged,
+}
+
+impl Start {
+    /// Real joins up to 2,000 nodes; above that each node's own copy of the table would not fit.
+    fn default_for(n: usize) -> Start {
+        if n <= 2000 {
+            Start::Joined
+        } else {
+            Start::Converged
+        }
+    }
+
+    fn parse(s: &str) -> Option<Start> {
+        match s {
+            "joined" => Some(Start::Joined),
+            "converged" => Some(Start::Converged),
+            _ => None,
+        }
+    }
+}
+
+/// A converged cluster that starts with every table pre-filled, then runs the real protocol for
+/// one push/pull interval, so that every node's first push/pull (staggered over that interval
+/// from start) is behind it and all timers run at their steady pace.
+fn preconverged_cluster(seed: u64, n: usize) -> (Sim, Duration) {
+    let wall = Instant::now();
+    let config = Config::lan("n");
+    let warm_up = config.push_pull_interval;
+    let mut sim = Sim::new_converged(seed, n, |_| config.clone());
+    sim.run_for(warm_up);
+    sim.run_until_cond_every(Duration::from_secs(120), Duration::from_millis(100), |s| {
+        (0..s.len()).all(|i| {
+            let serf = s.serf(i);
+            serf.memberlist().queued_broadcasts() == 0 && serf.intent_queue_len() == 0
+        })
+    });
+    // Every node up and seeing n alive nodes is every node seeing every other alive (the O(n²)
+    // name look-ups of `Sim::converged` take a minute at 10,000 nodes).
+    let lost = (0..n).find(|&i| !up_and_sees_all(&sim, i, n));
+    assert!(
+        lost.is_none(),
+        "the pre-converged {n}-node cluster lost a member during its warm-up: n{} sees {} alive (SIM_SEED={seed})",
+        lost.unwrap_or(0),
+        sim.serf(lost.unwrap_or(0)).memberlist().num_alive()
+    );
+    (sim, wall.elapsed())
+}
+
+fn up_and_sees_all(sim: &Sim, i: usize, n: usize) -> bool {
+    sim.is_up(i) && sim.serf(i).memberlist().num_alive() == n
+}
+
+fn broadcast(seed: u64, n: usize, start: Start) {
+    let (mut sim, setup) = match start {
+        Start::Joined => converged_cluster(seed, n),
+        Start::Converged => preconverged_cluster(seed, n),
+    };
+    let hwm_setup = peak_rss();
     let t0 = sim.now();
     let wall = Instant::now();
+    let cpu0 = cpu_time();
     sim.set_tags(0, BTreeMap::from([("v".to_string(), "2".to_string())]));
     let seen = |s: &Sim, i: usize| {
         s.serf(i)
             .member("n0")
             .is_some_and(|m| m.tags.get("v").is_some_and(|v| v == "2"))
     };
-    let target_9999 = ((n - 1) as f64 * 0.9999).ceil() as usize;
+    // Nodes holding the update, the sender included; 99.99 % is ceil(0.9999 n) of them.
+    let target_9999 = (n * 9999).div_ceil(10_000);
+    let mut has = vec![false; n];
+    has[0] = true;
+    let mut count = 1;
     let mut t_9999 = None;
+    // A step changes only the node it was for, so each step checks that one node.
     let t_all = sim.run_until_cond(Duration::from_secs(60), |s| {
-        let count = (1..s.len()).filter(|&i| seen(s, i)).count();
+        if let Some(i) = s.last_node().filter(|&i| !has[i] && seen(s, i)) {
+            has[i] = true;
+            count += 1;
+        }
         if count >= target_9999 && t_9999.is_none() {
             t_9999 = Some(s.now());
         }
-        count == s.len() - 1
+        count == n
     });
+    let measure = wall.elapsed();
+    let cpu = cpu_time();
     let fmt = |t: Option<Duration>| {
         t.map_or("not reached".to_string(), |t| {
             format!("{:.2} s", (t - t0).as_secs_f64())
         })
     };
-    let sim_secs = sim.now().as_secs_f64();
+    let how = match start {
+        Start::Joined => "every node joined through node 0 (real joins)".to_string(),
+        Start::Converged => format!(
+            "pre-converged: tables pre-filled as after a completed push/pull, no joins simulated, then {} s of real protocol before the broadcast",
+            Config::lan("n").push_pull_interval.as_secs()
+        ),
+    };
+    let hwm = peak_rss();
+    println!("broadcast n={n} (SIM_SEED={seed}); start: {how}");
     println!(
-        "broadcast n={n}: 99.99% ({target_9999} nodes) in {}, 100% in {} | setup {:.1} s wall, measure {:.1} s wall, {:.0} node-s per wall s",
+        "  one tag change from n0 reached 99.99% ({target_9999} of {n} nodes) in {}, 100% in {}",
         fmt(t_9999),
         fmt(t_all),
-        setup.as_secs_f64(),
-        wall.elapsed().as_secs_f64(),
-        sim_secs * n as f64 / (setup + wall.elapsed()).as_secs_f64(),
     );
+    let node_secs = |d: Duration| d.as_secs_f64() * n as f64;
+    println!(
+        "  wall: setup {:.1} s ({:.1} simulated s), broadcast {:.1} s ({:.2} simulated s); {:.0} simulated node-s per wall s overall, {:.0} during the broadcast",
+        setup.as_secs_f64(),
+        t0.as_secs_f64(),
+        measure.as_secs_f64(),
+        (sim.now() - t0).as_secs_f64(),
+        node_secs(sim.now()) / (setup + measure).as_secs_f64(),
+        node_secs(sim.now() - t0) / measure.as_secs_f64(),
+    );
+    println!(
+        "  CPU (one core): {:.1} s in all, {:.1} s for the broadcast; {:.0} simulated node-s per CPU s overall, {:.0} during the broadcast",
+        cpu.as_secs_f64(),
+        (cpu - cpu0).as_secs_f64(),
+        node_secs(sim.now()) / cpu.as_secs_f64(),
+        node_secs(sim.now() - t0) / (cpu - cpu0).as_secs_f64(),
+    );
+    println!(
+        "  peak RSS (VmHWM) {} after setup, {} at the end: {:.0} bytes per node pair",
+        mib(hwm_setup),
+        mib(hwm),
+        hwm.unwrap_or(0) as f64 / (n as f64 * n as f64),
+    );
+}
+
+/// The process's peak resident set size in bytes (`VmHWM` in /proc/self/status), if readable.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// CPU time this (single-threaded) process has run, from /proc/self/schedstat; zero if unreadable.
+fn cpu_time() -> Duration {
+    std::fs::read_to_string("/proc/self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("unknown".into(), |b| format!("{} MiB", b / (1024 * 1024)))
 }
 
 /// User-event and query latency to 100 % of an `n`-node cluster.

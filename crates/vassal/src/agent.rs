@@ -2,7 +2,7 @@
 //! signals the way Serf does (spec §5.1, §5.5, §5.6).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, oneshot, watch, Notify};
 use tracing::{error, info, warn};
 use vassal_memberlist::wire::Keyring;
+use vassal_node::addr::{resolve, DEFAULT_PORT};
 use vassal_node::{Handle, NodeConfig};
 use vassal_rpc::{LogHub, ServerConfig};
 
@@ -23,7 +24,6 @@ use crate::flags::{parse_duration, FlagError, FlagSet, Kind};
 use crate::handlers::{spawn_dispatcher, HandlerEvent, HandlerSpec, SelfInfo};
 use crate::logging::{self, LogLevel};
 
-const DEFAULT_PORT: u16 = 7946;
 /// Serf's default RPC address.
 const DEFAULT_RPC_ADDR: &str = "127.0.0.1:7373";
 /// How long a graceful leave may take before we exit anyway (Serf's `gracefulTimeout`).
@@ -563,57 +563,10 @@ fn haproxy_options(
     Ok(Some((socket.into(), config)))
 }
 
-/// Splits `host[:port]` (IPv6 in brackets, or bare) and fills in `default_port`.
-pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("missing ']' in address {s:?}"))?;
-        match after.strip_prefix(':') {
-            Some(p) => (host, Some(p)),
-            None if after.is_empty() => (host, None),
-            None => return Err(format!("unexpected {after:?} after address in {s:?}")),
-        }
-    } else if s.matches(':').count() == 1 {
-        let (h, p) = s.split_once(':').expect("one colon");
-        (h, Some(p))
-    } else {
-        (s, None)
-    };
-    let port = match port {
-        None => default_port,
-        Some(p) => p
-            .parse()
-            .map_err(|_| format!("invalid port {p:?} in address {s:?}"))?,
-    };
-    Ok((host.to_owned(), port))
-}
-
-/// Resolves `host[:port]` to every address it names.
-async fn resolve(s: &str, default_port: u16) -> Result<Vec<SocketAddr>, String> {
-    let (host, port) = split_host_port(s, default_port)?;
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|e| format!("Failed to resolve {s}: {e}"))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(format!("Failed to resolve {s}: no addresses"));
-    }
-    Ok(addrs)
-}
-
+/// Resolves a join list: the addresses, warning about entries that did not resolve, or every
+/// entry's error when none did (Serf's join error).
 async fn resolve_all(list: &[String]) -> Result<Vec<SocketAddr>, Vec<String>> {
-    let mut addrs = Vec::new();
-    let mut errors = Vec::new();
-    for s in list {
-        match resolve(s, DEFAULT_PORT).await {
-            Ok(a) => addrs.extend(a),
-            Err(e) => errors.push(e),
-        }
-    }
+    let (addrs, errors) = vassal_node::addr::resolve_all(list).await;
     if addrs.is_empty() && !errors.is_empty() {
         return Err(errors);
     }
@@ -1305,17 +1258,5 @@ mod tests {
             "-tag=role=web",
             "-event-handler=query:other=x.sh"
         ]));
-    }
-
-    #[test]
-    fn host_port_splitting_defaults_the_port() {
-        let s = |a| split_host_port(a, 7946).unwrap();
-        assert_eq!(s("127.0.0.1"), ("127.0.0.1".into(), 7946));
-        assert_eq!(s("127.0.0.1:8000"), ("127.0.0.1".into(), 8000));
-        assert_eq!(s("localhost"), ("localhost".into(), 7946));
-        assert_eq!(s("[::1]:8000"), ("::1".into(), 8000));
-        assert_eq!(s("[::1]"), ("::1".into(), 7946));
-        assert_eq!(s("::1"), ("::1".into(), 7946));
-        assert!(split_host_port("h:port", 7946).is_err());
     }
 }

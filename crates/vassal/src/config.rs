@@ -226,7 +226,8 @@ impl RawConfig {
             ("rpc_addr", &self.rpc_addr, 7373),
         ] {
             if let Some(a) = addr {
-                let (host, _) = crate::agent::split_host_port(a, port).map_err(|e| err(key, e))?;
+                let (host, _) =
+                    vassal_node::addr::split_host_port(a, port).map_err(|e| err(key, e))?;
                 if host.is_empty() && key != "bind" {
                     return Err(err(key, format!("{a:?} has no host; use IP:PORT")));
                 }

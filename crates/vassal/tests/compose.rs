@@ -16,8 +16,8 @@
 //! 127.0.0.1, and is removed at the end, also when the test fails.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -374,7 +374,7 @@ impl Project {
                     2 * k
                 ));
             }
-            let (status, _, body) = http_get(self.stats_port)?;
+            let vassal_testkit::HttpResponse { status, body, .. } = http_get(self.stats_port)?;
             let missing: Vec<&Web> = webs
                 .iter()
                 .filter(|w| {
@@ -447,47 +447,20 @@ impl Drop for Project {
     }
 }
 
-/// An HTTP response: status, headers (names lowercased), body.
-type Response = (u16, Vec<(String, String)>, String);
-
-/// One `GET /` to 127.0.0.1:`port`.
-fn http_get(port: u16) -> Result<Response, String> {
+/// One `GET /` to 127.0.0.1:`port` (the LB's published ports).
+fn http_get(port: u16) -> Result<vassal_testkit::HttpResponse, String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: vassal-test\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("send to {addr}: {e}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("read from {addr}: {e}"))?;
-    let raw = String::from_utf8_lossy(&raw);
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no complete HTTP response from {addr}: {raw:?}"))?;
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line from {addr}: {head:?}"))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Ok((status, headers, body.to_owned()))
+    vassal_testkit::http_get(addr, "/", Duration::from_secs(5))
 }
 
 /// The `X-Served-By` of one request through the LB.
 fn served_by(port: u16) -> Result<String, String> {
-    let (status, headers, body) = http_get(port)?;
-    if status != 200 {
-        return Err(format!("LB answered {status}: {body}"));
+    let r = http_get(port)?;
+    if r.status != 200 {
+        return Err(format!("LB answered {}: {}", r.status, r.body));
     }
-    headers
-        .into_iter()
-        .find(|(k, _)| k == "x-served-by")
-        .map(|(_, v)| v)
+    r.header("x-served-by")
+        .map(str::to_owned)
         .ok_or_else(|| "LB's answer has no X-Served-By header".to_owned())
 }
 

@@ -492,6 +492,7 @@ mod tests {
     use crate::state::{ADMIN_FDRAIN, ADMIN_FMAINT};
     use std::collections::BTreeMap;
     use std::net::IpAddr;
+    use MemberEventKind::{Failed, Join, Leave, Update};
 
     fn member(name: &str, ip: &str, role: &str, port: Option<&str>) -> Member {
         let mut tags = BTreeMap::new();
@@ -509,8 +510,14 @@ mod tests {
         }
     }
 
-    fn event(kind: MemberEventKind, members: Vec<Member>) -> MemberEvent {
-        MemberEvent { kind, members }
+    fn web(name: &str, ip: &str) -> Member {
+        member(name, ip, "web", None)
+    }
+
+    /// Tells `s` of a membership change at `at`.
+    fn on(s: &mut BackendSync, at: Instant, kind: MemberEventKind, members: &[Member]) {
+        let members = members.to_vec();
+        s.handle_member_event(&MemberEvent { kind, members }, at);
     }
 
     fn server(name: &str, addr: &str, admin: u32) -> ServerState {
@@ -571,13 +578,7 @@ mod tests {
         for (i, name) in ["w1", "w2", "w3"].iter().enumerate() {
             let at = t0 + ms(50 * i as u64);
             let ip = format!("127.0.0.{}", i + 1);
-            s.handle_member_event(
-                &event(
-                    MemberEventKind::Join,
-                    vec![member(name, &ip, "web", Some("8080"))],
-                ),
-                at,
-            );
+            on(&mut s, at, Join, &[member(name, &ip, "web", Some("8080"))]);
         }
         // Quiet window: 200 ms after the last join (at 100 ms).
         assert_eq!(s.poll_timeout(), Some(t0 + ms(300)));
@@ -604,7 +605,7 @@ mod tests {
         let (mut s, t0) = started();
         for i in 0..100u64 {
             let m = member(&format!("w{i}"), "127.0.0.1", "web", Some("8080"));
-            s.handle_member_event(&event(MemberEventKind::Join, vec![m]), t0 + ms(100 * i));
+            on(&mut s, t0 + ms(100 * i), Join, &[m]);
             if s.poll_timeout().unwrap() <= t0 + ms(100 * i) {
                 assert_eq!(i, 20, "max_delay is 2 s after the first change");
                 return;
@@ -616,26 +617,14 @@ mod tests {
     #[test]
     fn members_without_the_web_role_are_not_backends() {
         let (mut s, t0) = started();
-        s.handle_member_event(
-            &event(
-                MemberEventKind::Join,
-                vec![member("lb", "127.0.0.9", "lb", None)],
-            ),
-            t0,
-        );
+        on(&mut s, t0, Join, &[member("lb", "127.0.0.9", "lb", None)]);
         assert_eq!(s.poll_timeout(), Some(t0 + SyncConfig::new("web").resync));
     }
 
     #[test]
     fn the_port_comes_from_http_port_and_defaults_to_80() {
         let (mut s, t0) = started();
-        s.handle_member_event(
-            &event(
-                MemberEventKind::Join,
-                vec![member("a", "10.0.0.1", "web", None)],
-            ),
-            t0,
-        );
+        on(&mut s, t0, Join, &[web("a", "10.0.0.1")]);
         s.handle_timeout(t0 + ms(200));
         s.poll_output();
         s.handle_servers(t0 + ms(200), Ok(vec![]));
@@ -648,15 +637,14 @@ mod tests {
     #[test]
     fn a_bad_port_tag_or_name_is_reported_and_skipped() {
         let (mut s, t0) = started();
-        s.handle_member_event(
-            &event(
-                MemberEventKind::Join,
-                vec![
-                    member("a", "10.0.0.1", "web", Some("eighty")),
-                    member("b c", "10.0.0.2", "web", None),
-                ],
-            ),
+        on(
+            &mut s,
             t0,
+            Join,
+            &[
+                member("a", "10.0.0.1", "web", Some("eighty")),
+                web("b c", "10.0.0.2"),
+            ],
         );
         let out = outputs(&mut s);
         assert_eq!(out.len(), 2);
@@ -676,14 +664,11 @@ mod tests {
     fn a_graceful_leave_drains_until_sessions_reach_zero_then_deletes() {
         let (mut s, t0) = started();
         let w1 = member("w1", "127.0.0.1", "web", Some("8080"));
-        s.handle_member_event(&event(MemberEventKind::Join, vec![w1.clone()]), t0);
+        on(&mut s, t0, Join, std::slice::from_ref(&w1));
         let t = t0 + ms(200);
-        s.handle_timeout(t);
-        s.poll_output();
-        s.handle_servers(t, Ok(vec![]));
-        run_all(&mut s, t);
+        round(&mut s, t, vec![], &[]);
 
-        s.handle_member_event(&event(MemberEventKind::Leave, vec![w1]), t + ms(1000));
+        on(&mut s, t + ms(1000), Leave, &[w1]);
         let t = t + ms(1200);
         s.handle_timeout(t);
         assert_eq!(outputs(&mut s), vec![Output::ReadServers]);
@@ -725,12 +710,12 @@ mod tests {
     fn a_drain_that_outlasts_its_timeout_has_its_sessions_cut() {
         let (mut s, t0) = started();
         let w1 = member("w1", "127.0.0.1", "web", Some("8080"));
-        s.handle_member_event(&event(MemberEventKind::Leave, vec![w1]), t0);
+        on(&mut s, t0, Leave, &[w1]);
         let t = t0 + ms(200);
-        s.handle_timeout(t);
-        s.poll_output();
-        s.handle_servers(t, Ok(vec![server("w1", "127.0.0.1:8080", 0)]));
-        assert_eq!(run_all(&mut s, t), ["set server web/w1 state drain"]);
+        assert_eq!(
+            round(&mut s, t, vec![server("w1", "127.0.0.1:8080", 0)], &[]),
+            ["set server web/w1 state drain"]
+        );
         let t = t + SyncConfig::new("web").drain_timeout;
         s.handle_timeout(t);
         s.poll_output();
@@ -791,7 +776,7 @@ mod tests {
     fn a_failure_stops_new_requests_at_once_and_cuts_what_remains_after_the_grace() {
         let (mut s, t0) = started();
         let w1 = member("w1", "127.0.0.1", "web", Some("8080"));
-        s.handle_member_event(&event(MemberEventKind::Failed, vec![w1]), t0);
+        on(&mut s, t0, Failed, &[w1]);
         let t = t0 + ms(200);
         let up = || vec![server("w1", "127.0.0.1:8080", 0)];
         let maint = || vec![server("w1", "127.0.0.1:8080", ADMIN_FMAINT)];
@@ -816,7 +801,7 @@ mod tests {
     fn a_failed_server_without_sessions_is_deleted_at_the_next_check() {
         let (mut s, t0) = started();
         let w1 = member("w1", "127.0.0.1", "web", Some("8080"));
-        s.handle_member_event(&event(MemberEventKind::Failed, vec![w1]), t0);
+        on(&mut s, t0, Failed, &[w1]);
         let t = t0 + ms(200);
         round(&mut s, t, vec![server("w1", "127.0.0.1:8080", 0)], &[]);
         assert_eq!(s.poll_timeout(), Some(t + ms(100)));
@@ -837,11 +822,8 @@ mod tests {
     fn a_leave_reported_after_a_failure_turns_it_back_into_a_drain() {
         let (mut s, t0) = started();
         let w1 = member("w1", "127.0.0.1", "web", Some("8080"));
-        s.handle_member_event(&event(MemberEventKind::Failed, vec![w1.clone()]), t0);
-        s.handle_member_event(
-            &event(MemberEventKind::Leave, vec![w1.clone()]),
-            t0 + ms(10),
-        );
+        on(&mut s, t0, Failed, std::slice::from_ref(&w1));
+        on(&mut s, t0 + ms(10), Leave, std::slice::from_ref(&w1));
         let t = t0 + ms(210);
         let up = vec![server("w1", "127.0.0.1:8080", 0)];
         assert_eq!(round(&mut s, t, up, &[]), ["set server web/w1 state drain"]);
@@ -849,10 +831,10 @@ mod tests {
         // Too late for the batch: the failure already put it in maintenance. The leave still
         // lets its requests finish, past fail_grace, without cutting them.
         let (mut s, t0) = started();
-        s.handle_member_event(&event(MemberEventKind::Failed, vec![w1.clone()]), t0);
+        on(&mut s, t0, Failed, std::slice::from_ref(&w1));
         let t = t0 + ms(200);
         round(&mut s, t, vec![server("w1", "127.0.0.1:8080", 0)], &[]);
-        s.handle_member_event(&event(MemberEventKind::Leave, vec![w1]), t + ms(50));
+        on(&mut s, t + ms(50), Leave, &[w1]);
         let maint = || vec![server("w1", "127.0.0.1:8080", ADMIN_FMAINT)];
         let grace = SyncConfig::new("web").fail_grace;
         assert_eq!(
@@ -919,66 +901,47 @@ mod tests {
     fn a_member_that_comes_back_while_draining_is_made_ready_again() {
         let (mut s, t0) = started();
         let w1 = member("w1", "127.0.0.1", "web", Some("8080"));
-        s.handle_member_event(&event(MemberEventKind::Join, vec![w1]), t0);
+        on(&mut s, t0, Join, &[w1]);
         let t = t0 + ms(200);
-        s.handle_timeout(t);
-        s.poll_output();
-        s.handle_servers(t, Ok(vec![server("w1", "127.0.0.1:8080", ADMIN_FDRAIN)]));
-        assert_eq!(run_all(&mut s, t), ["set server web/w1 state ready"]);
+        assert_eq!(
+            round(
+                &mut s,
+                t,
+                vec![server("w1", "127.0.0.1:8080", ADMIN_FDRAIN)],
+                &[]
+            ),
+            ["set server web/w1 state ready"]
+        );
     }
 
     #[test]
     fn a_web_member_that_changes_role_is_drained() {
         let (mut s, t0) = started();
-        s.handle_member_event(
-            &event(
-                MemberEventKind::Join,
-                vec![member("w1", "127.0.0.1", "web", None)],
-            ),
-            t0,
-        );
-        s.handle_member_event(
-            &event(
-                MemberEventKind::Update,
-                vec![member("w1", "127.0.0.1", "db", None)],
-            ),
-            t0,
-        );
+        on(&mut s, t0, Join, &[web("w1", "127.0.0.1")]);
+        on(&mut s, t0, Update, &[member("w1", "127.0.0.1", "db", None)]);
         let t = t0 + ms(200);
-        s.handle_timeout(t);
-        s.poll_output();
-        s.handle_servers(t, Ok(vec![server("w1", "127.0.0.1:80", 0)]));
-        assert_eq!(run_all(&mut s, t), ["set server web/w1 state drain"]);
+        assert_eq!(
+            round(&mut s, t, vec![server("w1", "127.0.0.1:80", 0)], &[]),
+            ["set server web/w1 state drain"]
+        );
     }
 
     #[test]
     fn a_member_missing_from_a_fresh_list_is_removed() {
         let (mut s, t0) = started();
-        s.handle_member_event(
-            &event(
-                MemberEventKind::Join,
-                vec![member("w1", "127.0.0.1", "web", None)],
-            ),
-            t0,
-        );
+        on(&mut s, t0, Join, &[web("w1", "127.0.0.1")]);
         s.handle_members(&[member("lb", "127.0.0.5", "lb", None)], t0);
         let t = t0 + ms(200);
-        s.handle_timeout(t);
-        s.poll_output();
-        s.handle_servers(t, Ok(vec![server("w1", "127.0.0.1:80", 0)]));
-        assert_eq!(run_all(&mut s, t)[0], "set server web/w1 state maint");
+        assert_eq!(
+            round(&mut s, t, vec![server("w1", "127.0.0.1:80", 0)], &[])[0],
+            "set server web/w1 state maint"
+        );
     }
 
     #[test]
     fn a_failed_round_is_retried_with_doubling_backoff_and_reads_state_again() {
         let (mut s, t0) = started();
-        s.handle_member_event(
-            &event(
-                MemberEventKind::Join,
-                vec![member("w1", "127.0.0.1", "web", None)],
-            ),
-            t0,
-        );
+        on(&mut s, t0, Join, &[web("w1", "127.0.0.1")]);
         let mut t = t0 + ms(200);
         s.handle_timeout(t);
         s.poll_output();
@@ -1013,13 +976,7 @@ mod tests {
     #[test]
     fn no_round_starts_while_answers_are_outstanding() {
         let (mut s, t0) = started();
-        s.handle_member_event(
-            &event(
-                MemberEventKind::Join,
-                vec![member("w1", "127.0.0.1", "web", None)],
-            ),
-            t0,
-        );
+        on(&mut s, t0, Join, &[web("w1", "127.0.0.1")]);
         let t = t0 + ms(200);
         s.handle_timeout(t);
         assert_eq!(outputs(&mut s), vec![Output::ReadServers]);
@@ -1031,23 +988,11 @@ mod tests {
     #[test]
     fn a_change_during_a_round_gets_its_own_batch() {
         let (mut s, t0) = started();
-        s.handle_member_event(
-            &event(
-                MemberEventKind::Join,
-                vec![member("w1", "127.0.0.1", "web", None)],
-            ),
-            t0,
-        );
+        on(&mut s, t0, Join, &[web("w1", "127.0.0.1")]);
         let t = t0 + ms(200);
         s.handle_timeout(t);
         s.poll_output();
-        s.handle_member_event(
-            &event(
-                MemberEventKind::Join,
-                vec![member("w2", "127.0.0.2", "web", None)],
-            ),
-            t + ms(5),
-        );
+        on(&mut s, t + ms(5), Join, &[web("w2", "127.0.0.2")]);
         s.handle_servers(t + ms(10), Ok(vec![]));
         // Both adds are sent now (w2 was wanted by the time the state arrived)…
         assert_eq!(run_all(&mut s, t + ms(10)).len(), 6);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use vassal_memberlist::{Config, NodeStateKind};
 use vassal_serf::MemberEventKind;
+use vassal_serf::MemberStatus::{self, Failed, Left};
 use vassal_sim::Sim;
 
 fn seed(default: u64) -> u64 {
@@ -532,36 +533,37 @@ fn restart_after_a_graceful_leave_does_not_rejoin() {
     );
 }
 
+/// Whether n0…n3 all list n4 with `status`.
+fn n4_is_on_all_others(sim: &Sim, status: MemberStatus) -> bool {
+    (0..4).all(|i| sim.serf(i).member("n4").is_some_and(|m| m.status == status))
+}
+
+/// A converged cluster of five in which n4 has crashed and the other four list it failed.
+fn five_with_n4_failed(s: u64) -> Sim {
+    let mut sim = lan_cluster(s, 5);
+    sim.crash(4);
+    assert!(
+        sim.run_until_cond(Duration::from_secs(60), |sim| n4_is_on_all_others(
+            sim, Failed
+        ))
+        .is_some(),
+        "n4 not failed everywhere; SIM_SEED={s}"
+    );
+    sim
+}
+
 #[test]
 fn force_leave_turns_a_failed_member_left_everywhere() {
     // Serf's RemoveFailedNode: a leave intent for a failed member makes it left, not failed.
     let s = seed(31);
-    let mut sim = lan_cluster(s, 5);
-    sim.crash(4);
-    let failed_everywhere = |sim: &Sim| {
-        (0..4).all(|i| {
-            sim.serf(i)
-                .member("n4")
-                .is_some_and(|m| m.status == vassal_serf::MemberStatus::Failed)
-        })
-    };
-    assert!(
-        sim.run_until_cond(Duration::from_secs(60), failed_everywhere)
-            .is_some(),
-        "n4 not failed everywhere; SIM_SEED={s}"
-    );
+    let mut sim = five_with_n4_failed(s);
     let t0 = sim.now();
     sim.force_leave(0, 4, false);
-    let left_everywhere = |sim: &Sim| {
-        (0..4).all(|i| {
-            sim.serf(i)
-                .member("n4")
-                .is_some_and(|m| m.status == vassal_serf::MemberStatus::Left)
-        })
-    };
     assert!(
-        sim.run_until_cond(Duration::from_secs(10), left_everywhere)
-            .is_some(),
+        sim.run_until_cond(Duration::from_secs(10), |sim| n4_is_on_all_others(
+            sim, Left
+        ))
+        .is_some(),
         "n4 not left everywhere after force-leave; SIM_SEED={s}"
     );
     for i in 0..4 {
@@ -576,20 +578,7 @@ fn force_leave_turns_a_failed_member_left_everywhere() {
 #[test]
 fn force_leave_with_prune_erases_the_member_everywhere() {
     let s = seed(32);
-    let mut sim = lan_cluster(s, 5);
-    sim.crash(4);
-    let failed_everywhere = |sim: &Sim| {
-        (0..4).all(|i| {
-            sim.serf(i)
-                .member("n4")
-                .is_some_and(|m| m.status == vassal_serf::MemberStatus::Failed)
-        })
-    };
-    assert!(
-        sim.run_until_cond(Duration::from_secs(60), failed_everywhere)
-            .is_some(),
-        "n4 not failed everywhere; SIM_SEED={s}"
-    );
+    let mut sim = five_with_n4_failed(s);
     let t0 = sim.now();
     sim.force_leave(1, 4, true);
     let gone_everywhere = |sim: &Sim| (0..4).all(|i| sim.serf(i).member("n4").is_none());

@@ -228,6 +228,21 @@ impl VassalAgent {
         })
     }
 
+    /// Waits until `serf members -status alive` against this agent lists exactly `n`
+    /// members; panics with the last listing.
+    #[track_caller]
+    pub fn wait_alive_count(&self, n: usize, deadline: Duration) {
+        let what = format!("vassal {} to list {n} members alive", self.cfg.name);
+        wait_until(deadline, &what, || {
+            let out = self.cli(&["members", "-status", "alive"])?;
+            if out.lines().count() == n {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        })
+    }
+
     /// SIGKILL and reap.
     pub fn kill_9(&mut self) -> ExitStatus {
         self.proc.kill_9()

@@ -46,14 +46,7 @@ fn cluster() -> Cluster {
         .join(g1.addr())
         .spawn_ready();
     g1.wait_all_alive(&["g1", "v1", "v2"], CONVERGE);
-    wait_until(CONVERGE, "v1 to list all three alive", || {
-        let out = v1.cli(&["members", "-status", "alive"])?;
-        if out.lines().count() == 3 {
-            Ok(())
-        } else {
-            Err(out)
-        }
-    });
+    v1.wait_alive_count(3, CONVERGE);
     Cluster {
         _host: host,
         _dir: dir,

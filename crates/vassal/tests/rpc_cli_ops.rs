@@ -34,14 +34,7 @@ fn pair(encrypt: Option<&str>) -> Pair {
     let g1 = g.spawn();
     let v1 = v.join(g1.addr()).spawn_ready();
     g1.wait_all_alive(&["g1", "v1"], CONVERGE);
-    wait_until(CONVERGE, "v1 to list both alive", || {
-        let out = v1.cli(&["members", "-status", "alive"])?;
-        if out.lines().count() == 2 {
-            Ok(())
-        } else {
-            Err(out)
-        }
-    });
+    v1.wait_alive_count(2, CONVERGE);
     Pair {
         _host: host,
         g1,

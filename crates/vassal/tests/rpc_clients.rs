@@ -63,14 +63,7 @@ fn cluster() -> (Loopback, tempfile::TempDir, GoSerf, VassalAgent) {
         .join(g1.addr())
         .spawn_ready();
     g1.wait_all_alive(&["g1", "v1"], Duration::from_secs(20));
-    wait_until(Duration::from_secs(20), "v1 to list both", || {
-        let out = v1.cli(&["members", "-status", "alive"])?;
-        if out.lines().count() == 2 {
-            Ok(())
-        } else {
-            Err(out)
-        }
-    });
+    v1.wait_alive_count(2, Duration::from_secs(20));
     (host, dir, g1, v1)
 }
 

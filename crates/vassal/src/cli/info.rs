@@ -16,12 +16,8 @@ pub async fn run(args: &[String]) -> ExitCode {
         "text|json",
         "Output format (default text)",
     ));
-    let p = match super::parse(&set, args, SUMMARY) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let client = match super::connect(&p).await {
-        Ok(c) => c,
+    let (p, client) = match super::parse_and_connect(&set, args, SUMMARY).await {
+        Ok(pc) => pc,
         Err(code) => return code,
     };
     let stats = match client.stats().await {

@@ -8,12 +8,8 @@ const SUMMARY: &str = "Causes the agent to gracefully leave the Serf cluster and
 
 pub async fn run(args: &[String]) -> ExitCode {
     let set = super::with_rpc(FlagSet::new("leave"));
-    let p = match super::parse(&set, args, SUMMARY) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let client = match super::connect(&p).await {
-        Ok(c) => c,
+    let (_, client) = match super::parse_and_connect(&set, args, SUMMARY).await {
+        Ok(pc) => pc,
         Err(code) => return code,
     };
     match client.leave().await {

@@ -145,6 +145,17 @@ async fn connect(p: &Parsed) -> Result<Client, ExitCode> {
     })
 }
 
+/// [`parse`], then [`connect`]: for commands that check nothing before they connect.
+async fn parse_and_connect(
+    set: &FlagSet,
+    args: &[String],
+    summary: &str,
+) -> Result<(Parsed, Client), ExitCode> {
+    let p = parse(set, args, summary)?;
+    let client = connect(&p).await?;
+    Ok((p, client))
+}
+
 /// Prints an error with the usage, as Serf does for missing or extra arguments.
 fn usage_error(msg: &str, set: &FlagSet, summary: &str) -> ExitCode {
     eprintln!("{msg}");

@@ -18,12 +18,8 @@ pub async fn run(args: &[String]) -> ExitCode {
         "<level>",
         "Lowest level shown: trace, debug, info, warn or err (default info)",
     ));
-    let p = match super::parse(&set, args, SUMMARY) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let client = match super::connect(&p).await {
-        Ok(c) => c,
+    let (p, client) = match super::parse_and_connect(&set, args, SUMMARY).await {
+        Ok(pc) => pc,
         Err(code) => return code,
     };
     let (stream, mut events) = match client.stream("*").await {

@@ -10,12 +10,8 @@ const SUMMARY: &str = "Estimates the round trip time between two nodes using Ser
 
 pub async fn run(args: &[String]) -> ExitCode {
     let set = super::with_rpc(FlagSet::new("rtt"));
-    let p = match super::parse(&set, args, SUMMARY) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let client = match super::connect(&p).await {
-        Ok(c) => c,
+    let (p, client) = match super::parse_and_connect(&set, args, SUMMARY).await {
+        Ok(pc) => pc,
         Err(code) => return code,
     };
     let mut nodes = p.args.clone();

@@ -61,6 +61,24 @@ impl Demo {
         self.out.lock().unwrap().clone()
     }
 
+    /// Waits until the demo says all `n` agents started; its output so far.
+    #[track_caller]
+    fn wait_started(&self, n: usize) -> String {
+        let line = format!("==> all {n} agents started");
+        wait_until(
+            Duration::from_secs(20),
+            "the demo to start its agents",
+            || {
+                let out = self.output();
+                if out.contains(&line) {
+                    Ok(out)
+                } else {
+                    Err(out)
+                }
+            },
+        )
+    }
+
     fn interrupt(&self) {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
         kill(pid, Signal::SIGINT).expect("SIGINT to our own demo process");
@@ -120,32 +138,24 @@ fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
 }
 
+/// A loopback address with room above it for the demo's agents (`-bind-base`).
+fn fresh_base() -> Ipv4Addr {
+    let [a, b, c, d] = Loopback::fresh().ip().octets();
+    Ipv4Addr::new(a, b, c, d % 200 + 1)
+}
+
 // Issue 5: `vassal demo` prints its URLs, round-robins through 127.0.0.1:8080, lists the three
 // backends on 127.0.0.1:9999, and on Ctrl-C stops every agent it started.
 #[test]
 fn vassal_demo_serves_round_robin_and_ctrl_c_stops_every_agent() {
-    let base = {
-        let [a, b, c, d] = Loopback::fresh().ip().octets();
-        Ipv4Addr::new(a, b, c, d % 200 + 1)
-    };
+    let base = fresh_base();
     let log_dir = tempfile::tempdir().unwrap();
     let mut demo = Demo::start(&[
         "-web=3".into(),
         format!("-bind-base={base}"),
         format!("-log-dir={}", log_dir.path().display()),
     ]);
-    let out = wait_until(
-        Duration::from_secs(20),
-        "the demo to start its agents",
-        || {
-            let out = demo.output();
-            if out.contains("==> all 4 agents started") {
-                Ok(out)
-            } else {
-                Err(out)
-            }
-        },
-    );
+    let out = demo.wait_started(4);
     assert!(out.contains("http://127.0.0.1:8080/"), "{out}");
     assert!(out.contains("http://127.0.0.1:9999/"), "{out}");
     for i in 0..4u8 {
@@ -219,10 +229,7 @@ fn vassal_demo_serves_round_robin_and_ctrl_c_stops_every_agent() {
 // If an agent dies under it, the demo says so (and keeps the rest running).
 #[test]
 fn vassal_demo_reports_an_agent_that_dies() {
-    let base = {
-        let [a, b, c, d] = Loopback::fresh().ip().octets();
-        Ipv4Addr::new(a, b, c, d % 200 + 1)
-    };
+    let base = fresh_base();
     // Off the fixed ports: this test runs beside the one above.
     let lo = Loopback::at(base);
     let log_dir = tempfile::tempdir().unwrap();
@@ -233,18 +240,7 @@ fn vassal_demo_reports_an_agent_that_dies() {
         format!("-lb-stats={}", lo.addr()),
         format!("-log-dir={}", log_dir.path().display()),
     ]);
-    let out = wait_until(
-        Duration::from_secs(20),
-        "the demo to start its agents",
-        || {
-            let out = demo.output();
-            if out.contains("==> all 2 agents started") {
-                Ok(out)
-            } else {
-                Err(out)
-            }
-        },
-    );
+    let out = demo.wait_started(2);
     let pids = started(&out);
     let web = pids["web-1"];
     // Our demo's own child, by the PID it printed.
@@ -271,10 +267,7 @@ fn vassal_demo_reports_an_agent_that_dies() {
 fn vassal_demo_refuses_a_taken_port_and_names_the_flag() {
     let lo = Loopback::fresh();
     let taken = std::net::TcpListener::bind(lo.addr()).unwrap();
-    let base = {
-        let [a, b, c, d] = Loopback::fresh().ip().octets();
-        Ipv4Addr::new(a, b, c, d % 200 + 1)
-    };
+    let base = fresh_base();
     let mut demo = Demo::start(&[
         format!("-bind-base={base}"),
         format!("-lb-listen={}", taken.local_addr().unwrap()),

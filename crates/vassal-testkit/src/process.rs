@@ -200,45 +200,18 @@ pub fn run_with_timeout(
     args: &[String],
     deadline: Duration,
 ) -> Result<String, String> {
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawning {} {args:?}: {e}", program.display()))?;
-    let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in i32"));
-    let (tx, rx) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(deadline) {
-        Ok(out) => out,
-        Err(_) => {
-            // Still unreaped (the waiter owns it and is blocked in wait), so the PID is ours.
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waiter.join();
-            return Err(format!(
-                "`{} {}` did not finish within {deadline:?}",
-                program.display(),
-                args.join(" ")
-            ));
-        }
-    };
-    let _ = waiter.join();
-    let out = out.map_err(|e| format!("waiting for {}: {e}", program.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!(
-            "`{} {}` exited with {}\nstdout: {}\nstderr: {}",
+    let run = run_cli(program, args, &[], deadline);
+    match run.code {
+        0 => Ok(run.stdout),
+        // Not started, killed at the deadline, or by a signal: stderr says which.
+        -1 => Err(run.stderr),
+        code => Err(format!(
+            "`{} {}` exited with {code}\nstdout: {}\nstderr: {}",
             program.display(),
             args.join(" "),
-            out.status,
-            stdout.trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+            run.stdout.trim(),
+            run.stderr.trim()
+        )),
     }
 }
 

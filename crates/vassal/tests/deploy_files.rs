@@ -1,8 +1,8 @@
 //! The files under `deploy/` that cannot run here for real (CloudFormation, systemd on a host,
 //! the install script's `systemctl` step) are checked as far as tools on this machine allow:
 //! cfn-lint on the template, the template's shape (Serf's demo: a web-node count, the LB at
-//! 10.0.0.5, its address in the outputs), shellcheck on every script including the instances'
-//! user data, `systemd-analyze verify` on the unit, and `install.sh` into a scratch root.
+//! 10.0.0.5, its address in the outputs), shellcheck on every script (ours in scripts/ and .ci/
+//! too) including the instances' user data, `systemd-analyze verify` on the unit, and `install.sh` into a scratch root.
 //!
 //! cfn-lint comes from `scripts/setup` (a venv at `$CFN_LINT_VENV`, default
 //! /opt/vassal-tools/cfn-lint); shellcheck and systemd-analyze from Debian. A missing tool fails
@@ -178,7 +178,14 @@ fn cloudformation_installs_the_same_systemd_unit_as_install_sh() {
 fn shell_scripts_pass_shellcheck_including_user_data() {
     let t = template();
     let dir = tempfile::tempdir().unwrap();
-    let mut files = vec![deploy("build-image.sh"), deploy("install.sh")];
+    let mut files = vec![
+        deploy("build-image.sh"),
+        deploy("install.sh"),
+        repo().join("scripts/setup"),
+        repo().join("scripts/test"),
+        repo().join("scripts/fuzz"),
+        repo().join(".ci/run"),
+    ];
     for lt in ["LoadBalancerLaunchTemplate", "WebLaunchTemplate"] {
         let script = user_data(&t, lt)
             .replace("${VassalUrl}", "https://example.invalid/vassal")

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use vassal_roles::backend::{is_web, web_backend};
 use vassal_serf::{Member, MemberEvent, MemberEventKind, MemberStatus};
 
 use crate::command::{valid_server_name, Command, Op};
@@ -37,12 +38,6 @@ pub struct SyncConfig {
     /// that allows dynamic servers (`roundrobin`, `leastconn`, `first`, `random`). Servers
     /// in it that are not web members are drained and removed.
     pub backend: String,
-    /// Members with tag `role` equal to this are backends.
-    pub role: String,
-    /// The tag naming a member's HTTP port.
-    pub port_tag: String,
-    /// The HTTP port of a member without `port_tag` (80, Apache's, as in Serf's demo).
-    pub default_port: u16,
     /// A round starts once membership has been quiet this long…
     pub quiesce: Duration,
     /// …or at the latest this long after the first unsynced change.
@@ -64,13 +59,11 @@ pub struct SyncConfig {
 }
 
 impl SyncConfig {
-    /// Defaults: role `web`, port tag `http_port` (default 80), 200 ms quiescence.
+    /// The defaults: 200 ms quiescence. Which members are servers, at what port, is
+    /// [`vassal_roles::backend`]'s rule (tag `role=web`, port from `http_port`, else 80).
     pub fn new(backend: &str) -> Self {
         SyncConfig {
             backend: backend.to_owned(),
-            role: "web".to_owned(),
-            port_tag: "http_port".to_owned(),
-            default_port: 80,
             quiesce: Duration::from_millis(200),
             max_delay: Duration::from_secs(2),
             drain_poll: Duration::from_millis(100),
@@ -206,18 +199,22 @@ impl BackendSync {
         }
     }
 
-    fn is_web(&self, m: &Member) -> bool {
-        m.tags.get("role") == Some(&self.config.role)
-    }
-
     fn observe_alive(&mut self, m: &Member, now: Instant) {
-        if !self.is_web(m) {
-            // A web member that changed its role leaves the pool gracefully.
-            if matches!(self.want(&m.name), Some(Want::Serve(_))) {
-                self.set_want(&m.name, Want::Drain, now);
+        let addr = match web_backend(m) {
+            Ok(Some(addr)) => addr,
+            Ok(None) => {
+                // A web member that changed its role leaves the pool gracefully.
+                if matches!(self.want(&m.name), Some(Want::Serve(_))) {
+                    self.set_want(&m.name, Want::Drain, now);
+                }
+                return;
             }
-            return;
-        }
+            Err(why) => {
+                self.outputs
+                    .push_back(Output::Warn(format!("{why}; not adding it")));
+                return;
+            }
+        };
         if !valid_server_name(&m.name) {
             self.outputs.push_back(Output::Warn(format!(
                 "member {:?} cannot be an HAProxy server: HAProxy allows only letters, digits, \
@@ -226,25 +223,11 @@ impl BackendSync {
             )));
             return;
         }
-        let port = match m.tags.get(&self.config.port_tag) {
-            None => self.config.default_port,
-            Some(p) => match p.parse::<u16>() {
-                Ok(port) if port != 0 => port,
-                _ => {
-                    self.outputs.push_back(Output::Warn(format!(
-                        "member {}: tag {}={p:?} is not a port (1-65535); fix the tag on that \
-                         node; not adding it",
-                        m.name, self.config.port_tag
-                    )));
-                    return;
-                }
-            },
-        };
-        self.set_want(&m.name, Want::Serve(SocketAddr::new(m.addr, port)), now);
+        self.set_want(&m.name, Want::Serve(addr), now);
     }
 
     fn observe_gone(&mut self, m: &Member, want: Want, now: Instant) {
-        if !(self.is_web(m) || self.entries.contains_key(&m.name)) {
+        if !(is_web(m) || self.entries.contains_key(&m.name)) {
             return;
         }
         // The latest word wins: a leave after a failure is Serf's forced leave event, saying

@@ -26,15 +26,9 @@ use tracing::{debug, info, warn};
 use vassal_node::Handle;
 use vassal_serf::{Event, Member, MemberEventKind, MemberStatus};
 
+use crate::backend::web_backend;
 use crate::http::{self, Body};
 use crate::pool::{BackendStats, Outcome, Pick, Pool, PoolConfig};
-
-/// The tag naming a member's role, and the value that makes it a backend.
-pub const ROLE_TAG: &str = "role";
-pub const WEB_ROLE: &str = "web";
-/// The tag a web node advertises its HTTP port in; absent means 80 (Apache in Serf's demo).
-pub const HTTP_PORT_TAG: &str = "http_port";
-pub const DEFAULT_HTTP_PORT: u16 = 80;
 
 /// Request bodies are buffered (so a request can be retried) up to this size.
 const MAX_BODY: usize = 1 << 20;
@@ -46,19 +40,6 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the pool is reconciled with the full member list (events can be missed when a
 /// subscriber lags; a `leaving` status has no event of its own).
 const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Where a member's web server is, if it is a backend.
-pub fn backend_addr(m: &Member) -> Option<SocketAddr> {
-    if m.tags.get(ROLE_TAG).map(String::as_str) != Some(WEB_ROLE) {
-        return None;
-    }
-    let port = m
-        .tags
-        .get(HTTP_PORT_TAG)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(DEFAULT_HTTP_PORT);
-    Some(SocketAddr::new(m.addr, port))
-}
 
 #[derive(Debug, Default)]
 struct Totals {
@@ -129,7 +110,10 @@ impl Lb {
         let now = Instant::now();
         let mut pool = self.pool();
         for m in members {
-            let addr = backend_addr(m);
+            let addr = web_backend(m).unwrap_or_else(|why| {
+                warn!("lb: {why}; not a backend until then");
+                None
+            });
             match (kind, addr) {
                 (MemberEventKind::Reap, _) | (_, None) => pool.remove(&m.name),
                 (MemberEventKind::Join | MemberEventKind::Update, Some(a)) => {
@@ -151,7 +135,7 @@ impl Lb {
             .filter(|n| {
                 !members
                     .iter()
-                    .any(|m| m.name == *n && backend_addr(m).is_some())
+                    .any(|m| m.name == *n && matches!(web_backend(m), Ok(Some(_))))
             })
             .map(str::to_owned)
             .collect();
@@ -159,7 +143,10 @@ impl Lb {
             pool.remove(&n);
         }
         for m in members {
-            let Some(a) = backend_addr(m) else { continue };
+            // A bad port tag was logged with its event.
+            let Ok(Some(a)) = web_backend(m) else {
+                continue;
+            };
             match m.status {
                 MemberStatus::Alive => pool.member_alive(&m.name, a, now),
                 MemberStatus::Leaving | MemberStatus::Left => pool.member_left(&m.name),
@@ -452,33 +439,6 @@ pub async fn run_membership(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    fn member(tags: &[(&str, &str)]) -> Member {
-        Member {
-            name: "web-1".into(),
-            addr: [127, 0, 0, 2].into(),
-            port: 7946,
-            tags: tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            status: MemberStatus::Alive,
-            vsn: Default::default(),
-        }
-    }
-
-    #[test]
-    fn backends_are_members_tagged_role_web_at_their_http_port_or_80() {
-        let a = |tags: &[(&str, &str)]| backend_addr(&member(tags));
-        assert_eq!(
-            a(&[("role", "web"), ("http_port", "8001")]),
-            Some("127.0.0.2:8001".parse().unwrap())
-        );
-        assert_eq!(a(&[("role", "web")]), Some("127.0.0.2:80".parse().unwrap()));
-        assert_eq!(a(&[("role", "lb"), ("http_port", "8001")]), None);
-        assert_eq!(a(&[]), None);
-    }
 
     #[test]
     fn hop_by_hop_headers_are_not_forwarded() {

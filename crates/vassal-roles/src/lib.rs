@@ -7,7 +7,8 @@
 //!   query, every response marked `X-Served-By`;
 //! - [`load`]: the answer to the `load` query (`uptime`'s line).
 //!
-//! [`pool`] is the pure rotation and health state machine under the balancer.
+//! [`pool`] is the pure rotation and health state machine under the balancer; [`backend`] says
+//! which members are backends, and where.
 //!
 //! ```no_run
 //! # async fn demo(handle: vassal_node::Handle) -> Result<(), vassal_roles::RolesError> {
@@ -22,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backend;
 pub mod http;
 pub mod lb;
 pub mod load;

@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 use vassal_memberlist::wire::Keyring;
 use vassal_node::addr::{resolve, DEFAULT_PORT};
 use vassal_node::{Handle, NodeConfig};
+use vassal_roles::backend;
 use vassal_rpc::{LogHub, ServerConfig};
 
 use crate::config::RawConfig;
@@ -373,7 +374,7 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
     };
     let mut tags = BTreeMap::new();
     if let Some(role) = p.value("role") {
-        tags.insert("role".to_owned(), role.to_owned());
+        tags.insert(backend::ROLE_TAG.to_owned(), role.to_owned());
     }
     for t in p.values("tag") {
         let (k, v) = t
@@ -420,11 +421,13 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
     }
     if let Some(w) = web_listen {
         // The balancer finds a web node's server at its member address and this port.
-        tags.entry(vassal_roles::lb::HTTP_PORT_TAG.to_owned())
+        tags.entry(backend::HTTP_PORT_TAG.to_owned())
             .or_insert_with(|| w.port().to_string());
     }
-    let has_role = matches!(tags.get("role").map(String::as_str), Some("web" | "lb"))
-        || lb_listen.is_some()
+    let has_role = matches!(
+        tags.get(backend::ROLE_TAG).map(String::as_str),
+        Some(backend::WEB_ROLE | backend::LB_ROLE)
+    ) || lb_listen.is_some()
         || web_listen.is_some();
     let handler_answers_load = event_handlers
         .iter()

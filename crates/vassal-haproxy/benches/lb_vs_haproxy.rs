@@ -2,13 +2,13 @@
 //! vassal`): the load-balancer figures of bench/RESULTS.md, all on loopback with wrk.
 //!
 //! 1. Throughput and p99 latency through HAProxy (kept in step by `-haproxy-socket`) and
-//!    through Vassal's built-in load balancer (`-lb-listen`, when this build has it), over the
+//!    through Vassal's built-in load balancer (`-lb-listen`), over the
 //!    same three web backends, in one run, with the ratio; plus one backend directly, for scale.
 //! 2. A graceful leave under load: failed requests with HAProxy through the runtime API, with
 //!    the original demo's handlers and reloads, and with the built-in load balancer.
 //!
 //! `LB_BENCH_SECS` sets the wrk duration of part 1 (default 10), `LB_BENCH_CONNS` its
-//! connections (default 32).
+//! connections (default 32); `LB_BENCH_ONLY_THROUGHPUT=1` skips part 2.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -25,18 +25,6 @@ fn env_u32(name: &str, default: u32) -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Whether this vassal binary has the built-in load balancer (`-lb-listen`).
-fn has_builtin_lb() -> bool {
-    Command::new(vassal_bin())
-        .args(["agent", "-h"])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout).contains("-lb-listen")
-                || String::from_utf8_lossy(&o.stderr).contains("-lb-listen")
-        })
-        .unwrap_or(false)
 }
 
 /// The built-in load balancer: `vassal agent -tag role=lb -lb-listen=… -lb-stats=…`, joining
@@ -59,7 +47,7 @@ fn row(what: &str, r: &WrkReport) -> String {
     )
 }
 
-fn throughput(builtin: bool) {
+fn throughput() {
     let secs = env_u32("LB_BENCH_SECS", 10);
     let conns = env_u32("LB_BENCH_CONNS", 32);
     let d = Duration::from_secs(u64::from(secs));
@@ -72,12 +60,8 @@ fn throughput(builtin: bool) {
         .map(|n| web_node(n, &lo, lo.addr(), true, lb.addr()))
         .collect();
     wait_servers(&haproxy, &mut lb, &ready(&nodes), "three ready servers");
-    let mut builtin_lb_agent = None;
-    if builtin {
-        let (mut agent, listen) = builtin_lb(&lo, "lb2", Some(lb.addr()));
-        wait_answering(listen, &["w1", "w2", "w3"], &mut agent);
-        builtin_lb_agent = Some((agent, listen));
-    }
+    let (mut builtin, listen) = builtin_lb(&lo, "lb2", Some(lb.addr()));
+    wait_answering(listen, &["w1", "w2", "w3"], &mut builtin);
     wait_answering(fe, &["w1", "w2", "w3"], &mut lb);
 
     println!("\n## Throughput and p99: wrk -t2 -c{conns} -d{secs}s, three loopback web backends\n");
@@ -87,63 +71,13 @@ fn throughput(builtin: bool) {
     println!("{}", row("one web backend directly (no LB)", &direct));
     let hap = Wrk::run(&format!("http://{fe}/"), 2, conns, d);
     println!("{}", row("HAProxy 2.6 (runtime-API sync)", &hap));
-    if std::env::var_os("LB_BENCH_DEBUG").is_some() {
-        let stat = haproxy.cmd("show stat web 4 -1").unwrap_or_default();
-        let mut lines = stat.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or("")
-            .trim_start_matches("# ")
-            .split(',')
-            .collect();
-        for l in lines.filter(|l| !l.is_empty()) {
-            let f: Vec<&str> = l.split(',').collect();
-            let pick: Vec<String> = [
-                "svname",
-                "stot",
-                "connect",
-                "reuse",
-                "econ",
-                "eresp",
-                "smax",
-                "rtime",
-                "ttime",
-                "idle_conn_cur",
-            ]
-            .iter()
-            .filter_map(|c| {
-                header
-                    .iter()
-                    .position(|h| h == c)
-                    .map(|i| format!("{c}={}", f.get(i).unwrap_or(&"")))
-            })
-            .collect();
-            eprintln!("{}", pick.join(" "));
-        }
-        eprintln!(
-            "{}",
-            haproxy
-                .cmd("show info")
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| l.starts_with("Idle_pct")
-                    || l.starts_with("Nbthread")
-                    || l.starts_with("Maxconn"))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        );
-    }
-    if let Some((_agent, listen)) = &builtin_lb_agent {
-        let own = Wrk::run(&format!("http://{listen}/"), 2, conns, d);
-        println!("{}", row("Vassal built-in LB", &own));
-        println!(
-            "\nbuilt-in / HAProxy: throughput {:.2}×, p99 latency {:.2}×",
-            own.requests_per_sec / hap.requests_per_sec,
-            own.p99_ms / hap.p99_ms
-        );
-    } else {
-        println!("\nbuilt-in LB: not in this build (no -lb-listen flag); not measured");
-    }
+    let own = Wrk::run(&format!("http://{listen}/"), 2, conns, d);
+    println!("{}", row("Vassal built-in LB", &own));
+    println!(
+        "\nbuilt-in / HAProxy: throughput {:.2}×, p99 latency {:.2}×",
+        own.requests_per_sec / hap.requests_per_sec,
+        own.p99_ms / hap.p99_ms
+    );
 }
 
 /// One graceful leave under wrk load; returns the report and how long after the leave started
@@ -187,7 +121,7 @@ fn leave_row(what: &str, r: &WrkReport, took: Duration) -> String {
     )
 }
 
-fn leaves(builtin: bool) {
+fn leaves() {
     println!("\n## A graceful leave under load: wrk -t1 -c8 -d8s, one of three web nodes leaves\n");
     println!(
         "| load balancer | requests | failed | of which bad status / connect / read+write / \
@@ -241,19 +175,15 @@ fn leaves(builtin: bool) {
         );
     }
 
-    if builtin {
-        let lo = Loopback::fresh();
-        let (mut lb, listen) = builtin_lb(&lo, "lb", None);
-        let mut nodes: Vec<WebNode> = ["w1", "w2", "w3"]
-            .iter()
-            .map(|n| web_node(n, &lo, lo.addr(), true, lb.addr()))
-            .collect();
-        wait_answering(listen, &["w1", "w2", "w3"], &mut lb);
-        let (r, took) = leave_under_load(listen, &mut nodes, &mut lb);
-        println!("{}", leave_row("Vassal built-in LB", &r, took));
-    } else {
-        println!("| Vassal built-in LB | not in this build (no -lb-listen flag) | | | | |");
-    }
+    let lo = Loopback::fresh();
+    let (mut lb, listen) = builtin_lb(&lo, "lb", None);
+    let mut nodes: Vec<WebNode> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|n| web_node(n, &lo, lo.addr(), true, lb.addr()))
+        .collect();
+    wait_answering(listen, &["w1", "w2", "w3"], &mut lb);
+    let (r, took) = leave_under_load(listen, &mut nodes, &mut lb);
+    println!("{}", leave_row("Vassal built-in LB", &r, took));
 }
 
 fn main() {
@@ -265,21 +195,15 @@ fn main() {
         );
         return;
     }
-    let builtin = has_builtin_lb();
     println!(
-        "lb_vs_haproxy: {} ({}), haproxy {}, wrk {}",
+        "lb_vs_haproxy: {}, haproxy {}, wrk {}",
         vassal_bin().display(),
-        if builtin {
-            "with the built-in LB"
-        } else {
-            "without the built-in LB"
-        },
         version(&vassal_testkit::haproxy_bin(), "-v"),
         version(&vassal_testkit::wrk_bin(), "--version"),
     );
-    throughput(builtin);
+    throughput();
     if std::env::var_os("LB_BENCH_ONLY_THROUGHPUT").is_none() {
-        leaves(builtin);
+        leaves();
     }
 }
 

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::Instant;
 use tracing::{info, warn};
 use vassal_node::Handle;
 use vassal_serf::Event;
@@ -33,13 +32,7 @@ pub async fn run(node: Handle, socket: PathBuf, config: SyncConfig) {
     loop {
         sync.handle_timeout(now());
         carry_out(&mut sync, &api).await;
-        let wake = sync.poll_timeout().map(Instant::from_std);
-        let due = async {
-            match wake {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let due = vassal_node::sleep_until(sync.poll_timeout());
         tokio::select! {
             e = events.recv() => match e {
                 Ok(Event::Member(e)) => sync.handle_member_event(&e, now()),

@@ -169,7 +169,8 @@ fn a_static_backend_is_refused_clearly_and_the_agent_keeps_running() {
 }
 
 // Servers left in the backend by an earlier agent (or by hand) that are not web members are
-// drained and removed at start; a web member's server that is already there is kept as is.
+// drained and removed at start. (That a web member's server already there is kept is the unit
+// test `start_up_reconciles_with_what_haproxy_already_has` in sync.rs.)
 #[test]
 fn start_up_reconciles_what_the_backend_already_holds() {
     let lo = Loopback::fresh();

@@ -452,7 +452,9 @@ impl Driver {
     }
 }
 
-async fn sleep_until(wake: Option<Instant>) {
+/// Sleeps until `wake`, or forever without one: the timer arm of a `select!` loop around a
+/// state machine's `poll_timeout`.
+pub async fn sleep_until<I: Into<tokio::time::Instant>>(wake: Option<I>) {
     match wake {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,

@@ -29,7 +29,7 @@ mod transport;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use driver::{spawn, spawn_with_events};
+pub use driver::{sleep_until, spawn, spawn_with_events};
 pub use files::FileError;
 pub use handle::{Handle, JoinError, KeyOutcome, NodeError, NodeStats};
 pub use transport::StartError;

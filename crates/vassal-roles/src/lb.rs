@@ -400,16 +400,14 @@ pub async fn run_membership(
     if let Ok(members) = handle.members().await {
         lb.resync(&members);
     }
-    let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+    // The first resync was just above.
+    let mut resync = tokio::time::interval_at(
+        tokio::time::Instant::now() + RESYNC_INTERVAL,
+        RESYNC_INTERVAL,
+    );
     loop {
-        let next_check = lb.pool().next_check_at();
-        let check_due = async {
-            match next_check {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                // A member event or a resync will bring work.
-                None => std::future::pending().await,
-            }
-        };
+        // Without a check due, a member event or a resync will bring work.
+        let check_due = vassal_node::sleep_until(lb.pool().next_check_at());
         tokio::select! {
             e = events.recv() => match e {
                 Ok(Event::Member(m)) => lb.apply_event(m.kind, &m.members),

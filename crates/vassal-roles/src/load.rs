@@ -14,11 +14,6 @@ pub const QUERY: &str = "load";
 /// `uptime`'s line from its parts: ` 14:05:56 up 3 days,  2:01,  load average: 0.52, 0.58, 0.59`
 /// (`time_of_day` in seconds since midnight UTC; `loadavg` is `/proc/loadavg`'s text).
 pub fn uptime_line(time_of_day: u64, uptime_secs: u64, loadavg: &str) -> String {
-    let (h, m, s) = (
-        time_of_day / 3600 % 24,
-        time_of_day / 60 % 60,
-        time_of_day % 60,
-    );
     let days = uptime_secs / 86400;
     let (uh, um) = (uptime_secs / 3600 % 24, uptime_secs / 60 % 60);
     let up = match (days, uh) {
@@ -33,15 +28,29 @@ pub fn uptime_line(time_of_day: u64, uptime_secs: u64, loadavg: &str) -> String 
         avg.next().unwrap_or("?"),
         avg.next().unwrap_or("?"),
     );
-    format!(" {h:02}:{m:02}:{s:02} up {up},  load average: {a}, {b}, {c}")
+    format!(
+        " {} up {up},  load average: {a}, {b}, {c}",
+        clock(time_of_day)
+    )
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `HH:MM:SS` (UTC) of a time in seconds since the epoch or since midnight.
+pub(crate) fn clock(secs: u64) -> String {
+    let t = secs % 86400;
+    format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
 }
 
 /// This machine's `uptime` line now.
 pub fn current() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = now_secs();
     let uptime = std::fs::read_to_string("/proc/uptime")
         .ok()
         .and_then(|s| s.split('.').next().and_then(|u| u.parse().ok()))
@@ -104,11 +113,17 @@ mod tests {
     }
 
     #[test]
-    fn the_current_line_has_the_load_average() {
+    fn the_current_line_has_this_machines_load_average() {
         let line = current();
+        let averages = line
+            .split_once("load average: ")
+            .map_or("", |(_, a)| a)
+            .split(", ")
+            .map(|a| a.trim().parse::<f64>())
+            .collect::<Result<Vec<_>, _>>();
         assert!(
-            line.contains(" up ") && line.contains("load average: "),
-            "{line}"
+            matches!(&averages, Ok(a) if a.len() == 3),
+            "three numbers read from /proc/loadavg: {line}"
         );
         assert!(line.len() < 1024, "fits a query answer");
     }

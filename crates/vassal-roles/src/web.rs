@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
@@ -123,7 +123,7 @@ pub fn page(node: &str, t: &LoadTable) -> String {
     let asked = match t.asked_at {
         Some(at) => format!(
             "Answers to the <code>load</code> query sent at {} UTC",
-            clock(at)
+            load::clock(at)
         ),
         None => "Answers so far to the first <code>load</code> query".to_owned(),
     };
@@ -146,18 +146,6 @@ pub fn page(node: &str, t: &LoadTable) -> String {
     )
 }
 
-fn clock(epoch_secs: u64) -> String {
-    let t = epoch_secs % 86400;
-    format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Sends the `load` query every [`LOAD_INTERVAL`] and keeps the table current: answers replace
 /// rows as they arrive, and nodes that miss [`MISSES_BEFORE_DROP`] queries in a row drop out.
 pub async fn run_load_queries(web: Arc<Web>, handle: Handle, mut stop: watch::Receiver<bool>) {
@@ -169,7 +157,7 @@ pub async fn run_load_queries(web: Arc<Web>, handle: Handle, mut stop: watch::Re
             () = http::stopped(&mut stop) => return,
         }
         let mut events = handle.events();
-        let asked = now_secs();
+        let asked = load::now_secs();
         let ltime = match handle.query(load::QUERY, b"", QueryParams::default()).await {
             Ok(l) => l,
             Err(vassal_node::NodeError::Stopped) => return,

@@ -926,13 +926,7 @@ fn coalesced_events(
         let mut coalescer = Coalescer::new(Duration::from_secs(3), Duration::from_secs(1));
         let mut closed = false;
         loop {
-            let wake = coalescer.poll_timeout().map(tokio::time::Instant::from_std);
-            let flush_due = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let flush_due = vassal_node::sleep_until(coalescer.poll_timeout());
             tokio::select! {
                 e = events.recv() => match e {
                     Ok(e) => coalescer.push(e, Instant::now()),

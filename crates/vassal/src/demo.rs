@@ -339,13 +339,7 @@ async fn demo(o: DemoOptions) -> Result<ExitCode, String> {
     let mut poll = tokio::time::interval(Duration::from_millis(200));
     let mut next = pending.next();
     loop {
-        let start_due = async {
-            if next.is_some() {
-                tokio::time::sleep_until(next_at).await
-            } else {
-                std::future::pending().await
-            }
-        };
+        let start_due = vassal_node::sleep_until(next.is_some().then_some(next_at));
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,

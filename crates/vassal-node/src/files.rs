@@ -44,13 +44,13 @@ pub enum FileError {
         source: serde_json::Error,
     },
     #[error(
-        "Failed to decode key from keyring {path}: key {index} ({key:?}) is not base64: {source}"
+        "Failed to decode key from keyring {path}: key {index} ({key:?}) is not base64: {why}"
     )]
     KeyringKeyDecode {
         path: PathBuf,
         index: usize,
         key: String,
-        source: base64::DecodeError,
+        why: String,
     },
     #[error("Keyring file contains no keys: {path} (add a base64 key, e.g. from `serf keygen`)")]
     KeyringEmpty { path: PathBuf },
@@ -117,13 +117,12 @@ pub fn load_keyring(path: &Path) -> Result<Keyring, FileError> {
         })?;
     let mut decoded = Vec::new();
     for (index, key) in keys.unwrap_or_default().into_iter().enumerate() {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&key)
-            .map_err(|source| FileError::KeyringKeyDecode {
+        let bytes =
+            vassal_serf::keys::decode_base64(&key).map_err(|why| FileError::KeyringKeyDecode {
                 path: path.into(),
                 index,
                 key: key.clone(),
-                source,
+                why,
             })?;
         decoded.push(bytes);
     }

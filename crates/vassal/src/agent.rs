@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use vassal_serf::coalesce::Coalescer;
 
-use base64::Engine as _;
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, oneshot, watch, Notify};
@@ -25,8 +24,6 @@ use crate::flags::{parse_duration, FlagError, FlagSet, Kind};
 use crate::handlers::{spawn_dispatcher, HandlerEvent, HandlerSpec, SelfInfo};
 use crate::logging::{self, LogLevel};
 
-/// Serf's default RPC address.
-const DEFAULT_RPC_ADDR: &str = "127.0.0.1:7373";
 /// How long a graceful leave may take before we exit anyway (Serf's `gracefulTimeout`).
 const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -377,22 +374,17 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         tags.insert(backend::ROLE_TAG.to_owned(), role.to_owned());
     }
     for t in p.values("tag") {
-        let (k, v) = t
-            .split_once('=')
-            .ok_or_else(|| bad("tag", t, "expected key=value".into()))?;
-        tags.insert(k.to_owned(), v.to_owned());
+        let (k, v) = crate::cli::parse_tag(t)
+            .map_err(|_| bad("tag", t, "expected key=value, the key not empty".into()))?;
+        tags.insert(k, v);
     }
     let keyring = match p.value("encrypt") {
         None => None,
-        Some(k) => {
-            let key = base64::engine::general_purpose::STANDARD
-                .decode(k)
-                .map_err(|e| bad("encrypt", k, format!("not base64 ({e})")))?;
-            Some(
-                Keyring::new(&key)
-                    .map_err(|e| bad("encrypt", k, format!("{e} (try `serf keygen`)")))?,
-            )
-        }
+        Some(k) => Some(
+            vassal_serf::keys::decode_base64(k)
+                .and_then(|key| Keyring::new(&key).map_err(|e| e.to_string()))
+                .map_err(|e| bad("encrypt", k, format!("{e} (try `serf keygen`)")))?,
+        ),
     };
     let event_handlers: Vec<HandlerSpec> = p
         .values("event-handler")
@@ -485,7 +477,10 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         keyring_file: p.value("keyring-file").map(PathBuf::from),
         haproxy: haproxy_options(&p)?,
         roles,
-        rpc_addr: p.value("rpc-addr").unwrap_or(DEFAULT_RPC_ADDR).to_owned(),
+        rpc_addr: p
+            .value("rpc-addr")
+            .unwrap_or(crate::cli::DEFAULT_RPC_ADDR)
+            .to_owned(),
         rpc_auth: p.value("rpc-auth").unwrap_or("").to_owned(),
         args: args.to_vec(),
         file_only: FileOnly::from_raw(&raw)?,

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use vassal_memberlist::wire::Keyring;
+
 use crate::flags::parse_duration;
 
 /// One configuration source, before defaults are applied.
@@ -261,24 +263,9 @@ impl RawConfig {
             }
         }
         if let Some(k) = &self.encrypt_key {
-            use base64::Engine as _;
-            let key = base64::engine::general_purpose::STANDARD
-                .decode(k)
-                .map_err(|e| {
-                    err(
-                        "encrypt_key",
-                        format!("not base64 ({e}); make one with `vassal keygen`"),
-                    )
-                })?;
-            if !matches!(key.len(), 16 | 24 | 32) {
-                return Err(err(
-                    "encrypt_key",
-                    format!(
-                        "{} bytes; keys are 16, 24 or 32 bytes (`vassal keygen`)",
-                        key.len()
-                    ),
-                ));
-            }
+            vassal_serf::keys::decode_base64(k)
+                .and_then(|key| Keyring::new(&key).map_err(|e| e.to_string()))
+                .map_err(|e| err("encrypt_key", format!("{e}; make one with `vassal keygen`")))?;
         }
         for h in &self.event_handlers {
             crate::handlers::HandlerSpec::parse(h)
@@ -338,6 +325,7 @@ impl RawConfig {
             ("rejoin", self.rejoin_after_leave),
             ("mdns-disable-ipv4", self.mdns_disable_ipv4),
             ("mdns-disable-ipv6", self.mdns_disable_ipv6),
+            ("disable-compression", self.enable_compression.map(|on| !on)),
         ] {
             if on == Some(true) {
                 out.push(format!("-{flag}"));
@@ -740,7 +728,8 @@ mod tests {
     fn file_settings_become_flags_that_real_flags_follow() {
         let c = parse(
             r#"{"node_name": "n1", "tags": {"role": "web"}, "retry_interval": "1500ms",
-                "start_join": ["a", "b"], "replay_on_join": true, "leave_on_terminate": true}"#,
+                "start_join": ["a", "b"], "replay_on_join": true, "leave_on_terminate": true,
+                "enable_compression": false}"#,
         )
         .unwrap();
         assert_eq!(
@@ -751,7 +740,8 @@ mod tests {
                 "-tag=role=web",
                 "-join=a",
                 "-join=b",
-                "-replay"
+                "-replay",
+                "-disable-compression"
             ]
         );
     }

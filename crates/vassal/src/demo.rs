@@ -17,16 +17,7 @@ use tokio::time::Instant;
 
 use crate::flags::{FlagError, FlagSet, Kind};
 
-/// Whether each agent gets `-rpc-addr=<its ip>:7373`: as soon as `vassal agent` accepts the
-/// flag (the vassal-rpc branch). LEAD: nothing to enable by hand; this line decides.
-fn pass_rpc_addr() -> bool {
-    crate::agent::flags()
-        .flags
-        .iter()
-        .any(|f| f.name == "rpc-addr" && !matches!(f.kind, Kind::Unimplemented { .. }))
-}
-
-const GOSSIP_PORT: u16 = 7946;
+const GOSSIP_PORT: u16 = vassal_node::addr::DEFAULT_PORT;
 const RPC_PORT: u16 = 7373;
 /// The longest random pause before each agent starts.
 const MAX_START_DELAY_MS: u32 = 700;
@@ -161,16 +152,13 @@ fn plan(o: &DemoOptions) -> Vec<Node> {
         Ipv4Addr::new(a, b, c, d + i)
     };
     let common = |name: &str, ip: Ipv4Addr| {
-        let mut a = vec![
+        vec![
             "agent".to_owned(),
             format!("-node={name}"),
             format!("-bind={ip}:{GOSSIP_PORT}"),
+            format!("-rpc-addr={ip}:{RPC_PORT}"),
             format!("-profile={}", o.profile),
-        ];
-        if pass_rpc_addr() {
-            a.push(format!("-rpc-addr={ip}:{RPC_PORT}"));
-        }
-        a
+        ]
     };
     let lb_ip = ip(0);
     let mut lb = common("lb", lb_ip);
@@ -318,9 +306,6 @@ async fn demo(o: DemoOptions) -> Result<ExitCode, String> {
             n.rpc().to_string()
         );
     }
-    if !pass_rpc_addr() {
-        println!("    (the rpc addresses are where each agent will serve RPC once vassal has it)");
-    }
     println!();
 
     // Random order, random pauses: the cluster must converge however it forms.
@@ -348,7 +333,7 @@ async fn demo(o: DemoOptions) -> Result<ExitCode, String> {
                 let log = log_dir.join(format!("{}.log", node.name));
                 match spawn(&node, &log) {
                     Ok(child) => {
-                        let pid = child.id().unwrap_or(0);
+                        let pid = child.id().expect("a just-spawned child has a PID");
                         println!("==> started {} (pid {pid}, gossip {}, log {})",
                             node.name, node.gossip(), log.display());
                         running.push(Running { name: node.name.clone(), pid, child, log });
@@ -388,8 +373,9 @@ async fn demo(o: DemoOptions) -> Result<ExitCode, String> {
             .count()
     );
     for r in &running {
-        if r.child.id().is_some() {
-            signal_pid(r.pid, Signal::SIGINT);
+        // Not yet reaped, so the PID is still our child's.
+        if let Some(pid) = r.child.id() {
+            signal_pid(pid, Signal::SIGINT);
         }
     }
     let deadline = Instant::now() + STOP_DEADLINE;
@@ -451,7 +437,7 @@ mod tests {
             // What `vassal agent` will accept.
             crate::agent::options(&w.args[1..]).unwrap();
             let rpc = format!("-rpc-addr={}:7373", w.ip);
-            assert_eq!(w.args.contains(&rpc), pass_rpc_addr(), "{:?}", w.args);
+            assert!(w.args.contains(&rpc), "{:?}", w.args);
         }
         crate::agent::options(&nodes[0].args[1..]).unwrap();
     }

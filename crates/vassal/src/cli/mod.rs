@@ -164,15 +164,17 @@ fn usage_error(msg: &str, set: &FlagSet, summary: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Go's `agent.UnmarshalTags`: `key=value` pairs, the key not empty.
+/// One pair of Go's `agent.UnmarshalTags`: `key=value`, the key not empty.
+pub(crate) fn parse_tag(t: &str) -> Result<(String, String), String> {
+    match t.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("Invalid tag: '{t}'")),
+    }
+}
+
+/// Go's `agent.UnmarshalTags`.
 fn parse_tags(pairs: &[String]) -> Result<std::collections::BTreeMap<String, String>, String> {
-    pairs
-        .iter()
-        .map(|t| match t.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-            _ => Err(format!("Invalid tag: '{t}'")),
-        })
-        .collect()
+    pairs.iter().map(|t| parse_tag(t)).collect()
 }
 
 #[cfg(test)]

@@ -24,6 +24,32 @@ use crate::flags::{parse_duration, FlagError, FlagSet, Kind};
 use crate::handlers::{spawn_dispatcher, HandlerEvent, HandlerSpec, SelfInfo};
 use crate::logging::{self, LogLevel};
 
+/// `-profile` / `profile`: one of memberlist's three timing profiles.
+pub(crate) fn parse_profile(v: &str) -> Result<String, String> {
+    match v {
+        "lan" | "wan" | "local" => Ok(v.to_owned()),
+        _ => Err("must be lan, wan or local".into()),
+    }
+}
+
+/// `-protocol` / `protocol`: a Serf protocol version this build speaks.
+pub(crate) fn parse_protocol(v: &str) -> Result<u8, String> {
+    match v.parse::<u8>() {
+        Ok(n) if (vassal_serf::PROTOCOL_MIN..=vassal_serf::PROTOCOL_MAX).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be {} to {}",
+            vassal_serf::PROTOCOL_MIN,
+            vassal_serf::PROTOCOL_MAX
+        )),
+    }
+}
+
+/// `-encrypt` / `encrypt_key`: base64 of a 16, 24 or 32-byte key, with Go's error texts.
+pub(crate) fn parse_key(v: &str) -> Result<Keyring, String> {
+    let key = vassal_serf::keys::decode_base64(v)?;
+    Keyring::new(&key).map_err(|e| e.to_string())
+}
+
 /// How long a graceful leave may take before we exit anyway (Serf's `gracefulTimeout`).
 const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -378,14 +404,10 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             .map_err(|_| bad("tag", t, "expected key=value, the key not empty".into()))?;
         tags.insert(k, v);
     }
-    let keyring = match p.value("encrypt") {
-        None => None,
-        Some(k) => Some(
-            vassal_serf::keys::decode_base64(k)
-                .and_then(|key| Keyring::new(&key).map_err(|e| e.to_string()))
-                .map_err(|e| bad("encrypt", k, format!("{e} (try `serf keygen`)")))?,
-        ),
-    };
+    let keyring = p
+        .value("encrypt")
+        .map(|k| parse_key(k).map_err(|e| bad("encrypt", k, format!("{e} (try `serf keygen`)"))))
+        .transpose()?;
     let event_handlers: Vec<HandlerSpec> = p
         .values("event-handler")
         .iter()
@@ -424,10 +446,7 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
     let handler_answers_load = event_handlers
         .iter()
         .any(|h| h.handles_query(vassal_roles::load::QUERY));
-    let profile = p.value("profile").unwrap_or("lan").to_owned();
-    if !matches!(profile.as_str(), "lan" | "wan" | "local") {
-        return Err(bad("profile", &profile, "must be lan, wan or local".into()));
-    }
+    let profile = p.parse_or("profile", "lan".to_owned(), parse_profile)?;
     let node = p
         .value("node")
         .map(str::to_owned)
@@ -451,18 +470,7 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         profile,
         tags,
         log_level: p.parse_or("log-level", LogLevel::Info, LogLevel::parse)?,
-        protocol: p.parse_or("protocol", vassal_serf::PROTOCOL_DEFAULT, |v| {
-            match v.parse::<u8>() {
-                Ok(n) if (vassal_serf::PROTOCOL_MIN..=vassal_serf::PROTOCOL_MAX).contains(&n) => {
-                    Ok(n)
-                }
-                _ => Err(format!(
-                    "must be {} to {}",
-                    vassal_serf::PROTOCOL_MIN,
-                    vassal_serf::PROTOCOL_MAX
-                )),
-            }
-        })?,
+        protocol: p.parse_or("protocol", vassal_serf::PROTOCOL_DEFAULT, parse_protocol)?,
         compression: !p.bool("disable-compression"),
         broadcast_timeout: p.parse_or(
             "broadcast-timeout",

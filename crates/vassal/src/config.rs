@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use vassal_memberlist::wire::Keyring;
-
+use crate::agent;
 use crate::flags::parse_duration;
 
 /// One configuration source, before defaults are applied.
@@ -242,40 +241,23 @@ impl RawConfig {
             }
         }
         if let Some(p) = &self.profile {
-            if !matches!(p.as_str(), "lan" | "wan" | "local") {
-                return Err(err("profile", format!("{p:?}: must be lan, wan or local")));
-            }
+            agent::parse_profile(p).map_err(|e| err("profile", format!("{p:?}: {e}")))?;
         }
         if let Some(l) = &self.log_level {
             crate::logging::LogLevel::parse(l)
                 .map_err(|e| err("log_level", format!("{l:?}: {e}")))?;
         }
         if let Some(p) = self.protocol {
-            if !(vassal_serf::PROTOCOL_MIN..=vassal_serf::PROTOCOL_MAX).contains(&p) {
-                return Err(err(
-                    "protocol",
-                    format!(
-                        "{p}: must be {} to {}",
-                        vassal_serf::PROTOCOL_MIN,
-                        vassal_serf::PROTOCOL_MAX
-                    ),
-                ));
-            }
+            agent::parse_protocol(&p.to_string())
+                .map_err(|e| err("protocol", format!("{p}: {e}")))?;
         }
         if let Some(k) = &self.encrypt_key {
-            vassal_serf::keys::decode_base64(k)
-                .and_then(|key| Keyring::new(&key).map_err(|e| e.to_string()))
+            agent::parse_key(k)
                 .map_err(|e| err("encrypt_key", format!("{e}; make one with `vassal keygen`")))?;
         }
         for h in &self.event_handlers {
             crate::handlers::HandlerSpec::parse(h)
                 .map_err(|e| err("event_handlers", format!("{h:?}: {e}")))?;
-        }
-        if self
-            .retry_interval
-            .is_some_and(|d| d < Duration::from_secs(1))
-        {
-            return Err(err("retry_interval", "must be at least 1s".into()));
         }
         Ok(self)
     }

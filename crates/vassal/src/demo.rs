@@ -108,14 +108,7 @@ pub fn options(args: &[String]) -> Result<DemoOptions, FlagError> {
             ),
         });
     }
-    let profile = p.value("profile").unwrap_or("lan").to_owned();
-    if !matches!(profile.as_str(), "lan" | "wan" | "local") {
-        return Err(FlagError::BadValue {
-            flag: "profile".into(),
-            value: profile,
-            why: "must be lan, wan or local".into(),
-        });
-    }
+    let profile = p.parse_or("profile", "lan".to_owned(), crate::agent::parse_profile)?;
     Ok(DemoOptions {
         web,
         lb_listen: p.parse_or("lb-listen", ([127, 0, 0, 1], 8080).into(), addr)?,

@@ -181,11 +181,13 @@ mod tests {
         let path = dir.path().join("snap");
         let (_, writer) = open(&path, false).unwrap();
         writer.write(SnapshotWrite::Append("clock: 5\n".into()));
-        let deadline = Instant::now() + FLUSH_INTERVAL * 10;
-        while std::fs::read_to_string(&path).unwrap() != "clock: 5\n" {
-            assert!(Instant::now() < deadline, "not flushed");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        // The writer is its own thread, so blocking this one while waiting is fine.
+        vassal_testkit::wait_until(FLUSH_INTERVAL * 10, "the append to be flushed", || {
+            match std::fs::read_to_string(&path).unwrap() {
+                s if s == "clock: 5\n" => Ok(()),
+                s => Err(format!("file holds {s:?}")),
+            }
+        });
         writer.close().await;
     }
 

@@ -32,6 +32,7 @@ use std::path::PathBuf;
 pub use driver::{sleep_until, spawn, spawn_with_events};
 pub use files::FileError;
 pub use handle::{Handle, JoinError, KeyOutcome, NodeError, NodeStats};
+pub use stream::io_reason;
 pub use transport::StartError;
 
 /// What the shell needs besides the state machine's own config.

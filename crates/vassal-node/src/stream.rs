@@ -183,7 +183,7 @@ pub(crate) async fn exchange(
 }
 
 /// An IO error the way Go words it: `connection refused`, not `Connection refused (os error 111)`.
-fn io_reason(e: &std::io::Error) -> String {
+pub fn io_reason(e: &std::io::Error) -> String {
     let text = e.to_string();
     let text = match text.find(" (os error") {
         Some(i) => &text[..i],

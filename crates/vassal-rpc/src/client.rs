@@ -82,19 +82,6 @@ impl Drop for Client {
     }
 }
 
-/// Go's wording of a socket error: `connection refused`, not `Connection refused (os error 111)`.
-pub fn io_reason(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    let text = text
-        .find(" (os error")
-        .map_or(text.as_str(), |i| &text[..i]);
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
 impl Client {
     /// Connects to `addr` (`host:port`), performs the handshake and, with a non-empty
     /// `auth_key`, authenticates.
@@ -103,7 +90,10 @@ impl Client {
             .await
             .map_err(|_| ClientError::Connect(format!("dial tcp {addr}: i/o timeout")))?
             .map_err(|e| {
-                ClientError::Connect(format!("dial tcp {addr}: connect: {}", io_reason(&e)))
+                ClientError::Connect(format!(
+                    "dial tcp {addr}: connect: {}",
+                    vassal_node::io_reason(&e)
+                ))
             })?;
         let _ = conn.set_nodelay(true);
         let (r, w) = conn.into_split();

@@ -87,7 +87,7 @@ impl LogHub {
         }
     }
 
-    /// How many subscribers are listening (for tests and stats).
+    /// How many subscribers are listening (a dropped one is gone at once).
     pub fn subscribers(&self) -> usize {
         self.lock().subscribers.len()
     }

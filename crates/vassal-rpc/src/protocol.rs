@@ -182,11 +182,6 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// Whether the field is present and not nil (Go's nil slice or map).
-    pub fn is_set(&self, field: &'static str) -> bool {
-        self.get(field).is_some()
-    }
-
     pub fn string_map(&self, field: &'static str) -> Result<BTreeMap<String, String>, ShapeError> {
         match self.get(field) {
             None => Ok(BTreeMap::new()),

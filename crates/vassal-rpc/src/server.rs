@@ -578,7 +578,7 @@ impl Connection {
         // The agent refuses Serf's internal queries, except a payload-less ping
         // (`serf reachability`).
         if req.name.starts_with(INTERNAL_QUERY_PREFIX)
-            && (req.name != "_serf_ping" || req.payload.is_some())
+            && (req.name != vassal_serf::PING_QUERY || req.payload.is_some())
         {
             let e = format!("Queries cannot contain the '{INTERNAL_QUERY_PREFIX}' prefix");
             self.out.send(seq, &e, None).await?;

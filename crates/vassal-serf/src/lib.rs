@@ -17,7 +17,8 @@ pub use member::{Member, MemberEvent, MemberEventKind, MemberStatus};
 pub use messages::{SerfMessage, UserEvent};
 pub use serf::{
     Config, Event, ForceLeaveError, Query, QueryError, QueryParams, RespondError, Serf, SerfStats,
-    UserEventError, EVENT_BUFFER_SIZE, INTERNAL_QUERY_PREFIX, USER_EVENT_SIZE_HARD_LIMIT,
+    UserEventError, EVENT_BUFFER_SIZE, INTERNAL_QUERY_PREFIX, PING_QUERY,
+    USER_EVENT_SIZE_HARD_LIMIT,
 };
 
 /// Serf protocol versions this implementation speaks: min, max, and the agent default.

@@ -280,6 +280,9 @@ struct InboundQuery {
 /// Prefix of Serf's own queries, handled here and never shown to the layer above.
 pub const INTERNAL_QUERY_PREFIX: &str = "_serf_";
 
+/// Serf's reachability query: answered with an ack alone (`serf reachability`).
+pub const PING_QUERY: &str = "_serf_ping";
+
 /// Serf's name-conflict query.
 const CONFLICT_QUERY: &str = "_serf_conflict";
 

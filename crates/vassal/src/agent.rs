@@ -686,7 +686,7 @@ async fn start(
                 "Error starting RPC listener: listen tcp {}: bind: {} \
                  (is another agent running? pass -rpc-addr to choose another address)",
                 opts.rpc_addr,
-                vassal_rpc::client::io_reason(&e)
+                vassal_node::io_reason(&e)
             ));
         }
     };

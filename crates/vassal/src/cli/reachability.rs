@@ -61,7 +61,7 @@ pub async fn run(args: &[String]) -> ExitCode {
     );
     let req = QueryRequest {
         request_ack: true,
-        name: "_serf_ping".into(),
+        name: vassal_serf::PING_QUERY.into(),
         ..QueryRequest::default()
     };
     let mut records = match client.query(&req).await {

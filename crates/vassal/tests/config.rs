@@ -4,7 +4,6 @@
 //! from a Go `serf agent` in the same cluster.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -22,33 +21,14 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-/// Runs `vassal agent ARGS` expecting it to exit by itself: (code, stdout + stderr).
+/// Runs `vassal agent ARGS` expecting it to exit by itself: (code, stdout + stderr); no code
+/// if it had to be killed at the deadline.
 fn agent_exit(args: &[String]) -> (Option<i32>, String) {
-    let mut child = Command::new(vassal_bin())
-        .arg("agent")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("vassal runs");
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill(); // our own child, by handle
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20)); // polling interval, not a wait for a condition
-    };
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (status.and_then(|s| s.code()), text)
+    let args: Vec<String> = std::iter::once("agent".to_owned())
+        .chain(args.iter().cloned())
+        .collect();
+    let run = vassal_testkit::run_cli(&vassal_bin(), &args, &[], DEADLINE);
+    ((run.code != -1).then_some(run.code), run.combined())
 }
 
 #[test]

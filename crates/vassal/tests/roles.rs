@@ -220,6 +220,14 @@ fn kill_9_of_a_web_node_fails_no_request_and_a_new_node_joins_the_rotation() {
     webs[1].kill_9();
     wait_rotation(&mut lb, &["web-1", "web-3"], Duration::from_secs(10));
     let out_of_rotation = killed.elapsed();
+    // The balancer's own checks and retries, not gossip, took it out.
+    let s = stats(&lb).unwrap();
+    let membership = backend(&s, "web-2").map(|b| b["membership"].clone());
+    assert!(
+        membership.as_ref().is_some_and(|m| m != "failed"),
+        "web-2 should leave the rotation before gossip declares it failed; \
+         its membership then: {membership:?}\n{s:#}"
+    );
     wait_until(
         Duration::from_secs(30),
         "gossip to declare web-2 failed",
@@ -237,10 +245,6 @@ fn kill_9_of_a_web_node_fails_no_request_and_a_new_node_joins_the_rotation() {
          (stats polled every 100 ms)",
         out_of_rotation.as_secs_f64() * 1000.0,
         failed.as_secs_f64()
-    );
-    assert!(
-        out_of_rotation <= failed,
-        "the balancer should stop using a dead node no later than gossip declares it failed"
     );
 
     let spawned = Instant::now();
@@ -278,7 +282,11 @@ fn kill_9_of_a_web_node_fails_no_request_and_a_new_node_joins_the_rotation() {
         failures.len()
     );
     let s = stats(&lb).unwrap();
-    assert!(s["retries"].as_u64().unwrap_or(0) <= s["requests"].as_u64().unwrap_or(0));
+    let count = |k: &str| {
+        s[k].as_u64()
+            .unwrap_or_else(|| panic!("no {k} in the stats: {s:#}"))
+    };
+    assert!(count("retries") <= count("requests"), "{s:#}");
 }
 
 // Issue 5: a graceful leave (Ctrl-C) of a web node under load drains it: no request fails.

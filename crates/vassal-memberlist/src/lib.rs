@@ -8,12 +8,14 @@ pub mod broadcast;
 pub mod config;
 pub mod delegate;
 pub mod fuzzing;
+pub mod limits;
 mod memberlist;
 pub mod suspicion;
 pub mod wire;
 
 pub use config::{Config, ConfigError};
 pub use delegate::{Delegate, NoDelegate, Node};
+pub use limits::Drops;
 pub use memberlist::{
     push_pull_scale, Event, JoinId, Memberlist, Stats, StreamId, Transmit, Transport, META_MAX_SIZE,
 };

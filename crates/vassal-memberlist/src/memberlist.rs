@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 use crate::broadcast::TransmitLimitedQueue;
 use crate::config::{Config, ConfigError};
 use crate::delegate::{Delegate, Node};
+use crate::limits::{self, Drops, MAX_INCARNATION_JUMP};
 use crate::suspicion::{suspicion_timeout, Awareness, Suspicion};
 use crate::wire::{
     self, Ack, Alive, Dead, DecodeError, IndirectPing, Message, Nack, NodeStateKind, Ping,
@@ -94,6 +95,8 @@ pub struct Stats {
     pub probes: u64,
     pub failed_probes: u64,
     pub refutes: u64,
+    /// Well-formed messages refused as hostile or impossible, by reason (see [`crate::limits`]).
+    pub drops: Drops,
 }
 
 #[derive(Debug, Clone)]
@@ -747,10 +750,19 @@ impl Memberlist {
 
     // ----- the alive / suspect / dead rules (spec §3.3) -----
 
+    /// memberlist's `aliveNode`: an `alive` about any node, ourselves included (spec §3.3).
     fn alive_node(&mut self, a: Alive, bootstrap: bool, now: Instant, d: &mut impl Delegate) {
         let is_local = a.node == self.config.name;
+        // A node that has left stays left: it does not take its own alive back.
         if self.left && is_local {
             return;
+        }
+        // Names end up in logs, handlers' input and the snapshot file, one per line.
+        if let Some(reason) = limits::invalid_node_name(&a.node) {
+            return self.refuse(reason, &a.node, a.incarnation);
+        }
+        if !self.credible(&a.node, a.incarnation) {
+            return self.refuse("incredible incarnation", &a.node, a.incarnation);
         }
         let (pmin, pmax) = (a.vsn[0], a.vsn[1]);
         if pmin == 0 || pmax == 0 || pmin > pmax {
@@ -760,6 +772,9 @@ impl Memberlist {
         let mut updates_node = false;
         let idx = match self.index.get(&a.node) {
             None => {
+                if self.nodes.len() >= limits::MAX_NODES {
+                    return self.refuse("node table full", &a.node, a.incarnation);
+                }
                 let state = NodeState {
                     node: Node {
                         name: a.node.clone(),
@@ -776,6 +791,8 @@ impl Memberlist {
             }
             Some(&i) => {
                 let existing = &self.nodes[i];
+                // Another address for a name we know: a left node may come back elsewhere; for
+                // any other the delegate decides (Serf votes if the name is ours).
                 if existing.node.addr != a.addr || existing.node.port != a.port {
                     if existing.node.state == NodeStateKind::Left {
                         debug!(node = %a.node, "updating address of a left node");
@@ -798,6 +815,8 @@ impl Memberlist {
             }
         };
         let state = &self.nodes[idx];
+        // Only news counts: a higher incarnation, or a left node's new address. About ourselves,
+        // an equal incarnation with other meta or versions is news too (we refute it below).
         if a.incarnation <= state.incarnation && !is_local && !updates_node {
             return;
         }
@@ -835,6 +854,7 @@ impl Memberlist {
                 self.incarnation = self.incarnation.max(a.incarnation);
             }
         }
+        // A node back from the dead has joined; a live one with new meta has been updated.
         let node = self.nodes[idx].node.clone();
         if matches!(old_state, NodeStateKind::Dead | NodeStateKind::Left) {
             d.notify_join(&node, now);
@@ -843,13 +863,21 @@ impl Memberlist {
         }
     }
 
+    /// memberlist's `suspectNode` (spec §3.3): start, or confirm, a suspicion.
     fn suspect_node(&mut self, s: Suspect, now: Instant) {
+        // We never suspect a node we do not know.
         let Some(&idx) = self.index.get(&s.node) else {
             return;
         };
+        // Old news: the node has refuted it already.
         if s.incarnation < self.nodes[idx].incarnation {
             return;
         }
+        if !self.credible(&s.node, s.incarnation) {
+            return self.refuse("incredible incarnation", &s.node, s.incarnation);
+        }
+        // A suspicion already running: a new accuser is a confirmation (Lifeguard), which
+        // shortens the timeout and is re-gossiped once per accuser.
         if let Some(timer) = self.suspicions.get_mut(&s.node) {
             if timer.confirm(&s.from) {
                 debug!(node = %s.node, from = %s.from, confirmations = timer.confirmations(), "suspicion confirmed");
@@ -857,9 +885,11 @@ impl Memberlist {
             }
             return;
         }
+        // Only a live node can become suspect; dead and left ones stay as they are.
         if self.nodes[idx].node.state != NodeStateKind::Alive {
             return;
         }
+        // About us: deny it, with an incarnation above the accusation.
         if s.node == self.config.name {
             debug!(from = %s.from, "refuting a suspect message");
             self.refute(s.incarnation);
@@ -904,12 +934,18 @@ impl Memberlist {
         self.dead_node(dead, None, now, d);
     }
 
+    /// memberlist's `deadNode` (spec §3.3): a failure verdict, or a leave when a node declares
+    /// itself dead.
     fn dead_node(&mut self, dead: Dead, notify: Option<u64>, now: Instant, d: &mut impl Delegate) {
         let Some(&idx) = self.index.get(&dead.node) else {
             return;
         };
+        // Old news: the node has refuted it already.
         if dead.incarnation < self.nodes[idx].incarnation {
             return;
+        }
+        if !self.credible(&dead.node, dead.incarnation) {
+            return self.refuse("incredible incarnation", &dead.node, dead.incarnation);
         }
         self.suspicions.remove(&dead.node);
         if self.nodes[idx].dead_or_left() {
@@ -935,11 +971,38 @@ impl Memberlist {
         d.notify_leave(&node, now);
     }
 
+    /// Whether `incarnation` is one `node` could honestly have reached: at most
+    /// [`MAX_INCARNATION_JUMP`] above what we know of it (anything goes for a node we don't know).
+    fn credible(&self, node: &str, incarnation: u32) -> bool {
+        self.index.get(node).is_none_or(|&i| {
+            incarnation
+                <= self.nodes[i]
+                    .incarnation
+                    .saturating_add(MAX_INCARNATION_JUMP)
+        })
+    }
+
+    /// Drops a hostile or impossible message about `node`, counting it; the first of each reason
+    /// is logged.
+    fn refuse(&mut self, reason: &'static str, node: &str, incarnation: u32) {
+        if self.stats.drops.record(reason) {
+            warn!(
+                node = %node.escape_debug(),
+                incarnation,
+                "memberlist: dropped a message: {reason} (logged once; later ones are only counted)"
+            );
+        } else {
+            debug!(node = %node.escape_debug(), incarnation, "memberlist: dropped a message: {reason}");
+        }
+    }
+
     /// Announces ourselves alive with an incarnation above the accusation (spec §3.3 Refute).
+    /// Saturates: at `u32::MAX` we can only repeat ourselves (the credibility margin keeps a
+    /// forger from walking us there in fewer than millions of rounds).
     fn refute(&mut self, accused: u32) {
         let mut inc = self.next_incarnation();
         if accused >= inc {
-            self.incarnation = accused + 1;
+            self.incarnation = accused.saturating_add(1);
             inc = self.incarnation;
         }
         self.stats.refutes += 1;
@@ -1511,7 +1574,7 @@ impl Memberlist {
     }
 
     fn next_incarnation(&mut self) -> u32 {
-        self.incarnation += 1;
+        self.incarnation = self.incarnation.saturating_add(1);
         self.incarnation
     }
 

@@ -276,3 +276,94 @@ fn graceful_leave_gossips_a_dead_from_ourselves() {
     assert!(!a.leave_pending());
     assert_eq!(a.node("a").unwrap().state, NodeStateKind::Left);
 }
+
+fn suspect(node: &str, from: &str, incarnation: u32) -> Message {
+    Message::Suspect(Suspect {
+        incarnation,
+        node: node.into(),
+        from: from.into(),
+    })
+}
+
+#[test]
+fn accusations_far_above_the_known_incarnation_are_refused() {
+    // Issue 11, "permanent eviction": one suspect at 2^32−1 once left the accused no incarnation
+    // to refute with. Vassal refuses accusations more than MAX_INCARNATION_JUMP above what the
+    // accused has announced, and counts them.
+    use vassal_memberlist::limits::MAX_INCARNATION_JUMP;
+    let now = Instant::now();
+    let mut a = node("a", 1, now);
+    a.handle_packet(addr(2), &packet(&[alive("b", 2, 5)]), now, &mut NoDelegate);
+    for msg in [
+        suspect("b", "c", u32::MAX),
+        Message::Dead(Dead {
+            incarnation: u32::MAX,
+            node: "b".into(),
+            from: "c".into(),
+        }),
+        alive("b", 2, u32::MAX),
+        suspect("a", "c", u32::MAX),
+    ] {
+        a.handle_packet(addr(3), &packet(&[msg]), now, &mut NoDelegate);
+    }
+    assert_eq!(a.node("b").unwrap().state, NodeStateKind::Alive);
+    assert_eq!(a.incarnation_of("b"), Some(5));
+    assert_eq!(
+        a.incarnation_of("a"),
+        Some(1),
+        "no refutation of the incredible"
+    );
+    assert_eq!(a.stats().drops.get("incredible incarnation"), 4);
+    // A better-informed peer's suspicion, within the margin, still counts.
+    a.handle_packet(
+        addr(3),
+        &packet(&[suspect("b", "c", 5 + MAX_INCARNATION_JUMP)]),
+        now,
+        &mut NoDelegate,
+    );
+    assert_eq!(a.node("b").unwrap().state, NodeStateKind::Suspect);
+}
+
+#[test]
+fn refutation_saturates_instead_of_wrapping() {
+    // Go memberlist 0.2.2 refutes a suspect at 2^32−1 with incarnation 0, which every peer ignores.
+    let now = Instant::now();
+    let mut a = node("a", 1, now);
+    a.handle_packet(addr(2), &packet(&[alive("b", 2, 1)]), now, &mut NoDelegate);
+    let mut inc = a.incarnation_of("a").unwrap();
+    // Walk ourselves up within the margin each time, as a patient forger would.
+    while inc < u32::MAX {
+        let accused = inc.saturating_add(vassal_memberlist::limits::MAX_INCARNATION_JUMP);
+        a.handle_packet(
+            addr(2),
+            &packet(&[suspect("a", "b", accused)]),
+            now,
+            &mut NoDelegate,
+        );
+        let next = a.incarnation_of("a").unwrap();
+        assert!(
+            next > inc || next == u32::MAX,
+            "incarnation went {inc} -> {next}"
+        );
+        inc = next;
+    }
+    a.handle_packet(
+        addr(2),
+        &packet(&[suspect("a", "b", u32::MAX)]),
+        now,
+        &mut NoDelegate,
+    );
+    assert_eq!(a.incarnation_of("a"), Some(u32::MAX));
+    assert_eq!(a.node("a").unwrap().state, NodeStateKind::Alive);
+}
+
+#[test]
+fn names_with_control_characters_never_enter_the_table() {
+    // Issue 11: a newline in a name wrote lines of its own into the snapshot file.
+    let now = Instant::now();
+    let mut a = node("a", 1, now);
+    let evil = "evil\nalive: x 127.0.0.1:22";
+    a.handle_packet(addr(2), &packet(&[alive(evil, 2, 1)]), now, &mut NoDelegate);
+    assert!(a.node(evil).is_none());
+    assert_eq!(a.stats().drops.get("node name has control characters"), 1);
+}

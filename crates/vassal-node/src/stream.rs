@@ -87,15 +87,18 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-/// Reads until one whole message is buffered, re-running the decoder after each read.
+/// Reads until one whole message is buffered. The decoder keeps its progress between reads, so
+/// a peer trickling bytes costs linear CPU; the caller's deadline bounds the time.
 async fn read_message(
     r: &mut (impl AsyncRead + Unpin),
     framing: &Framing,
 ) -> Result<StreamMessage, ReadError> {
-    let mut buf = Vec::with_capacity(64 << 10);
+    // Small at first: an idle or trickling connection should not hold 64 KiB.
+    let mut buf = Vec::with_capacity(4 << 10);
+    let mut decoder = wire::StreamDecoder::new();
     loop {
-        if buf.capacity() - buf.len() < 16 << 10 {
-            buf.reserve(buf.len().max(64 << 10));
+        if buf.capacity() - buf.len() < 4 << 10 {
+            buf.reserve(buf.len().clamp(4 << 10, 1 << 20));
         }
         let n = r.read_buf(&mut buf).await.map_err(ReadError::Io)?;
         if n == 0 {
@@ -103,7 +106,7 @@ async fn read_message(
                 buffered: buf.len(),
             });
         }
-        match wire::decode_stream(&buf, &framing.options()) {
+        match decoder.decode(&buf, &framing.options()) {
             Ok(Some((msg, _used))) => return Ok(msg),
             Ok(None) if buf.len() >= MAX_STREAM => return Err(ReadError::TooLarge),
             Ok(None) => {}

@@ -26,8 +26,8 @@ pub use label::{add_label, label_header, strip_label};
 pub use messages::*;
 pub use packet::{decode_packet, decode_packet_limited, encode_packet, DecodedPacket};
 pub use stream::{
-    decode_stream, decode_stream_limited, encode_stream, encode_stream_body, MAX_BUFFERED,
-    MAX_PUSH_NODES, MAX_STREAM_PAYLOAD,
+    decode_stream, decode_stream_limited, encode_stream, encode_stream_body, StreamDecoder,
+    MAX_BUFFERED, MAX_PUSH_NODES, MAX_STREAM_PAYLOAD,
 };
 
 use thiserror::Error;

@@ -8,10 +8,11 @@ use std::borrow::Cow;
 
 use super::codec::decode_message;
 use super::compound::{decode_compound, encode_compound, encode_compound_one, MAX_PARTS};
-use super::compress::{compress_message, decompress_body, DEFAULT_MAX_DECOMPRESSED};
+use super::compress::{compress_message, decompress_body};
 use super::crc::{add_crc, strip_crc};
 use super::label::{add_label, strip_label};
 use super::{DecodeError, Message, MessageType, ReadOptions, WriteOptions};
+use crate::limits::MAX_PACKET_DECOMPRESSED;
 
 /// How deep compress/compound may nest inside one packet. Go never nests at all when sending; the
 /// bound stops a crafted packet from recursing without end.
@@ -26,12 +27,12 @@ pub struct DecodedPacket {
     pub malformed: usize,
 }
 
-/// Decode a datagram with the default 40 MiB bound on decompressed size.
+/// Decode a datagram, with at most [`MAX_PACKET_DECOMPRESSED`] bytes from decompression.
 ///
 /// Errors mean the whole packet was dropped: empty, wrong label, could not be decrypted (or was
 /// plaintext while `verify_incoming` demands encryption), bad CRC, or an undecodable outer message.
 pub fn decode_packet(buf: &[u8], opts: &ReadOptions<'_>) -> Result<DecodedPacket, DecodeError> {
-    decode_packet_limited(buf, opts, DEFAULT_MAX_DECOMPRESSED)
+    decode_packet_limited(buf, opts, MAX_PACKET_DECOMPRESSED)
 }
 
 /// [`decode_packet`] with an explicit bound on the total bytes decompression may produce.

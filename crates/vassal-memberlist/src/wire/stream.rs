@@ -188,6 +188,160 @@ fn decode_complete(plain: &[u8], max: usize) -> Result<StreamMessage, DecodeErro
     Ok(complete(parse_inner(plain))?.0)
 }
 
+/// An incremental [`decode_stream`] for one connection: bytes that have been parsed are not
+/// parsed again, so a peer trickling a push/pull byte by byte costs us linear, not quadratic, CPU.
+///
+/// Feed it the whole buffer read so far (it only ever grows) after each read. Encrypted and
+/// compressed messages carry their length up front and are decoded once they are whole; a plain
+/// push/pull is decoded node state by node state as the bytes arrive.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    /// A plain push/pull in progress: its header, the node states read so far, and where the
+    /// next one starts.
+    push_pull: Option<PartialPushPull>,
+    /// Don't try again before the buffer holds this many bytes (a known shortfall).
+    wait_for: usize,
+}
+
+#[derive(Debug)]
+struct PartialPushPull {
+    join: bool,
+    remaining: u64,
+    user_len: usize,
+    nodes: Vec<super::PushNodeState>,
+    /// Offset in the stream buffer of the next unread byte.
+    pos: usize,
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Like [`decode_stream`]: `Ok(None)` means read more.
+    pub fn decode(
+        &mut self,
+        buf: &[u8],
+        opts: &ReadOptions<'_>,
+    ) -> Result<Option<(StreamMessage, usize)>, DecodeError> {
+        if buf.len() < self.wait_for {
+            return Ok(None);
+        }
+        if self.push_pull.is_none() {
+            let Some(start) = self.plain_push_pull_start(buf, opts)? else {
+                return self.whole(buf, opts);
+            };
+            let mut r = Reader::new(&buf[start + 1..]);
+            let (join, n, user_len) = match read_push_pull_header(&mut r) {
+                Err(DecodeError::Truncated) => return self.more(buf),
+                other => other?,
+            };
+            check_push_pull_header(n, user_len)?;
+            self.push_pull = Some(PartialPushPull {
+                join,
+                remaining: n,
+                // Bounded by MAX_STREAM_PAYLOAD just above.
+                user_len: user_len as usize,
+                nodes: Vec::new(),
+                pos: start + 1 + r.position(),
+            });
+        }
+        let Some(p) = self.push_pull.as_mut() else {
+            return Ok(None);
+        };
+        while p.remaining > 0 {
+            let mut r = Reader::new(&buf[p.pos..]);
+            match read_push_node_state(&mut r) {
+                Ok(node) => {
+                    p.nodes.push(node);
+                    p.remaining -= 1;
+                    p.pos += r.position();
+                }
+                Err(DecodeError::Truncated) => return self.more(buf),
+                Err(e) => return Err(e),
+            }
+        }
+        let end = p.pos.saturating_add(p.user_len);
+        if buf.len() < end {
+            self.wait_for = end;
+            return Ok(None);
+        }
+        let Some(p) = self.push_pull.take() else {
+            return Ok(None);
+        };
+        let msg = StreamMessage::PushPull(PushPull {
+            join: p.join,
+            nodes: p.nodes,
+            user_state: buf[p.pos..end].to_vec(),
+        });
+        Ok(Some((msg, end)))
+    }
+
+    /// Any message but a plain push/pull: decoded whole, once the bytes it announces are here.
+    fn whole(
+        &mut self,
+        buf: &[u8],
+        opts: &ReadOptions<'_>,
+    ) -> Result<Option<(StreamMessage, usize)>, DecodeError> {
+        match decode_stream(buf, opts)? {
+            Some(done) => Ok(Some(done)),
+            None => self.more(buf),
+        }
+    }
+
+    /// Not complete: wait for more bytes, or give up past [`MAX_BUFFERED`].
+    fn more(&mut self, buf: &[u8]) -> Result<Option<(StreamMessage, usize)>, DecodeError> {
+        if buf.len() > MAX_BUFFERED {
+            return Err(malformed(format!(
+                "no complete stream message in {} bytes; giving up",
+                buf.len()
+            )));
+        }
+        self.wait_for = buf.len().saturating_add(1);
+        Ok(None)
+    }
+
+    /// Where the type byte of a plain (neither encrypted nor compressed) push/pull starts, after
+    /// any label; `None` for every other message or when too few bytes are here to tell.
+    fn plain_push_pull_start(
+        &self,
+        buf: &[u8],
+        opts: &ReadOptions<'_>,
+    ) -> Result<Option<usize>, DecodeError> {
+        let mut off = 0;
+        if buf.first() == Some(&(MessageType::HasLabel as u8)) {
+            match strip_label(buf) {
+                Ok((_, rest)) => off = buf.len() - rest.len(),
+                Err(DecodeError::Truncated) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        let plain_allowed = !(opts.keyring.is_some() && opts.verify_incoming);
+        Ok(match buf.get(off) {
+            // Let decode_stream check the label and refuse plaintext where it must.
+            Some(&ty) if ty == MessageType::PushPull as u8 && plain_allowed => {
+                let label_ok = off == 0 || strip_label(buf).is_ok_and(|(l, _)| l == opts.label);
+                label_ok.then_some(off)
+            }
+            _ => None,
+        })
+    }
+}
+
+fn check_push_pull_header(n: u64, user_len: u64) -> Result<(), DecodeError> {
+    if n > MAX_PUSH_NODES {
+        return Err(malformed(format!(
+            "push/pull announces {n} nodes; limit is {MAX_PUSH_NODES}"
+        )));
+    }
+    if user_len > MAX_STREAM_PAYLOAD as u64 {
+        return Err(malformed(format!(
+            "push/pull user state of {user_len} bytes is over the {MAX_STREAM_PAYLOAD}-byte limit"
+        )));
+    }
+    Ok(())
+}
+
 /// Parse one plain stream message; `Truncated` means the buffer ends too early.
 fn parse_inner(b: &[u8]) -> Result<(StreamMessage, usize), DecodeError> {
     let (&ty, body) = b.split_first().ok_or(DecodeError::Truncated)?;
@@ -195,16 +349,7 @@ fn parse_inner(b: &[u8]) -> Result<(StreamMessage, usize), DecodeError> {
     let msg = match MessageType::from_u8(ty) {
         Some(MessageType::PushPull) => {
             let (join, n, user_len) = read_push_pull_header(&mut r)?;
-            if n > MAX_PUSH_NODES {
-                return Err(malformed(format!(
-                    "push/pull announces {n} nodes; limit is {MAX_PUSH_NODES}"
-                )));
-            }
-            if user_len > MAX_STREAM_PAYLOAD as u64 {
-                return Err(malformed(format!(
-                    "push/pull user state of {user_len} bytes is over the {MAX_STREAM_PAYLOAD}-byte limit"
-                )));
-            }
+            check_push_pull_header(n, user_len)?;
             // Not pre-allocated: `n` is the sender's claim, the bytes are the proof.
             let mut nodes = Vec::new();
             for _ in 0..n {

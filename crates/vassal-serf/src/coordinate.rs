@@ -22,6 +22,11 @@ const LATENCY_FILTER: usize = 3;
 const GRAVITY_RHO: f64 = 150.0;
 const ZERO: f64 = 1.0e-6;
 const MAX_RTT: Duration = Duration::from_secs(10);
+/// Largest magnitude, in seconds, that any component of a peer's coordinate may have. Our own
+/// coordinates stay within a few times [`MAX_RTT`]; a peer claiming more is lying or broken, and
+/// its values would overflow the arithmetic (a height of 1e300 makes a distance no `Duration`
+/// holds). Go Serf checks only for NaN and infinities; we also refuse the absurd.
+pub const MAX_COORDINATE_COMPONENT: f64 = 1.0e4;
 
 /// A point in the Vivaldi space plus a height (access-link latency) and an adjustment; all in
 /// seconds.
@@ -45,11 +50,13 @@ impl Default for Coordinate {
 }
 
 impl Coordinate {
-    fn is_valid(&self) -> bool {
-        self.vec.iter().all(|v| v.is_finite())
-            && self.error.is_finite()
-            && self.adjustment.is_finite()
-            && self.height.is_finite()
+    /// Finite, and no component beyond [`MAX_COORDINATE_COMPONENT`] seconds.
+    pub fn is_valid(&self) -> bool {
+        let sane = |v: f64| v.is_finite() && v.abs() <= MAX_COORDINATE_COMPONENT;
+        self.vec.iter().all(|&v| sane(v))
+            && sane(self.error)
+            && sane(self.adjustment)
+            && sane(self.height)
     }
 
     fn raw_distance(&self, other: &Coordinate) -> f64 {
@@ -61,7 +68,12 @@ impl Coordinate {
         let raw = self.raw_distance(other);
         let adjusted = raw + self.adjustment + other.adjustment;
         let secs = if adjusted > 0.0 { adjusted } else { raw };
-        Duration::from_secs_f64(secs.max(0.0))
+        // Never panics: NaN and negatives are zero, anything beyond `Duration` saturates.
+        Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(if secs.is_nan() {
+            Duration::ZERO
+        } else {
+            Duration::MAX
+        })
     }
 
     fn apply_force(&self, force: f64, other: &Coordinate, rng: &mut ChaCha8Rng) -> Coordinate {
@@ -125,6 +137,11 @@ impl Coordinate {
             }
             Ok(true)
         })?;
+        if !c.is_valid() {
+            return Err(DecodeError::Malformed(format!(
+                "coordinate is not finite or beyond {MAX_COORDINATE_COMPONENT} s"
+            )));
+        }
         Ok(c)
     }
 }
@@ -326,5 +343,33 @@ mod tests {
                 &mut rng
             )
             .is_err());
+    }
+
+    // Issue 11, "remote abort": an ack whose coordinate is finite but huge once reached
+    // `Duration::from_secs_f64` and aborted the agent.
+    #[test]
+    fn huge_coordinates_are_refused_and_distances_never_panic() {
+        let huge = Coordinate {
+            height: 1e300,
+            vec: vec![1e300; DIMENSIONALITY],
+            ..Coordinate::default()
+        };
+        assert!(Coordinate::from_ack_payload(&huge.to_ack_payload()).is_err());
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut a = Client::default();
+        assert!(a
+            .update("b", &huge, Duration::from_millis(1), &mut rng)
+            .is_err());
+        assert_eq!(Coordinate::default().distance_to(&huge), Duration::MAX);
+        let nan = Coordinate {
+            height: f64::NAN,
+            ..Coordinate::default()
+        };
+        assert_eq!(Coordinate::default().distance_to(&nan), Duration::ZERO);
+        let fine = Coordinate {
+            height: 0.01,
+            ..Coordinate::default()
+        };
+        assert!(Coordinate::from_ack_payload(&fine.to_ack_payload()).is_ok());
     }
 }

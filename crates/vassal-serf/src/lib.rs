@@ -8,7 +8,7 @@ pub mod coordinate;
 pub mod fuzzing;
 pub mod keys;
 mod member;
-mod messages;
+pub mod messages;
 mod serf;
 pub mod snapshot;
 pub mod tags;

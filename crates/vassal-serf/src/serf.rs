@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 use vassal_memberlist::broadcast::TransmitLimitedQueue;
+use vassal_memberlist::limits::MAX_NODES;
 use vassal_memberlist::wire::{DecodeError, StreamMessage};
-use vassal_memberlist::{self as ml, Delegate, JoinId, Memberlist, Node, StreamId, Transmit};
+use vassal_memberlist::{
+    self as ml, Delegate, Drops, JoinId, Memberlist, Node, StreamId, Transmit,
+};
 
 use crate::clock::LamportClock;
 use crate::coordinate::{self, Coordinate};
@@ -38,7 +41,8 @@ pub struct Config {
     pub leave_propagate_delay: Duration,
     /// Intents about unknown nodes are kept this long.
     pub recent_intent_timeout: Duration,
-    /// Cap on each broadcast queue.
+    /// Cap on each broadcast queue (intents, events, queries): past it the most-sent messages
+    /// are dropped, as Go's `MaxQueueDepth` prunes them.
     pub max_queue_depth: usize,
     /// When another node claims our name, ask the cluster and stop if it sides with the other.
     pub enable_name_conflict_resolution: bool,
@@ -71,6 +75,12 @@ pub struct Config {
 pub const USER_EVENT_SIZE_HARD_LIMIT: usize = 9 * 1024;
 /// Slots in the user event buffer: deduplication window and push/pull replay (spec §4.6).
 pub const EVENT_BUFFER_SIZE: usize = 512;
+/// Longest a query from a peer may ask us to keep it answerable. Go keeps whatever it is told
+/// (`u64::MAX` ns is five centuries); an honest query lasts seconds, a slow handler minutes.
+pub const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Most queries from peers we keep answerable at once; past it the oldest are forgotten (their
+/// answers refused as past the deadline).
+pub const MAX_PENDING_QUERIES: usize = 1024;
 
 impl Config {
     /// Serf defaults over a memberlist config; the protocol is the agent's default (5).
@@ -100,11 +110,13 @@ impl Config {
 }
 
 /// Counters about the cluster as this node has seen it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SerfStats {
     /// Members that failed and came back alive within the flap timeout (Serf's
     /// `serf.member.flap` metric).
     pub member_flaps: u64,
+    /// Serf messages refused as hostile or impossible, and queue entries pruned, by reason.
+    pub drops: Drops,
 }
 
 /// What Serf tells the layer above.
@@ -290,6 +302,8 @@ const CONFLICT_QUERY: &str = "_serf_conflict";
 #[derive(Debug, Clone)]
 struct ConflictVote {
     ltime: u64,
+    /// The query's ID: an answer must name it, so a forger who did not see the query can't vote.
+    id: u32,
     me: SocketAddr,
     responses: usize,
     matching: usize,
@@ -563,7 +577,7 @@ impl Serf {
     }
 
     pub fn stats(&self) -> SerfStats {
-        self.core.stats
+        self.core.stats.clone()
     }
 
     pub fn query_queue_len(&self) -> usize {
@@ -690,7 +704,8 @@ impl Serf {
         let timeout = params
             .timeout
             .filter(|t| !t.is_zero())
-            .unwrap_or_else(|| self.default_query_timeout());
+            .unwrap_or_else(|| self.default_query_timeout())
+            .min(MAX_QUERY_TIMEOUT);
         let mut filters = Vec::new();
         if !params.filter_nodes.is_empty() {
             filters.push(messages::node_filter(&params.filter_nodes));
@@ -712,7 +727,7 @@ impl Serf {
                 0
             },
             relay_factor: params.relay_factor,
-            timeout: timeout.as_nanos() as u64,
+            timeout: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
             name: name.to_owned(),
             payload: payload.to_vec(),
         };
@@ -991,6 +1006,7 @@ impl Serf {
     /// Carries memberlist's events up, sends Serf's direct packets and moves a leave in
     /// progress along.
     fn after_input(&mut self, now: Instant) {
+        self.core.check_queue_depth(self.config.max_queue_depth);
         if std::mem::take(&mut self.core.conflict_seen) && self.core.conflict_vote.is_none() {
             self.resolve_name_conflict(now);
         }
@@ -1193,8 +1209,10 @@ impl Serf {
             now,
         ) {
             Ok(ltime) => {
+                let id = self.core.own_queries.get(&ltime).map_or(0, |q| q.id);
                 self.core.conflict_vote = Some(ConflictVote {
                     ltime,
+                    id,
                     me,
                     responses: 0,
                     matching: 0,
@@ -1333,6 +1351,16 @@ impl Core {
     fn upsert_intent(&mut self, node: &str, kind: IntentKind, ltime: u64, now: Instant) -> bool {
         match self.intents.get(node) {
             Some(i) if ltime <= i.ltime => false,
+            None if self.intents.len() >= MAX_NODES => {
+                if self
+                    .stats
+                    .drops
+                    .record("intents for unknown nodes over limit")
+                {
+                    warn!("over {MAX_NODES} intents about unknown nodes; dropping new ones (logged once)");
+                }
+                false
+            }
             _ => {
                 self.intents.insert(
                     node.to_owned(),
@@ -1347,6 +1375,44 @@ impl Core {
         }
     }
 
+    /// Drops a message whose Lamport time is too far ahead of ours to be honest (see
+    /// [`crate::clock::MAX_LTIME_JUMP`]). Returns false: nothing to re-gossip.
+    fn incredible_ltime(&mut self, what: &'static str, ltime: u64, ours: u64) -> bool {
+        if self.stats.drops.record("incredible lamport time") {
+            warn!(
+                ltime,
+                ours,
+                "serf: dropped a {what} from the far future (logged once; later ones are only counted)"
+            );
+        } else {
+            debug!(ltime, ours, "serf: dropped a {what} from the far future");
+        }
+        false
+    }
+
+    /// Go's `checkQueueDepth`: a broadcast queue over `max` loses its most-sent messages. Run
+    /// after every input, so a queue is never over its bound for longer than one input.
+    fn check_queue_depth(&mut self, max: usize) {
+        for (name, queue) in [
+            ("Intent", &mut self.intent_queue),
+            ("Event", &mut self.event_queue),
+            ("Query", &mut self.query_queue),
+        ] {
+            let len = queue.len();
+            if len > max {
+                queue.prune(max);
+                let reason = match name {
+                    "Intent" => "intent queue over max_queue_depth",
+                    "Event" => "event queue over max_queue_depth",
+                    _ => "query queue over max_queue_depth",
+                };
+                if self.stats.drops.record(reason) {
+                    warn!("serf: {name} queue depth ({len}) exceeds limit ({max}), dropping messages (logged once)");
+                }
+            }
+        }
+    }
+
     fn expire_intents(&mut self, now: Instant) {
         let timeout = self.recent_intent_timeout;
         self.intents
@@ -1355,6 +1421,9 @@ impl Core {
 
     /// Serf's `handleNodeJoinIntent`; true if the intent should be re-gossiped.
     fn handle_join_intent(&mut self, msg: &Join, now: Instant) -> bool {
+        if !self.clock.credible(msg.ltime) {
+            return self.incredible_ltime("join intent", msg.ltime, self.clock.time());
+        }
         self.clock.witness(msg.ltime);
         let Some(member) = self.members.get(&msg.node) else {
             return self.upsert_intent(&msg.node, IntentKind::Join, msg.ltime, now);
@@ -1372,6 +1441,9 @@ impl Core {
 
     /// Serf's `handleNodeLeaveIntent`; true if the intent should be re-gossiped.
     fn handle_leave_intent(&mut self, msg: &Leave, now: Instant) -> bool {
+        if !self.clock.credible(msg.ltime) {
+            return self.incredible_ltime("leave intent", msg.ltime, self.clock.time());
+        }
         self.clock.witness(msg.ltime);
         let Some(member) = self.members.get(&msg.node) else {
             return self.upsert_intent(&msg.node, IntentKind::Leave, msg.ltime, now);
@@ -1497,6 +1569,9 @@ impl Core {
     /// Serf's `handleQuery`: true if the query is new and should be re-gossiped (even when our
     /// filters say we do not process it).
     fn handle_query(&mut self, q: &QueryMsg, now: Instant) -> bool {
+        if !self.query_clock.credible(q.ltime) {
+            return self.incredible_ltime("query", q.ltime, self.query_clock.time());
+        }
         self.query_clock.witness(q.ltime);
         if q.ltime < self.query_min_time {
             return false;
@@ -1525,7 +1600,24 @@ impl Core {
             snap.query(q.ltime);
         }
         let reply_to = SocketAddr::new(q.addr, q.port);
-        let deadline = now + Duration::from_nanos(q.timeout);
+        let timeout = Duration::from_nanos(q.timeout);
+        if timeout > MAX_QUERY_TIMEOUT && self.stats.drops.record("query timeout capped") {
+            warn!(
+                name = %q.name.escape_debug(),
+                ?timeout,
+                "query asks to stay answerable for over {MAX_QUERY_TIMEOUT:?}; capped (logged once)"
+            );
+        }
+        let deadline = now + timeout.min(MAX_QUERY_TIMEOUT);
+        if self.inbound_queries.len() >= MAX_PENDING_QUERIES {
+            if let Some((&oldest, _)) = self.inbound_queries.iter().min_by_key(|(_, q)| q.deadline)
+            {
+                self.inbound_queries.remove(&oldest);
+            }
+            if self.stats.drops.record("pending queries over limit") {
+                warn!("over {MAX_PENDING_QUERIES} queries pending an answer; forgetting the oldest (logged once)");
+            }
+        }
         self.inbound_queries.insert(
             (q.ltime, q.id),
             InboundQuery {
@@ -1665,6 +1757,18 @@ impl Core {
     /// Serf's `handleQueryResponse`: acks and answers for our own queries, once per node.
     fn handle_query_response(&mut self, r: &QueryResponseMsg) {
         if let Some(vote) = self.conflict_vote.as_mut().filter(|v| v.ltime == r.ltime) {
+            // Go checks the ID too; we also count only members we know (not ourselves), once
+            // each, so one forger cannot answer under a thousand names.
+            let voter = r.from != self.name
+                && self.members.get(&r.from).is_some_and(|m| {
+                    matches!(m.member.status, MemberStatus::Alive | MemberStatus::Leaving)
+                });
+            if r.id != vote.id || !voter {
+                if self.stats.drops.record("conflict answer from a non-voter") {
+                    warn!(from = %r.from.escape_debug(), "ignoring a name conflict answer with a wrong query ID or from a node that is not a live member (logged once)");
+                }
+                return;
+            }
             if r.flags & messages::QUERY_FLAG_ACK == 0 && vote.voters.insert(r.from.clone()) {
                 if let Some(addr) = messages::decode_conflict_response(&r.payload) {
                     vote.responses += 1;
@@ -1711,9 +1815,15 @@ impl Core {
                 .as_ref()
                 .is_some_and(|v| v.ltime == ltime)
             {
-                let vote = self.conflict_vote.take().expect("checked");
+                let Some(vote) = self.conflict_vote.take() else {
+                    continue;
+                };
                 let majority = vote.responses / 2 + 1;
-                if vote.matching >= majority {
+                if vote.responses == 0 {
+                    // Go Serf 0.9.4 counts "0 of 0" as a lost vote and exits, so one forged alive
+                    // could stop a lone agent. Nobody vouched for the other claimant either.
+                    warn!("no member answered the name conflict query; keeping our name");
+                } else if vote.matching >= majority {
                     info!(
                         matching = vote.matching,
                         responses = vote.responses,
@@ -1740,6 +1850,9 @@ impl Core {
 
     /// Serf's `handleUserEvent`: true if the event is new (and so worth re-gossiping).
     fn handle_user_event(&mut self, e: &UserEvent) -> bool {
+        if !self.event_clock.credible(e.ltime) {
+            return self.incredible_ltime("user event", e.ltime, self.event_clock.time());
+        }
         self.event_clock.witness(e.ltime);
         if e.ltime < self.event_min_time {
             return false;
@@ -1841,17 +1954,28 @@ impl Delegate for Core {
             Ok(_) => return debug!("remote state has bad type prefix"),
             Err(e) => return debug!(error = %e, "failed to decode remote state"),
         };
-        if state.ltime > 0 {
-            self.clock.witness(state.ltime - 1);
+        let clocks = [
+            (self.clock, state.ltime),
+            (self.event_clock, state.event_ltime),
+            (self.query_clock, state.query_ltime),
+        ];
+        if let Some((clock, t)) = clocks.into_iter().find(|(c, t)| !c.credible(*t)) {
+            let ours = clock.time();
+            self.incredible_ltime("push/pull state", t, ours);
+            return;
         }
-        if state.event_ltime > 0 {
-            self.event_clock.witness(state.event_ltime - 1);
-        }
-        if state.query_ltime > 0 {
-            self.query_clock.witness(state.query_ltime - 1);
-        }
+        self.clock.witness(state.ltime.saturating_sub(1));
+        self.event_clock
+            .witness(state.event_ltime.saturating_sub(1));
+        self.query_clock
+            .witness(state.query_ltime.saturating_sub(1));
         for name in &state.left_members {
-            let ltime = state.status_ltimes.get(name).copied().unwrap_or(0) + 1;
+            let ltime = state
+                .status_ltimes
+                .get(name)
+                .copied()
+                .unwrap_or(0)
+                .saturating_add(1);
             self.handle_leave_intent(
                 &Leave {
                     ltime,

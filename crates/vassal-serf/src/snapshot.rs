@@ -214,6 +214,11 @@ impl Snapshotter {
             return;
         }
         for m in members {
+            // One record per line: a name with a line break in it could write records of its
+            // own (Go writes it as is). Memberlist refuses such names; this is the second lock.
+            if m.name.contains(['\n', '\r']) {
+                continue;
+            }
             match kind {
                 MemberEventKind::Join => {
                     let addr = format_addr(m.addr, m.port);

@@ -25,7 +25,7 @@ use crate::files;
 use crate::handle::{Command, Handle, JoinError, KeyOutcome, NodeError, NodeStats};
 use crate::snapshot::{self, SnapshotWriter};
 use crate::stream::{self, Framing, StreamInput};
-use crate::transport::{self, StartError};
+use crate::transport::{self, AcceptBackoff, StartError};
 use crate::NodeConfig;
 
 /// memberlist's UDP read buffer (spec §2.1).
@@ -84,6 +84,8 @@ pub async fn spawn_with_events(
         key_ops: HashMap::new(),
         must_stop: false,
         snapshot,
+        accept_backoff: AcceptBackoff::new("gossip TCP listener"),
+        accept_resume: None,
         tags_file: config.tags_file,
         keyring_file: config.keyring_file,
     };
@@ -115,6 +117,10 @@ struct Driver {
     /// Serf asked to stop (it lost a name-conflict vote).
     must_stop: bool,
     snapshot: Option<SnapshotWriter>,
+    /// A failing `accept` (out of file descriptors) is retried after a growing pause rather
+    /// than at once: the driver must neither spin nor sleep.
+    accept_backoff: AcceptBackoff,
+    accept_resume: Option<tokio::time::Instant>,
     tags_file: Option<PathBuf>,
     keyring_file: Option<PathBuf>,
 }
@@ -141,7 +147,7 @@ impl Driver {
             let wake = self.serf.poll_timeout();
             let input = tokio::select! {
                 r = self.udp.recv_from(&mut buf) => Input::Packet(r),
-                r = self.tcp.accept() => Input::Accepted(r),
+                r = transport::accept_after(&self.tcp, self.accept_resume) => Input::Accepted(r),
                 Some(s) = self.streams.recv() => Input::Stream(s),
                 c = self.commands.recv() => Input::Command(c),
                 () = sleep_until(wake) => Input::Timeout,
@@ -153,12 +159,17 @@ impl Driver {
                 // ICMP errors from earlier sends surface here on some systems; not fatal.
                 Input::Packet(Err(e)) => debug!(error = %e, "udp receive failed"),
                 Input::Accepted(Ok((conn, from))) => {
+                    self.accept_backoff.succeeded();
+                    self.accept_resume = None;
                     let framing = Framing::from_config(self.serf.memberlist().config());
                     let deadline = now + self.serf.memberlist().config().tcp_timeout;
                     let driver = self.streams_tx.clone();
                     tokio::spawn(stream::serve_inbound(conn, from, framing, deadline, driver));
                 }
-                Input::Accepted(Err(e)) => warn!(error = %e, "failed to accept tcp connection"),
+                Input::Accepted(Err(e)) => {
+                    let pause = self.accept_backoff.failed(&e);
+                    self.accept_resume = Some(tokio::time::Instant::now() + pause);
+                }
                 Input::Stream(StreamInput::Inbound { from, msg, reply }) => {
                     let _ = reply.send(self.serf.handle_stream(from, msg, now));
                 }

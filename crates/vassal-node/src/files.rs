@@ -35,21 +35,22 @@ pub enum FileError {
     KeyringMissing { path: PathBuf },
     #[error("Failed to read keyring file {path}: {source}")]
     KeyringRead { path: PathBuf, source: io::Error },
+    /// Never carries the file's text: serde's messages can quote it, and it is key material.
     #[error(
-        "Failed to decode keyring file {path}: {source} (it must hold a JSON array of base64 \
-         keys, primary first)"
+        "Failed to decode keyring file {path}: {why} (it must hold a JSON array of base64 \
+         keys, primary first, e.g. [\"<output of vassal keygen>\"]; the file's contents are not \
+         shown because they are secret)"
     )]
-    KeyringDecode {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    KeyringDecode { path: PathBuf, why: String },
+    /// Names the entry by its index, never its text.
     #[error(
-        "Failed to decode key from keyring {path}: key {index} ({key:?}) is not base64: {why}"
+        "Failed to decode key from keyring {path}: key {index} (counting from 0) is not base64: \
+         {why} (replace it with the output of `vassal keygen`; the key is not shown because it \
+         is secret)"
     )]
     KeyringKeyDecode {
         path: PathBuf,
         index: usize,
-        key: String,
         why: String,
     },
     #[error("Keyring file contains no keys: {path} (add a base64 key, e.g. from `serf keygen`)")]
@@ -110,18 +111,16 @@ pub fn load_keyring(path: &Path) -> Result<Keyring, FileError> {
             })
         }
     };
-    let keys: Option<Vec<String>> =
-        serde_json::from_slice(&data).map_err(|source| FileError::KeyringDecode {
-            path: path.into(),
-            source,
-        })?;
+    let keys = keyring_entries(&data).map_err(|why| FileError::KeyringDecode {
+        path: path.into(),
+        why,
+    })?;
     let mut decoded = Vec::new();
-    for (index, key) in keys.unwrap_or_default().into_iter().enumerate() {
+    for (index, key) in keys.into_iter().enumerate() {
         let bytes =
             vassal_serf::keys::decode_base64(&key).map_err(|why| FileError::KeyringKeyDecode {
                 path: path.into(),
                 index,
-                key: key.clone(),
                 why,
             })?;
         decoded.push(bytes);
@@ -141,6 +140,49 @@ pub fn load_keyring(path: &Path) -> Result<Keyring, FileError> {
         ring.add_key(key).map_err(bad(i + 1))?;
     }
     Ok(ring)
+}
+
+/// The strings of a keyring file's JSON array (`null` is an empty one, as in Go), or what is
+/// wrong with its shape. The answer never quotes the file: serde's own type errors would
+/// (`invalid type: string "…"`), and the text is key material. Syntax errors name a line and
+/// column only.
+fn keyring_entries(data: &[u8]) -> Result<Vec<String>, String> {
+    use serde_json::Value;
+    let value: Value = serde_json::from_slice(data).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Eof => "the file ends too early",
+            _ => "a syntax error",
+        };
+        format!(
+            "not valid JSON: {what} at line {} column {}",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    let items = match value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        other => return Err(format!("it holds {}, not an array", kind(&other))),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| match item {
+            Value::String(s) => Ok(s),
+            other => Err(format!(
+                "entry {index} (counting from 0) is {}, not a string",
+                kind(&other)
+            )),
+        })
+        .collect()
 }
 
 /// Rewrites the keyring file with `keys`, primary first.
@@ -246,5 +288,39 @@ mod tests {
             "{}",
             err(&path)
         );
+    }
+
+    #[test]
+    fn keyring_errors_name_the_entry_but_never_echo_key_material() {
+        // Issue 11: a mistyped keyring file must not put key text into the log.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let secret = "SECRETSECRETSECRETSECRET";
+        let err = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            load_keyring(&path).unwrap_err().to_string()
+        };
+        for (text, says) in [
+            // A bare string instead of an array: serde's own message would quote it.
+            (format!("\"{secret}\""), "holds a string, not an array"),
+            (format!("{{\"k\": \"{secret}\"}}"), "holds an object"),
+            (
+                format!("[\"AAAAAAAAAAAAAAAAAAAAAA==\", 7, \"{secret}\"]"),
+                "entry 1",
+            ),
+            (
+                format!("[\"AAAAAAAAAAAAAAAAAAAAAA==\", \"{secret}!\"]"),
+                "key 1",
+            ),
+            (format!("[\"{secret}"), "the file ends too early"),
+            (format!("[\"{secret}\" \"x\"]"), "a syntax error at line 1"),
+        ] {
+            let e = err(&text);
+            assert!(e.contains(says), "{text}: {e}");
+            assert!(
+                !e.contains("SECRET"),
+                "{text}: the message echoes the key: {e}"
+            );
+        }
     }
 }

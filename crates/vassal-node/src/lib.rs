@@ -33,7 +33,7 @@ pub use driver::{sleep_until, spawn, spawn_with_events};
 pub use files::FileError;
 pub use handle::{Handle, JoinError, KeyOutcome, NodeError, NodeStats};
 pub use stream::io_reason;
-pub use transport::StartError;
+pub use transport::{AcceptBackoff, StartError, Throttle, ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
 
 /// What the shell needs besides the state machine's own config.
 #[derive(Debug, Clone)]

@@ -1,13 +1,15 @@
 //! Binding the gossip sockets (spec §2.1): one UDP socket and one TCP listener on the same
-//! address and port, the UDP receive buffer raised to 2 MiB where the OS allows it.
+//! address and port, the UDP receive buffer raised to 2 MiB where the OS allows it; and the
+//! back-off every accept loop of the agent uses when `accept` fails.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
-use tokio::net::{TcpListener, UdpSocket};
-use tracing::debug;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tracing::{debug, info, warn};
 
 /// Receive buffer we ask for, then smaller ones, like memberlist's `setUDPRecvBuf`.
 const UDP_RECV_BUF: usize = 2 << 20;
@@ -128,4 +130,175 @@ fn outward_ip(unspecified: IpAddr) -> io::Result<IpAddr> {
     let s = StdUdpSocket::bind(local)?;
     s.connect(probe)?;
     Ok(s.local_addr()?.ip())
+}
+
+/// The first wait after a failed `accept` (Go memberlist's `tcpListen`: 5 ms, doubling).
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// The longest wait between failed `accept`s (Go memberlist: 1 s).
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Keeps an accept loop from spinning when `accept` keeps failing (out of file descriptors:
+/// EMFILE, ENFILE; out of buffers or memory: ENOBUFS, ENOMEM), and from writing a warning per
+/// failure: the first failure of a streak is logged, and the end of the streak with its count.
+/// The wait doubles from [`ACCEPT_BACKOFF_MIN`] to [`ACCEPT_BACKOFF_MAX`], as in Go memberlist.
+///
+/// ```no_run
+/// # async fn demo(listener: tokio::net::TcpListener) {
+/// let mut backoff = vassal_node::AcceptBackoff::new("gossip TCP listener");
+/// loop {
+///     match listener.accept().await {
+///         Ok((conn, peer)) => { backoff.succeeded(); /* serve conn */ }
+///         Err(e) => tokio::time::sleep(backoff.failed(&e)).await,
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct AcceptBackoff {
+    what: &'static str,
+    delay: Duration,
+    failures: u64,
+    since: Option<Instant>,
+}
+
+impl AcceptBackoff {
+    /// `what` names the listener in the log (`"gossip TCP listener"`).
+    pub fn new(what: &'static str) -> Self {
+        AcceptBackoff {
+            what,
+            delay: Duration::ZERO,
+            failures: 0,
+            since: None,
+        }
+    }
+
+    /// An accept failed with `e`: how long to wait before the next one.
+    pub fn failed(&mut self, e: &io::Error) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+            warn!(
+                listener = self.what,
+                "{}: accept failed: {e} ({}); backing off up to {ACCEPT_BACKOFF_MAX:?} between \
+                 attempts, further failures are counted, not logged",
+                self.what,
+                accept_hint(e)
+            );
+        }
+        self.delay = if self.delay.is_zero() {
+            ACCEPT_BACKOFF_MIN
+        } else {
+            self.delay.saturating_mul(2).min(ACCEPT_BACKOFF_MAX)
+        };
+        self.delay
+    }
+
+    /// An accept worked: a streak of failures, if any, is over.
+    pub fn succeeded(&mut self) {
+        if let Some(since) = self.since.take() {
+            info!(
+                listener = self.what,
+                "{}: accepting again after {} failed accepts over {:.1?}",
+                self.what,
+                self.failures,
+                since.elapsed()
+            );
+        }
+        self.failures = 0;
+        self.delay = Duration::ZERO;
+    }
+
+    /// Failed accepts in the current streak (0 when the last accept worked).
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+}
+
+/// Lets a warning about a limit being hit through at most once per interval, counting the
+/// times it was held back, so that a flood costs one log line a minute rather than one per
+/// packet or connection.
+///
+/// ```
+/// # use std::time::{Duration, Instant};
+/// let mut t = vassal_node::Throttle::new(Duration::from_secs(60));
+/// let now = Instant::now();
+/// assert_eq!(t.ready(now), Some(0)); // log, nothing held back before
+/// assert_eq!(t.ready(now), None); // held back
+/// assert_eq!(t.ready(now + Duration::from_secs(61)), Some(1)); // log: "1 more since"
+/// ```
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    pub fn new(every: Duration) -> Self {
+        Throttle {
+            every,
+            last: None,
+            held: 0,
+        }
+    }
+
+    /// The limit was hit at `now`: `Some(n)` if this one should be logged (`n` were held back
+    /// since the last one logged), `None` if it is held back.
+    pub fn ready(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.every => {
+                self.held = self.held.saturating_add(1);
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held))
+            }
+        }
+    }
+}
+
+/// What an accept error usually means, for the operator.
+fn accept_hint(e: &io::Error) -> &'static str {
+    // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux.
+    match e.raw_os_error() {
+        Some(24) => "this process is out of file descriptors: raise `ulimit -n`, or lower the connection limits",
+        Some(23) => "the system is out of file descriptors",
+        Some(105) | Some(12) => "the system is out of memory for sockets",
+        _ => "a connection failed before it was accepted",
+    }
+}
+
+/// `listener.accept()`, once `resume` (if any) has passed: lets a `select!` loop that must not
+/// sleep (the driver) back off its accepts. Cancel-safe, like `accept`.
+pub(crate) async fn accept_after(
+    listener: &TcpListener,
+    resume: Option<tokio::time::Instant>,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    if let Some(at) = resume {
+        tokio::time::sleep_until(at).await;
+    }
+    listener.accept().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_doubles_from_5ms_to_1s_and_resets_on_success() {
+        // Go memberlist's tcpListen.
+        let mut b = AcceptBackoff::new("test");
+        let e = io::Error::from_raw_os_error(24);
+        let delays: Vec<Duration> = (0..10).map(|_| b.failed(&e)).collect();
+        assert_eq!(delays[0], Duration::from_millis(5));
+        assert_eq!(delays[1], Duration::from_millis(10));
+        assert_eq!(delays[7], Duration::from_millis(640));
+        assert_eq!(delays[8], Duration::from_secs(1));
+        assert_eq!(delays[9], Duration::from_secs(1));
+        assert_eq!(b.failures(), 10);
+        b.succeeded();
+        assert_eq!(b.failures(), 0);
+        assert_eq!(b.failed(&e), Duration::from_millis(5));
+    }
 }

@@ -55,18 +55,17 @@ pub struct ServerConfig {
 /// Accepts clients until the listener fails; each gets its own task.
 pub async fn serve(listener: TcpListener, handle: Handle, config: ServerConfig) {
     let config = Arc::new(config);
+    // Out of file descriptors and the like: back off, and log once per streak, not per error.
+    let mut backoff = vassal_node::AcceptBackoff::new("agent.ipc: RPC listener");
     loop {
         match listener.accept().await {
             Ok((conn, peer)) => {
+                backoff.succeeded();
                 info!("agent.ipc: Accepted client: {peer}");
                 let conn = Connection::new(conn, peer, handle.clone(), config.clone());
                 tokio::spawn(conn.run());
             }
-            Err(e) => {
-                error!("agent.ipc: Failed to accept client: {e}");
-                // Out of file descriptors and the like: do not spin.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Err(e) => tokio::time::sleep(backoff.failed(&e)).await,
         }
     }
 }

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use vassal_roles::backend::{is_web, web_backend};
+use vassal_roles::backend::{is_web, web_backend, BackendPolicy, RefusedOnce};
 use vassal_serf::{Member, MemberEvent, MemberEventKind, MemberStatus};
 
 use crate::command::{valid_server_name, Command, Op};
@@ -56,6 +56,10 @@ pub struct SyncConfig {
     /// A round at least this often even without changes, to repair what others did to the
     /// backend (a reload forgets dynamic servers).
     pub resync: Duration,
+    /// Which member addresses may become servers (the built-in balancer's rule). The agent
+    /// allows loopback only when it advertises a loopback address itself (a one-host cluster)
+    /// or `-lb-backend-cidr` names a loopback range.
+    pub backends: BackendPolicy,
 }
 
 impl SyncConfig {
@@ -72,6 +76,7 @@ impl SyncConfig {
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(10),
             resync: Duration::from_secs(10),
+            backends: BackendPolicy::default(),
         }
     }
 }
@@ -134,6 +139,8 @@ pub struct BackendSync {
     resync_at: Instant,
     drain_check_at: Option<Instant>,
     outputs: VecDeque<Output>,
+    /// Refused members already warned about.
+    refused: RefusedOnce,
 }
 
 impl BackendSync {
@@ -151,6 +158,7 @@ impl BackendSync {
             resync_at: now,
             drain_check_at: None,
             outputs: VecDeque::new(),
+            refused: RefusedOnce::default(),
         }
     }
 
@@ -200,7 +208,7 @@ impl BackendSync {
     }
 
     fn observe_alive(&mut self, m: &Member, now: Instant) {
-        let addr = match web_backend(m) {
+        let addr = match web_backend(m, &self.config.backends) {
             Ok(Some(addr)) => addr,
             Ok(None) => {
                 // A web member that changed its role leaves the pool gracefully.
@@ -210,8 +218,14 @@ impl BackendSync {
                 return;
             }
             Err(why) => {
-                self.outputs
-                    .push_back(Output::Warn(format!("{why}; not adding it")));
+                if self.refused.first(&why) {
+                    self.outputs
+                        .push_back(Output::Warn(format!("{why}; not adding it")));
+                }
+                // One that served from an allowed address before is taken out.
+                if matches!(self.want(&m.name), Some(Want::Serve(_))) {
+                    self.set_want(&m.name, Want::Drain, now);
+                }
                 return;
             }
         };
@@ -511,10 +525,17 @@ mod tests {
         }
     }
 
-    /// A sync whose start-up round found an empty backend, at `t0`.
+    /// A sync whose start-up round found an empty backend, at `t0`; loopback backends
+    /// allowed, as for an agent advertising a loopback address.
     fn started() -> (BackendSync, Instant) {
+        let mut config = SyncConfig::new("web");
+        config.backends.allow_loopback = true;
+        started_with(config)
+    }
+
+    fn started_with(config: SyncConfig) -> (BackendSync, Instant) {
         let t0 = Instant::now();
-        let mut s = BackendSync::new(SyncConfig::new("web"), t0);
+        let mut s = BackendSync::new(config, t0);
         s.handle_timeout(t0);
         assert_eq!(s.poll_output(), Some(Output::ReadServers));
         s.handle_servers(t0, Ok(vec![]));
@@ -640,6 +661,85 @@ mod tests {
             "{out:?}"
         );
         assert_eq!(s.poll_timeout(), Some(t0 + SyncConfig::new("web").resync));
+    }
+
+    #[test]
+    fn refused_addresses_never_become_servers_and_are_reported_once() {
+        // Issue 11: a joined node must not point HAProxy at a metadata service or at this
+        // host's own services.
+        let mut config = SyncConfig::new("web");
+        config.backends.cidrs = vec!["10.0.0.0/8".parse().unwrap()];
+        let (mut s, t0) = started_with(config);
+        let bad = [
+            web("meta", "169.254.169.254"),
+            web("any", "0.0.0.0"),
+            web("mcast", "224.0.0.1"),
+            web("local", "127.0.0.1"),
+            web("outside", "192.168.1.5"),
+        ];
+        on(&mut s, t0, Join, &bad);
+        on(&mut s, t0 + ms(50), Update, &bad);
+        s.handle_members(&bad, t0 + ms(60));
+        let warns: Vec<String> = outputs(&mut s)
+            .into_iter()
+            .map(|o| match o {
+                Output::Warn(w) => w,
+                other => panic!("expected only warnings, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            warns.len(),
+            bad.len(),
+            "once per member and address: {warns:#?}"
+        );
+        assert!(
+            warns[0].contains("169.254.169.254 is link-local"),
+            "{}",
+            warns[0]
+        );
+        assert!(warns[3].contains("loopback"), "{}", warns[3]);
+        assert!(
+            warns[4].contains("outside -lb-backend-cidr 10.0.0.0/8"),
+            "{}",
+            warns[4]
+        );
+        // Nothing to do for HAProxy: no round is due before the periodic resync.
+        assert_eq!(s.poll_timeout(), Some(t0 + SyncConfig::new("web").resync));
+        // A member moving to an allowed address is served.
+        on(&mut s, t0 + ms(100), Update, &[web("outside", "10.1.2.3")]);
+        let t = t0 + ms(300);
+        s.handle_timeout(t);
+        assert_eq!(outputs(&mut s), vec![Output::ReadServers]);
+        s.handle_servers(t, Ok(vec![]));
+        assert_eq!(
+            lines(&outputs(&mut s)[0])[0],
+            "add server web/outside 10.1.2.3:80 check"
+        );
+    }
+
+    #[test]
+    fn a_server_whose_member_moves_to_a_refused_address_is_drained() {
+        let (mut s, t0) = started();
+        let w1 = member("w1", "127.0.0.1", "web", Some("8080"));
+        on(&mut s, t0, Join, std::slice::from_ref(&w1));
+        let t = t0 + ms(200);
+        round(&mut s, t, vec![], &[]);
+        on(
+            &mut s,
+            t,
+            Update,
+            &[member("w1", "169.254.0.1", "web", Some("8080"))],
+        );
+        let t = t + ms(200);
+        s.handle_timeout(t);
+        let out = outputs(&mut s);
+        assert!(
+            matches!(&out[0], Output::Warn(w) if w.contains("link-local")),
+            "{out:?}"
+        );
+        assert_eq!(out[1], Output::ReadServers);
+        s.handle_servers(t, Ok(vec![server("w1", "127.0.0.1:8080", 0)]));
+        assert_eq!(run_all(&mut s, t), ["set server web/w1 state drain"]);
     }
 
     /// Walks a graceful leave: drain, wait for sessions to reach zero, then maint and del.
@@ -834,7 +934,9 @@ mod tests {
     #[test]
     fn start_up_reconciles_with_what_haproxy_already_has() {
         let t0 = Instant::now();
-        let mut s = BackendSync::new(SyncConfig::new("web"), t0);
+        let mut config = SyncConfig::new("web");
+        config.backends.allow_loopback = true;
+        let mut s = BackendSync::new(config, t0);
         s.handle_members(
             &[
                 member("keep", "127.0.0.1", "web", Some("8080")),

@@ -1,10 +1,11 @@
-//! What the three servers share: one accept loop with graceful shutdown, response helpers, and
-//! HTML escaping.
+//! What the three servers share: one accept loop with graceful shutdown and connection limits,
+//! response helpers, and HTML escaping.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -14,17 +15,47 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
+use vassal_node::{AcceptBackoff, Throttle};
 
 /// Every response body the servers send: a whole buffer or a backend's stream.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// How long a stopping server waits for open requests to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A client that has not sent a request's whole header this long after connecting (or after
+/// its previous response, on a kept-alive connection) is disconnected: HAProxy's
+/// `timeout http-request`, whose usual setting this is. `-lb-header-timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many client connections at once per server; more wait in the kernel's listen
+/// backlog until one closes (HAProxy's `maxconn` does the same). `-lb-max-conns`. The agent
+/// lowers it to half its file-descriptor limit when that is smaller.
+pub const DEFAULT_MAX_CONNS: usize = 4096;
+/// The warning that a server is at its connection limit is logged at most this often.
+pub const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The limits one server enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// See [`DEFAULT_HEADER_TIMEOUT`]; `None` for no limit.
+    pub header_timeout: Option<Duration>,
+    /// See [`DEFAULT_MAX_CONNS`]; at least 1.
+    pub max_conns: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            header_timeout: Some(DEFAULT_HEADER_TIMEOUT),
+            max_conns: DEFAULT_MAX_CONNS,
+        }
+    }
+}
 
 /// A complete body.
 pub fn full(b: impl Into<Bytes>) -> Body {
@@ -74,23 +105,67 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Serves HTTP/1.1 on `listener` with `handle(request, peer)` until `stop` turns true, then
 /// stops accepting and gives open connections [`SHUTDOWN_GRACE`] to finish their requests.
-pub async fn serve<F, Fut>(listener: TcpListener, handle: F, mut stop: watch::Receiver<bool>)
-where
+/// `name` (`"-lb-listen"`) says which server a log line is about.
+///
+/// Within `limits`: a connection that has not sent a whole request header in time is closed
+/// (slowloris); past `max_conns` open connections no more are accepted until one closes, so a
+/// flood of clients waits in the backlog instead of exhausting file descriptors. A failing
+/// `accept` is retried with [`AcceptBackoff`], never in a tight loop.
+pub async fn serve<F, Fut>(
+    name: &'static str,
+    listener: TcpListener,
+    limits: ServeLimits,
+    handle: F,
+    mut stop: watch::Receiver<bool>,
+) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
+    let max_conns = limits.max_conns.clamp(1, Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(max_conns));
+    let mut at_limit = Throttle::new(LIMIT_LOG_INTERVAL);
+    let mut backoff = AcceptBackoff::new(name);
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new());
+    builder.header_read_timeout(limits.header_timeout);
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if let Some(held) = at_limit.ready(Instant::now()) {
+                    warn!(
+                        server = name,
+                        ?local,
+                        max_conns,
+                        "{name}: {max_conns} client connections open, the limit; new ones wait \
+                         in the listen backlog until one closes (raise it with -lb-max-conns; hit \
+                         {held} more times since the last warning)"
+                    );
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = stopped(&mut stop) => break,
+                }
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
-                    Ok(a) => a,
+                    Ok(a) => {
+                        backoff.succeeded();
+                        a
+                    }
                     Err(e) => {
-                        // Out of file descriptors and the like: back off rather than spin.
-                        warn!(?local, "accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+                        let pause = backoff.failed(&e);
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => continue,
+                            () = stopped(&mut stop) => break,
+                        }
                     }
                 };
                 let _ = stream.set_nodelay(true);
@@ -99,12 +174,13 @@ where
                     let fut = handle(req, peer);
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         debug!(%peer, "connection ended: {e}");
                     }
+                    drop(slot);
                 });
             }
             () = stopped(&mut stop) => break,

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use vassal_node::Handle;
 use vassal_serf::{Event, Member, MemberEventKind, MemberStatus};
 
-use crate::backend::web_backend;
+use crate::backend::{web_backend, BackendPolicy, RefusedOnce};
 use crate::http::{self, Body};
 use crate::pool::{BackendStats, Outcome, Pick, Pool, PoolConfig};
 
@@ -37,6 +37,10 @@ const MAX_BODY: usize = 1 << 20;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// A backend must start its answer within this.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client must send its whole request body (at most [`MAX_BODY`]) within this once its
+/// headers are in (the header timeout covers only the headers): a body trickled in byte by
+/// byte must not hold a connection slot for ever.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the pool is reconciled with the full member list (events can be missed when a
 /// subscriber lags; a `leaving` status has no event of its own).
 const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
@@ -55,6 +59,10 @@ pub struct Lb {
     pool: Mutex<Pool>,
     client: Client<HttpConnector, Full<Bytes>>,
     totals: Totals,
+    /// Which member addresses may be backends.
+    policy: BackendPolicy,
+    /// Refused backends already logged.
+    refused: Mutex<RefusedOnce>,
 }
 
 /// What `/stats.json` returns.
@@ -70,7 +78,7 @@ pub struct Stats {
 }
 
 impl Lb {
-    pub fn new(node: &str) -> Arc<Self> {
+    pub fn new(node: &str, policy: BackendPolicy) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(1)));
@@ -84,6 +92,8 @@ impl Lb {
             pool: Mutex::new(Pool::new(PoolConfig::default())),
             client,
             totals: Totals::default(),
+            policy,
+            refused: Mutex::new(RefusedOnce::default()),
         })
     }
 
@@ -106,14 +116,30 @@ impl Lb {
         }
     }
 
+    /// Where `m`'s web server is, if it is a backend the policy allows; a refusal is logged
+    /// once per member and address.
+    fn backend(&self, m: &Member) -> Option<SocketAddr> {
+        match web_backend(m, &self.policy) {
+            Ok(addr) => addr,
+            Err(why) => {
+                let first = self
+                    .refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .first(&why);
+                if first {
+                    warn!("lb: {why}; not a backend until then");
+                }
+                None
+            }
+        }
+    }
+
     fn apply_event(&self, kind: MemberEventKind, members: &[Member]) {
         let now = Instant::now();
-        let mut pool = self.pool();
         for m in members {
-            let addr = web_backend(m).unwrap_or_else(|why| {
-                warn!("lb: {why}; not a backend until then");
-                None
-            });
+            let addr = self.backend(m);
+            let mut pool = self.pool();
             match (kind, addr) {
                 (MemberEventKind::Reap, _) | (_, None) => pool.remove(&m.name),
                 (MemberEventKind::Join | MemberEventKind::Update, Some(a)) => {
@@ -129,24 +155,20 @@ impl Lb {
     /// Makes the pool agree with the member list.
     fn resync(&self, members: &[Member]) {
         let now = Instant::now();
+        let backends: Vec<(&Member, SocketAddr)> = members
+            .iter()
+            .filter_map(|m| self.backend(m).map(|a| (m, a)))
+            .collect();
         let mut pool = self.pool();
         let stale: Vec<String> = pool
             .names()
-            .filter(|n| {
-                !members
-                    .iter()
-                    .any(|m| m.name == *n && matches!(web_backend(m), Ok(Some(_))))
-            })
+            .filter(|n| !backends.iter().any(|(m, _)| m.name == *n))
             .map(str::to_owned)
             .collect();
         for n in stale {
             pool.remove(&n);
         }
-        for m in members {
-            // A bad port tag was logged with its event.
-            let Ok(Some(a)) = web_backend(m) else {
-                continue;
-            };
+        for (m, a) in backends {
             match m.status {
                 MemberStatus::Alive => pool.member_alive(&m.name, a, now),
                 MemberStatus::Leaving | MemberStatus::Left => pool.member_left(&m.name),
@@ -193,9 +215,18 @@ impl Lb {
     ) -> Response<Body> {
         self.totals.requests.fetch_add(1, Ordering::Relaxed);
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, MAX_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
+        let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect())
+            .await
+        {
+            Ok(Ok(b)) => b.to_bytes(),
+            Err(_) => {
+                self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                return http::text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("request body not received within {BODY_TIMEOUT:?}"),
+                );
+            }
+            Ok(Err(e)) => {
                 self.totals.failed.fetch_add(1, Ordering::Relaxed);
                 return http::text(
                     StatusCode::PAYLOAD_TOO_LARGE,

@@ -52,6 +52,12 @@ pub struct RolesConfig {
     pub web_listen: Option<SocketAddr>,
     /// Answer `load` queries (when no handler script does).
     pub answer_load: bool,
+    /// `-lb-backend-cidr`: the balancer's backends must be inside one of these (when any are
+    /// given); see [`backend::BackendPolicy`].
+    pub lb_backend_cidrs: Vec<backend::Cidr>,
+    /// `-lb-header-timeout`, `-lb-max-conns`: the limits of every built-in HTTP server (the
+    /// balancer, its stats page, the web role).
+    pub http_limits: http::ServeLimits,
 }
 
 impl RolesConfig {
@@ -63,6 +69,8 @@ impl RolesConfig {
             lb_stats: None,
             web_listen: None,
             answer_load: false,
+            lb_backend_cidrs: Vec::new(),
+            http_limits: http::ServeLimits::default(),
         }
     }
 }
@@ -146,8 +154,10 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
             stopped.clone(),
         )));
     }
-    if let Some(listener) = lb_listener {
-        let lb = lb::Lb::new(&config.node);
+    let limits = config.http_limits;
+    if let (Some(listener), Some(listen)) = (lb_listener, lb_addr) {
+        let policy = backend::BackendPolicy::for_listener(listen.ip(), config.lb_backend_cidrs);
+        let lb = lb::Lb::new(&config.node, policy);
         tasks.push(tokio::spawn(lb::run_membership(
             lb.clone(),
             handle.clone(),
@@ -156,14 +166,18 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
         )));
         let proxy = lb.clone();
         tasks.push(tokio::spawn(http::serve(
+            "-lb-listen",
             listener,
+            limits,
             move |req, peer| proxy.clone().proxy(req, peer),
             stopped.clone(),
         )));
         info!("load balancer listening on {}", url(lb_addr));
         if let Some(listener) = stats_listener {
             tasks.push(tokio::spawn(http::serve(
+                "-lb-stats",
                 listener,
+                limits,
                 move |req, _| stats::serve(lb.clone(), req),
                 stopped.clone(),
             )));
@@ -178,7 +192,9 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
             stopped.clone(),
         )));
         tasks.push(tokio::spawn(http::serve(
+            "-web-listen",
             listener,
+            limits,
             move |req, _| web.clone().serve(req),
             stopped.clone(),
         )));

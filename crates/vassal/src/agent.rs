@@ -21,7 +21,9 @@ use vassal_rpc::{LogHub, ServerConfig};
 
 use crate::config::RawConfig;
 use crate::flags::{parse_duration, FlagError, FlagSet, Kind};
-use crate::handlers::{spawn_dispatcher, HandlerEvent, HandlerSpec, SelfInfo};
+use crate::handlers::{
+    spawn_dispatcher, DispatchConfig, DispatchStats, HandlerEvent, HandlerSpec, SelfInfo,
+};
 use crate::logging::{self, LogLevel};
 
 /// `-profile` / `profile`: one of memberlist's three timing profiles.
@@ -218,6 +220,32 @@ pub fn flags() -> FlagSet {
             "Run the built-in web role here (sets tag http_port)",
         )
         .flag(
+            "lb-backend-cidr",
+            Kind::Multi,
+            "<cidr>",
+            "Only proxy to web members inside this range, e.g. 10.0.0.0/8; repeatable",
+        )
+        .flag(
+            "lb-header-timeout",
+            Kind::Value,
+            "<duration>",
+            "Drop an HTTP client that has not sent its request headers in this time (default \
+             10s; 0: never)",
+        )
+        .flag(
+            "lb-max-conns",
+            Kind::Value,
+            "<n>",
+            "Most client connections at once per built-in HTTP server (default 4096, or half \
+             the file-descriptor limit if lower)",
+        )
+        .flag(
+            "handler-timeout",
+            Kind::Value,
+            "<duration>",
+            "Kill an event handler and its process group after this (default 60s; 0: never)",
+        )
+        .flag(
             "rpc-addr",
             Kind::Value,
             "<addr:port>",
@@ -287,6 +315,8 @@ pub struct AgentOptions {
     pub compression: bool,
     pub broadcast_timeout: Duration,
     pub event_handlers: Vec<HandlerSpec>,
+    /// `-handler-timeout`; `None` for no limit.
+    pub handler_timeout: Option<Duration>,
     pub replay: bool,
     pub snapshot: Option<PathBuf>,
     pub rejoin: bool,
@@ -404,9 +434,18 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             .map_err(|_| bad("tag", t, "expected key=value, the key not empty".into()))?;
         tags.insert(k, v);
     }
+    // The key itself is never repeated in the message: it is secret.
     let keyring = p
         .value("encrypt")
-        .map(|k| parse_key(k).map_err(|e| bad("encrypt", k, format!("{e} (try `serf keygen`)"))))
+        .map(|k| {
+            parse_key(k).map_err(|e| {
+                bad(
+                    "encrypt",
+                    "<key not shown>",
+                    format!("{e} (try `vassal keygen`)"),
+                )
+            })
+        })
         .transpose()?;
     let event_handlers: Vec<HandlerSpec> = p
         .values("event-handler")
@@ -451,11 +490,27 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         .value("node")
         .map(str::to_owned)
         .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    let lb_backend_cidrs = p
+        .values("lb-backend-cidr")
+        .iter()
+        .map(|c| c.parse().map_err(|why| bad("lb-backend-cidr", c, why)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let http_limits = vassal_roles::http::ServeLimits {
+        header_timeout: Some(p.parse_or(
+            "lb-header-timeout",
+            vassal_roles::http::DEFAULT_HEADER_TIMEOUT,
+            parse_duration,
+        )?)
+        .filter(|d| !d.is_zero()),
+        max_conns: p.parse_or("lb-max-conns", default_max_conns(), parse_max_conns)?,
+    };
     let roles = vassal_roles::RolesConfig {
         lb_listen,
         lb_stats,
         web_listen,
         answer_load: has_role && !handler_answers_load,
+        lb_backend_cidrs,
+        http_limits,
         ..vassal_roles::RolesConfig::new(&node)
     };
     Ok(AgentOptions {
@@ -478,6 +533,12 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             parse_duration,
         )?,
         event_handlers,
+        handler_timeout: Some(p.parse_or(
+            "handler-timeout",
+            crate::handlers::runner::DEFAULT_TIMEOUT,
+            parse_duration,
+        )?)
+        .filter(|d| !d.is_zero()),
         replay: p.bool("replay"),
         snapshot: p.value("snapshot").map(PathBuf::from),
         rejoin: p.bool("rejoin"),
@@ -502,6 +563,26 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             disable_ipv6: p.bool("mdns-disable-ipv6"),
         }),
     })
+}
+
+/// `-lb-max-conns` / `lb_max_conns`: a connection count of at least 1.
+pub(crate) fn parse_max_conns(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be a whole number of at least 1".into()),
+    }
+}
+
+/// [`vassal_roles::http::DEFAULT_MAX_CONNS`], or half the process's file-descriptor limit if
+/// that is lower: the other half stays for gossip, RPC, backends and handlers.
+fn default_max_conns() -> usize {
+    let default = vassal_roles::http::DEFAULT_MAX_CONNS;
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) => usize::try_from(soft / 2)
+            .unwrap_or(default)
+            .clamp(1, default),
+        Err(_) => default,
+    }
 }
 
 /// Serf's agent `Create`: tags from the tags file and the keyring from the keyring file, with
@@ -721,11 +802,18 @@ async fn start(
         tags: opts.tags.clone(),
     };
     let (scripts_tx, scripts) = watch::channel((opts.event_handlers.clone(), me));
+    let dispatch = DispatchConfig {
+        timeout: opts.handler_timeout,
+        ..DispatchConfig::default()
+    };
+    let handler_stats = Arc::new(DispatchStats::default());
     tokio::spawn(feed_handlers(
         handler_events,
         scripts_tx.clone(),
         scripts,
         handle.clone(),
+        dispatch,
+        handler_stats.clone(),
     ));
 
     let _discovery = match &opts.discover {
@@ -768,11 +856,14 @@ async fn start(
 
     // After the initial join, so that the start-up reconcile already knows the web members.
     if let Some((socket, config)) = &opts.haproxy {
-        tokio::spawn(vassal_haproxy::run(
-            handle.clone(),
-            socket.clone(),
-            config.clone(),
-        ));
+        let mut config = config.clone();
+        // HAProxy's own listener is unknown to us: loopback servers are allowed when this
+        // cluster lives on loopback (one host, as in the tests), or when named by a range.
+        config.backends = backend::BackendPolicy {
+            allow_loopback: handle.advertise_addr().ip().to_canonical().is_loopback(),
+            cidrs: opts.roles.lb_backend_cidrs.clone(),
+        };
+        tokio::spawn(vassal_haproxy::run(handle.clone(), socket.clone(), config));
     }
 
     let (gave_up_tx, mut gave_up) = oneshot::channel();
@@ -790,6 +881,8 @@ async fn start(
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut sighup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    // Serf dumps its metrics on SIGUSR1; without a handler the signal would kill us.
+    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
     let mut retry_running = true;
     let mut tags = opts.tags.clone();
     let code = loop {
@@ -814,6 +907,7 @@ async fn start(
                 println!("==> Caught signal: hangup");
                 reload(&opts, &level, &scripts_tx, &handle, &mut tags).await;
             }
+            _ = sigusr1.recv() => telemetry_dump(&handle, &handler_stats).await,
             r = &mut gave_up, if retry_running => match r {
                 Ok(()) => break ExitCode::FAILURE,
                 Err(_) => retry_running = false,
@@ -863,6 +957,52 @@ async fn reload(
             Err(e) => error!("agent: Failed to update tags: {e}"),
         }
     }
+}
+
+/// What SIGUSR1 logs (Serf's go-metrics `InmemSignal` dump): the figures the node and the
+/// handler dispatcher keep, one `telemetry:` line each. The metrics issue fills in more.
+async fn telemetry_dump(handle: &Handle, handlers: &DispatchStats) {
+    use std::sync::atomic::Ordering;
+    let (stats, members) = match (handle.stats().await, handle.members().await) {
+        (Ok(s), Ok(m)) => (s, m),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!("telemetry: the node did not answer: {e}");
+            return;
+        }
+    };
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &members {
+        *by_status.entry(m.status.to_string()).or_insert(0) += 1;
+    }
+    let counts: Vec<String> = by_status.iter().map(|(s, n)| format!("{s}={n}")).collect();
+    info!(
+        "telemetry: members {} ({})",
+        members.len(),
+        counts.join(" ")
+    );
+    info!(
+        "telemetry: health_score={} encrypted={} coordinate_resets={}",
+        stats.health_score,
+        stats.encrypted,
+        stats
+            .coordinate_resets
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "disabled".into())
+    );
+    info!(
+        "telemetry: queues intent={} event={} query={} handlers={} (handler events dropped={}, \
+         handlers killed at timeout={})",
+        stats.intent_queue,
+        stats.event_queue,
+        stats.query_queue,
+        handlers.queued.load(Ordering::Relaxed),
+        handlers.dropped.load(Ordering::Relaxed),
+        handlers.killed.load(Ordering::Relaxed)
+    );
+    info!(
+        "telemetry: clocks member={} event={} query={}",
+        stats.member_time, stats.event_time, stats.query_time
+    );
 }
 
 /// Serf's `handleSignals` for a graceful leave: 0 once it completes; 1 on timeout or a second
@@ -956,14 +1096,17 @@ fn coalesced_events(
 }
 
 /// Forwards the agent's (coalesced) events to the handler dispatcher. This only queues (the
-/// dispatcher's channel is unbounded), so it keeps up and never blocks the node.
+/// dispatcher bounds its own queue, dropping the oldest), so it keeps up and never blocks the
+/// node.
 async fn feed_handlers(
     mut events: broadcast::Receiver<vassal_serf::Event>,
     scripts_tx: watch::Sender<(Vec<HandlerSpec>, SelfInfo)>,
     scripts: watch::Receiver<(Vec<HandlerSpec>, SelfInfo)>,
     node: Handle,
+    config: DispatchConfig,
+    stats: Arc<DispatchStats>,
 ) {
-    let (tx, _task) = spawn_dispatcher(scripts, Some(node));
+    let (tx, _task) = spawn_dispatcher(scripts, Some(node), config, stats);
     loop {
         match events.recv().await {
             Ok(e) => {

@@ -64,6 +64,11 @@ pub struct RawConfig {
     pub statsite_addr: Option<String>,
     pub statsd_addr: Option<String>,
     pub validate_node_names: Option<bool>,
+    /// Vassal's own keys (issue 11's limits); Serf has no such settings.
+    pub handler_timeout: Option<Duration>,
+    pub lb_header_timeout: Option<Duration>,
+    pub lb_max_conns: Option<usize>,
+    pub lb_backend_cidr: Vec<String>,
 }
 
 /// A configuration file that could not be used.
@@ -135,6 +140,10 @@ const KEYS: &[&str] = &[
     "statsite_addr",
     "statsd_addr",
     "validate_node_names",
+    "handler_timeout",
+    "lb_header_timeout",
+    "lb_max_conns",
+    "lb_backend_cidr",
 ];
 
 impl RawConfig {
@@ -148,12 +157,14 @@ impl RawConfig {
         let value: Value =
             serde_json::from_str(text).map_err(|e| err(None, format!("not valid JSON: {e}")))?;
         let Value::Object(map) = value else {
+            // Not `kind`: a file holding a bare string may hold a key, which is not repeated.
+            let found = match value {
+                Value::String(_) => "a string".to_owned(),
+                other => kind(&other),
+            };
             return Err(err(
                 None,
-                format!(
-                    "expected a JSON object ({{\"key\": value, ...}}), found {}",
-                    kind(&value)
-                ),
+                format!("expected a JSON object ({{\"key\": value, ...}}), found {found}"),
             ));
         };
         let mut d = Decoder {
@@ -259,6 +270,14 @@ impl RawConfig {
             crate::handlers::HandlerSpec::parse(h)
                 .map_err(|e| err("event_handlers", format!("{h:?}: {e}")))?;
         }
+        for c in &self.lb_backend_cidr {
+            c.parse::<vassal_roles::backend::Cidr>()
+                .map_err(|e| err("lb_backend_cidr", format!("{c:?}: {e}")))?;
+        }
+        if let Some(n) = self.lb_max_conns {
+            agent::parse_max_conns(&n.to_string())
+                .map_err(|e| err("lb_max_conns", format!("{n}: {e}")))?;
+        }
         Ok(self)
     }
 
@@ -290,6 +309,9 @@ impl RawConfig {
         let dur = |d: &Option<Duration>| d.map(|d| format!("{}ns", d.as_nanos()));
         value("retry-interval", &dur(&self.retry_interval));
         value("broadcast-timeout", &dur(&self.broadcast_timeout));
+        value("handler-timeout", &dur(&self.handler_timeout));
+        value("lb-header-timeout", &dur(&self.lb_header_timeout));
+        value("lb-max-conns", &self.lb_max_conns.map(|n| n.to_string()));
         value("protocol", &self.protocol.map(|p| p.to_string()));
         value("retry-max", &self.retry_max_attempts.map(|n| n.to_string()));
         for (k, v) in &self.tags {
@@ -299,6 +321,7 @@ impl RawConfig {
             ("join", &self.start_join),
             ("retry-join", &self.retry_join),
             ("event-handler", &self.event_handlers),
+            ("lb-backend-cidr", &self.lb_backend_cidr),
         ] {
             out.extend(list.iter().map(|v| format!("-{flag}={v}")));
         }
@@ -361,8 +384,12 @@ impl RawConfig {
             statsite_addr,
             statsd_addr,
             validate_node_names,
+            handler_timeout,
+            lb_header_timeout,
+            lb_max_conns,
         );
         self.tags.extend(later.tags);
+        self.lb_backend_cidr.extend(later.lb_backend_cidr);
         self.start_join.extend(later.start_join);
         self.retry_join.extend(later.retry_join);
         self.event_handlers.extend(later.event_handlers);
@@ -496,6 +523,10 @@ impl Decoder<'_> {
             statsite_addr: self.string("statsite_addr")?,
             statsd_addr: self.string("statsd_addr")?,
             validate_node_names: self.bool("validate_node_names")?,
+            handler_timeout: self.duration("handler_timeout")?,
+            lb_header_timeout: self.duration("lb_header_timeout")?,
+            lb_max_conns: self.uint("lb_max_conns")?,
+            lb_backend_cidr: self.strings("lb_backend_cidr")?,
             ..RawConfig::default()
         };
         match self.map.get("tags") {

@@ -160,6 +160,9 @@ fn plan(o: &DemoOptions) -> Vec<Node> {
         "role=lb".to_owned(),
         format!("-lb-listen={}", o.lb_listen),
         format!("-lb-stats={}", o.lb_stats),
+        // The web nodes are on loopback, whatever -lb-listen says (e.g. 0.0.0.0 to show the
+        // demo to another machine): allow exactly them.
+        "-lb-backend-cidr=127.0.0.0/8".to_owned(),
     ]);
     let mut nodes = vec![Node {
         name: "lb".into(),

@@ -28,6 +28,16 @@ impl HandlerEvent {
         }
     }
 
+    /// The event as the log names it: `member-join`, `user:deploy`, `query:load`. Names come
+    /// from the network; `{:?}` quoting keeps a newline in one from starting a fake log line.
+    pub fn label(&self) -> String {
+        match self {
+            HandlerEvent::Member(m) => m.kind.as_str().to_owned(),
+            HandlerEvent::User(u) => format!("user:{:?}", u.name),
+            HandlerEvent::Query(q) => format!("query:{:?}", q.name),
+        }
+    }
+
     /// `SERF_EVENT`.
     pub fn kind(&self) -> &'static str {
         match self {

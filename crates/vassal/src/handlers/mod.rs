@@ -10,5 +10,5 @@ pub mod runner;
 pub mod spec;
 
 pub use invocation::{HandlerEvent, SelfInfo};
-pub use runner::spawn_dispatcher;
+pub use runner::{spawn_dispatcher, DispatchConfig, DispatchStats};
 pub use spec::HandlerSpec;

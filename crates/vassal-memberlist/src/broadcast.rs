@@ -30,7 +30,7 @@ pub struct TransmitLimitedQueue {
 /// `retransmit_mult × ceil(log10(n + 1))`: how often a message is sent before it is dropped.
 pub fn retransmit_limit(retransmit_mult: u32, num_nodes: usize) -> u32 {
     let scale = ((num_nodes as f64) + 1.0).log10().ceil() as u32;
-    retransmit_mult * scale
+    retransmit_mult.saturating_mul(scale)
 }
 
 impl TransmitLimitedQueue {
@@ -57,7 +57,8 @@ impl TransmitLimitedQueue {
                 }
             }
         }
-        self.next_id += 1;
+        // One per queued message: a u64 does not wrap in practice, and a wrap would only reorder.
+        self.next_id = self.next_id.wrapping_add(1);
         let key = (0, Reverse(msg.len()), Reverse(self.next_id));
         if let Some(name) = &name {
             self.by_name.insert(name.clone(), key);
@@ -83,7 +84,10 @@ impl TransmitLimitedQueue {
         let mut out = Vec::new();
         let mut reinsert = Vec::new();
         while tier <= max_tier {
-            let Some(free) = limit.checked_sub(used + overhead).filter(|f| *f > 0) else {
+            let Some(free) = limit
+                .checked_sub(used.saturating_add(overhead))
+                .filter(|f| *f > 0)
+            else {
                 break;
             };
             let from = (tier, Reverse(free), Reverse(u64::MAX));
@@ -92,20 +96,29 @@ impl TransmitLimitedQueue {
                 Reverse(usize::MAX),
                 Reverse(u64::MAX),
             );
-            let Some(key) = self.items.range(from..to).next().map(|(k, _)| *k) else {
-                tier += 1;
+            let Some((key, item)) = self
+                .items
+                .range(from..to)
+                .next()
+                .map(|(k, _)| *k)
+                .and_then(|k| Some((k, self.items.remove(&k)?)))
+            else {
+                let Some(next) = tier.checked_add(1) else {
+                    break;
+                };
+                tier = next;
                 continue;
             };
-            let item = self.items.remove(&key).expect("key was just found");
-            used += overhead + item.msg.len();
+            used = used.saturating_add(overhead).saturating_add(item.msg.len());
             out.push(item.msg.clone());
-            if key.0 + 1 >= transmit_limit {
+            let sent = key.0.saturating_add(1);
+            if sent >= transmit_limit {
                 if let Some(name) = &item.name {
                     self.by_name.remove(name);
                 }
                 self.finished.extend(item.notify);
             } else {
-                reinsert.push(((key.0 + 1, key.1, key.2), item));
+                reinsert.push(((sent, key.1, key.2), item));
             }
         }
         for (key, item) in reinsert {

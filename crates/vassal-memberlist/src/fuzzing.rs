@@ -15,11 +15,13 @@ pub const FUZZ_KEY: [u8; 32] = [
 /// Small enough that a fuzzer's LZW bombs are cheap, big enough for real packets.
 const FUZZ_MAX_DECOMPRESSED: usize = 1 << 20;
 
+#[allow(clippy::expect_used)] // a constant 32-byte key
 fn keyring() -> Keyring {
     Keyring::new(&FUZZ_KEY).expect("32-byte key")
 }
 
 /// Decode `data` as a UDP packet plain, with a keyring, and with a keyring that verifies.
+#[allow(clippy::expect_used)] // a property check: failing it is the bug the fuzzer looks for
 pub fn decode_packet(data: &[u8]) {
     let ring = keyring();
     for (keyring, verify) in [(None, false), (Some(&ring), false), (Some(&ring), true)] {
@@ -44,6 +46,7 @@ pub fn decode_packet(data: &[u8]) {
 }
 
 /// Decode `data` as a stream, whole and fed in growing prefixes, plain and with a keyring.
+#[allow(clippy::expect_used)] // a property check: failing it is the bug the fuzzer looks for
 pub fn decode_stream(data: &[u8]) {
     let ring = keyring();
     for keyring in [None, Some(&ring)] {
@@ -56,7 +59,8 @@ pub fn decode_stream(data: &[u8]) {
         if let Ok(Some((msg, used))) = &whole {
             assert!(*used <= data.len(), "consumed more than was given");
             // A complete message is reported identically once we stop at its end.
-            let again = wire::decode_stream_limited(&data[..*used], &opts, FUZZ_MAX_DECOMPRESSED);
+            let head = data.get(..*used).unwrap_or_default();
+            let again = wire::decode_stream_limited(head, &opts, FUZZ_MAX_DECOMPRESSED);
             assert_eq!(
                 again.as_ref().ok().and_then(|o| o.as_ref()),
                 Some(&(msg.clone(), *used))
@@ -74,14 +78,15 @@ pub fn decode_stream(data: &[u8]) {
         }
         // A few prefixes: an incomplete stream must say "need more" or fail, never panic.
         for cut in [1, data.len() / 2, data.len().saturating_sub(1)] {
-            if cut < data.len() {
-                let _ = wire::decode_stream_limited(&data[..cut], &opts, FUZZ_MAX_DECOMPRESSED);
+            if let Some(head) = data.get(..cut).filter(|h| h.len() < data.len()) {
+                let _ = wire::decode_stream_limited(head, &opts, FUZZ_MAX_DECOMPRESSED);
             }
         }
     }
 }
 
 /// Decode `data` as one plain message and check it round-trips.
+#[allow(clippy::expect_used)] // a property check: failing it is the bug the fuzzer looks for
 pub fn decode_message(data: &[u8]) {
     if let Ok(m) = wire::decode_message(data) {
         let again = wire::decode_message(&wire::encode_message(&m)).expect("re-decodes");
@@ -90,6 +95,7 @@ pub fn decode_message(data: &[u8]) {
 }
 
 /// Decompress `data` as Go LZW; compress whatever comes out and check it comes back.
+#[allow(clippy::expect_used)] // a property check: failing it is the bug the fuzzer looks for
 pub fn lzw_decompress(data: &[u8]) {
     if let Ok(out) = wire::lzw_decompress(data, FUZZ_MAX_DECOMPRESSED) {
         let re = wire::lzw_compress(&out);
@@ -101,6 +107,7 @@ pub fn lzw_decompress(data: &[u8]) {
 }
 
 /// Open `data` as an envelope (UDP AAD and stream-style AAD), and seal/open it as plaintext.
+#[allow(clippy::expect_used)] // a property check: failing it is the bug the fuzzer looks for
 pub fn keyring_decrypt(data: &[u8]) {
     let mut ring = keyring();
     let _ = ring.add_key(&[0x42; 16]);

@@ -4,6 +4,19 @@
 //! No IO, no clock, no OS randomness: time comes in as an argument, randomness from a seed in the
 //! [`Config`], and bytes in and out through `handle_*` and `poll_*`.
 
+// No panic reachable from the network (issue 11): the release profile aborts on panic, so one
+// crafted packet must not be able to overflow, index out of bounds or unwrap. Sites that provably
+// cannot panic carry a local, commented `allow`.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
+
 pub mod broadcast;
 pub mod config;
 pub mod delegate;

@@ -5,6 +5,7 @@
 //! (later ones only counted), so a flood costs the sender, not our log or our memory.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 /// How far above the incarnation we know for a node an `alive`, `suspect` or `dead` about it may
 /// claim before we call it incredible and drop it.
@@ -27,6 +28,17 @@ pub const MAX_NODE_NAME_LEN: usize = 512;
 /// Most nodes we hold, alive or not. Go has no bound, so a single forged push/pull could make
 /// it keep a million names; Serf clusters run to about ten thousand.
 pub const MAX_NODES: usize = 1 << 16;
+
+/// Longest delay anything is scheduled for: a year. `Instant + Duration` panics when the sum does
+/// not fit, so every deadline goes through [`later`], which caps the delay here; a delay this long
+/// means "not in this process's lifetime" whatever its exact value.
+pub const MAX_DELAY: Duration = Duration::from_secs(31_536_000);
+
+/// `now + delay`, with `delay` capped at [`MAX_DELAY`]: a duration read from a packet or a config
+/// file cannot overflow the clock (and so abort the agent).
+pub fn later(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay.min(MAX_DELAY)).unwrap_or(now)
+}
 
 /// Why a node name is not one we will hold: empty, too long, or with control characters (a
 /// newline in a name could write lines of its own into the snapshot file).

@@ -15,7 +15,7 @@ use tracing::{debug, trace, warn};
 use crate::broadcast::TransmitLimitedQueue;
 use crate::config::{Config, ConfigError};
 use crate::delegate::{Delegate, Node};
-use crate::limits::{self, Drops, MAX_INCARNATION_JUMP};
+use crate::limits::{self, later, Drops, MAX_INCARNATION_JUMP};
 use crate::suspicion::{suspicion_timeout, Awareness, Suspicion};
 use crate::wire::{
     self, Ack, Alive, Dead, DecodeError, IndirectPing, Message, Nack, NodeStateKind, Ping,
@@ -207,11 +207,11 @@ impl Memberlist {
                 Duration::from_nanos(rng.gen_range(0..d.as_nanos() as u64))
             }
         };
-        let next_probe = now + stagger(&mut rng, config.probe_interval);
+        let next_probe = later(now, stagger(&mut rng, config.probe_interval));
         let next_gossip = (!config.gossip_interval.is_zero())
-            .then(|| now + stagger(&mut rng, config.gossip_interval));
+            .then(|| later(now, stagger(&mut rng, config.gossip_interval)));
         let next_push_pull = (!config.push_pull_interval.is_zero())
-            .then(|| now + stagger(&mut rng, config.push_pull_interval));
+            .then(|| later(now, stagger(&mut rng, config.push_pull_interval)));
         let mut ml = Memberlist {
             awareness: Awareness::new(config.awareness_max_multiplier),
             config,
@@ -257,15 +257,29 @@ impl Memberlist {
         self.nodes.iter().map(|n| &n.node)
     }
 
+    /// A node's entry in the table, by name.
+    fn state_of(&self, name: &str) -> Option<&NodeState> {
+        self.lookup(name).map(|(_, s)| s)
+    }
+
+    /// A node's position in the table and its entry.
+    fn lookup(&self, name: &str) -> Option<(usize, &NodeState)> {
+        let &i = self.index.get(name)?;
+        Some((i, self.nodes.get(i)?))
+    }
+
     pub fn node(&self, name: &str) -> Option<&Node> {
-        self.index.get(name).map(|&i| &self.nodes[i].node)
+        self.state_of(name).map(|s| &s.node)
     }
 
     /// A node's incarnation number, if we know it.
     pub fn incarnation_of(&self, name: &str) -> Option<u32> {
-        self.index.get(name).map(|&i| self.nodes[i].incarnation)
+        self.state_of(name).map(|s| s.incarnation)
     }
 
+    // `new` puts us in the table and nothing removes us: `reset_nodes` keeps live nodes, and we
+    // are never dead or left to ourselves before `leave` (after which we are not reaped either).
+    #[allow(clippy::expect_used)]
     pub fn local_node(&self) -> &Node {
         self.node(&self.config.name)
             .expect("the local node is always in the table")
@@ -338,7 +352,9 @@ impl Memberlist {
             return;
         }
         self.left = true;
-        let me = &self.nodes[self.index[&self.config.name]];
+        let Some(me) = self.state_of(&self.config.name) else {
+            return;
+        };
         let dead = Dead {
             incarnation: me.incarnation,
             node: me.node.name.clone(),
@@ -362,7 +378,7 @@ impl Memberlist {
     /// Sends a delegate message (`08` + `msg`) straight to an address, alone: no piggybacked
     /// gossip and no CRC, like Go's `SendTo` (Serf's query acks, responses and relays).
     pub fn send_user_packet(&mut self, to: SocketAddr, msg: &[u8]) {
-        let mut buf = Vec::with_capacity(msg.len() + 1);
+        let mut buf = Vec::with_capacity(msg.len().saturating_add(1));
         buf.push(wire::MessageType::User as u8);
         buf.extend_from_slice(msg);
         self.send_packet(to, &[buf], false);
@@ -433,13 +449,16 @@ impl Memberlist {
         let decoded = wire::decode_packet(bytes, &self.read_options());
         match decoded {
             Ok(packet) => {
-                self.stats.malformed_packets += packet.malformed as u64;
+                self.stats.malformed_packets = self
+                    .stats
+                    .malformed_packets
+                    .saturating_add(packet.malformed as u64);
                 for msg in packet.messages {
                     self.handle_message(from, msg, now, d);
                 }
             }
             Err(e) => {
-                self.stats.malformed_packets += 1;
+                self.stats.malformed_packets = self.stats.malformed_packets.saturating_add(1);
                 debug!(%from, error = %e, "dropping malformed packet");
                 self.events.push_back(Event::InboundError {
                     from,
@@ -467,7 +486,7 @@ impl Memberlist {
         let msg = match msg {
             Ok(msg) => msg,
             Err(e) => {
-                self.stats.malformed_streams += 1;
+                self.stats.malformed_streams = self.stats.malformed_streams.saturating_add(1);
                 self.events.push_back(Event::InboundError {
                     from,
                     transport: Transport::Stream,
@@ -530,9 +549,9 @@ impl Memberlist {
                 match join {
                     Some(join) => {
                         if let Some(p) = self.joins.get_mut(&join) {
-                            p.pending -= 1;
+                            p.pending = p.pending.saturating_sub(1);
                             match result {
-                                Ok(()) => p.joined += 1,
+                                Ok(()) => p.joined = p.joined.saturating_add(1),
                                 Err(e) => {
                                     p.errors.push(format!("Failed to join {}: {e}", peer.ip()))
                                 }
@@ -698,8 +717,8 @@ impl Memberlist {
             Relay {
                 requester,
                 requester_seq: ind.seq_no,
-                expires: now + self.config.probe_timeout,
-                nack_at: ind.nack.then(|| now + self.config.probe_timeout),
+                expires: later(now, self.config.probe_timeout),
+                nack_at: ind.nack.then(|| later(now, self.config.probe_timeout)),
             },
         );
         let ping = self.ping_to(seq, &ind.node);
@@ -744,7 +763,7 @@ impl Memberlist {
 
     fn handle_nack(&mut self, nack: Nack) {
         if let Some(probe) = self.probe.as_mut().filter(|p| p.seq == nack.seq_no) {
-            probe.nacks += 1;
+            probe.nacks = probe.nacks.saturating_add(1);
         }
     }
 
@@ -790,7 +809,9 @@ impl Memberlist {
                 self.insert_node(state)
             }
             Some(&i) => {
-                let existing = &self.nodes[i];
+                let Some(existing) = self.nodes.get(i) else {
+                    return;
+                };
                 // Another address for a name we know: a left node may come back elsewhere; for
                 // any other the delegate decides (Serf votes if the name is ours).
                 if existing.node.addr != a.addr || existing.node.port != a.port {
@@ -814,7 +835,9 @@ impl Memberlist {
                 i
             }
         };
-        let state = &self.nodes[idx];
+        let Some(state) = self.nodes.get(idx) else {
+            return;
+        };
         // Only news counts: a higher incarnation, or a left node's new address. About ourselves,
         // an equal incarnation with other meta or versions is news too (we refute it below).
         if a.incarnation <= state.incarnation && !is_local && !updates_node {
@@ -840,7 +863,9 @@ impl Memberlist {
             self.refute(a.incarnation);
         } else {
             self.broadcast(&a.node.clone(), Message::Alive(a.clone()), None);
-            let state = &mut self.nodes[idx];
+            let Some(state) = self.nodes.get_mut(idx) else {
+                return;
+            };
             state.node.vsn = a.vsn;
             state.incarnation = a.incarnation;
             state.node.meta = a.meta;
@@ -855,7 +880,9 @@ impl Memberlist {
             }
         }
         // A node back from the dead has joined; a live one with new meta has been updated.
-        let node = self.nodes[idx].node.clone();
+        let Some(node) = self.nodes.get(idx).map(|s| s.node.clone()) else {
+            return;
+        };
         if matches!(old_state, NodeStateKind::Dead | NodeStateKind::Left) {
             d.notify_join(&node, now);
         } else if old_meta != node.meta {
@@ -866,11 +893,12 @@ impl Memberlist {
     /// memberlist's `suspectNode` (spec §3.3): start, or confirm, a suspicion.
     fn suspect_node(&mut self, s: Suspect, now: Instant) {
         // We never suspect a node we do not know.
-        let Some(&idx) = self.index.get(&s.node) else {
+        let Some((idx, known)) = self.lookup(&s.node) else {
             return;
         };
+        let was_alive = known.node.state == NodeStateKind::Alive;
         // Old news: the node has refuted it already.
-        if s.incarnation < self.nodes[idx].incarnation {
+        if s.incarnation < known.incarnation {
             return;
         }
         if !self.credible(&s.node, s.incarnation) {
@@ -886,7 +914,7 @@ impl Memberlist {
             return;
         }
         // Only a live node can become suspect; dead and left ones stay as they are.
-        if self.nodes[idx].node.state != NodeStateKind::Alive {
+        if !was_alive {
             return;
         }
         // About us: deny it, with an incarnation above the accusation.
@@ -896,7 +924,9 @@ impl Memberlist {
             return;
         }
         self.broadcast(&s.node.clone(), Message::Suspect(s.clone()), None);
-        let state = &mut self.nodes[idx];
+        let Some(state) = self.nodes.get_mut(idx) else {
+            return;
+        };
         state.incarnation = s.incarnation;
         state.node.state = NodeStateKind::Suspect;
         state.state_change = now;
@@ -905,11 +935,11 @@ impl Memberlist {
         // confirmations if there are not enough other nodes to give them.
         let n = self.nodes.len();
         let mut k = self.config.suspicion_mult.saturating_sub(2);
-        if (n as i64 - 2) < k as i64 {
+        if n.saturating_sub(2) < k as usize {
             k = 0;
         }
         let min = suspicion_timeout(self.config.suspicion_mult, n, self.config.probe_interval);
-        let max = min * self.config.suspicion_max_timeout_mult;
+        let max = min.saturating_mul(self.config.suspicion_max_timeout_mult);
         self.suspicions
             .insert(s.node.clone(), Suspicion::new(&s.from, k, min, max, now));
     }
@@ -918,10 +948,9 @@ impl Memberlist {
         let Some(s) = self.suspicions.remove(name) else {
             return;
         };
-        let Some(&idx) = self.index.get(name) else {
+        let Some(state) = self.state_of(name) else {
             return;
         };
-        let state = &self.nodes[idx];
         if state.node.state != NodeStateKind::Suspect {
             return;
         }
@@ -937,18 +966,19 @@ impl Memberlist {
     /// memberlist's `deadNode` (spec §3.3): a failure verdict, or a leave when a node declares
     /// itself dead.
     fn dead_node(&mut self, dead: Dead, notify: Option<u64>, now: Instant, d: &mut impl Delegate) {
-        let Some(&idx) = self.index.get(&dead.node) else {
+        let Some((idx, known)) = self.lookup(&dead.node) else {
             return;
         };
+        let was_gone = known.dead_or_left();
         // Old news: the node has refuted it already.
-        if dead.incarnation < self.nodes[idx].incarnation {
+        if dead.incarnation < known.incarnation {
             return;
         }
         if !self.credible(&dead.node, dead.incarnation) {
             return self.refuse("incredible incarnation", &dead.node, dead.incarnation);
         }
         self.suspicions.remove(&dead.node);
-        if self.nodes[idx].dead_or_left() {
+        if was_gone {
             return;
         }
         if dead.node == self.config.name && !self.left {
@@ -959,7 +989,9 @@ impl Memberlist {
         let left = dead.node == dead.from;
         let incarnation = dead.incarnation;
         self.broadcast(&dead.node.clone(), Message::Dead(dead), notify);
-        let state = &mut self.nodes[idx];
+        let Some(state) = self.nodes.get_mut(idx) else {
+            return;
+        };
         state.incarnation = incarnation;
         state.node.state = if left {
             NodeStateKind::Left
@@ -974,12 +1006,8 @@ impl Memberlist {
     /// Whether `incarnation` is one `node` could honestly have reached: at most
     /// [`MAX_INCARNATION_JUMP`] above what we know of it (anything goes for a node we don't know).
     fn credible(&self, node: &str, incarnation: u32) -> bool {
-        self.index.get(node).is_none_or(|&i| {
-            incarnation
-                <= self.nodes[i]
-                    .incarnation
-                    .saturating_add(MAX_INCARNATION_JUMP)
-        })
+        self.state_of(node)
+            .is_none_or(|s| incarnation <= s.incarnation.saturating_add(MAX_INCARNATION_JUMP))
     }
 
     /// Drops a hostile or impossible message about `node`, counting it; the first of each reason
@@ -1005,11 +1033,16 @@ impl Memberlist {
             self.incarnation = accused.saturating_add(1);
             inc = self.incarnation;
         }
-        self.stats.refutes += 1;
+        self.stats.refutes = self.stats.refutes.saturating_add(1);
         self.awareness.apply_delta(1);
-        let idx = self.index[&self.config.name];
-        self.nodes[idx].incarnation = inc;
-        let meta = self.nodes[idx].node.meta.clone();
+        let Some(idx) = self.index.get(&self.config.name).copied() else {
+            return;
+        };
+        let Some(me) = self.nodes.get_mut(idx) else {
+            return;
+        };
+        me.incarnation = inc;
+        let meta = me.node.meta.clone();
         let mut a = self.local_alive(meta);
         a.incarnation = inc;
         self.broadcast(&self.config.name.clone(), Message::Alive(a), None);
@@ -1018,7 +1051,7 @@ impl Memberlist {
     // ----- probing (spec §3.4) -----
 
     fn probe_tick(&mut self, now: Instant, d: &mut impl Delegate) {
-        let mut checked = 0;
+        let mut checked = 0usize;
         loop {
             if checked >= self.nodes.len() {
                 return;
@@ -1026,14 +1059,17 @@ impl Memberlist {
             if self.probe_index >= self.nodes.len() {
                 self.reset_nodes(now);
                 self.probe_index = 0;
-                checked += 1;
+                checked = checked.saturating_add(1);
                 continue;
             }
-            let node = &self.nodes[self.probe_index];
+            let Some(node) = self.nodes.get(self.probe_index) else {
+                return;
+            };
             let skip = node.node.name == self.config.name || node.dead_or_left();
-            self.probe_index += 1;
+            // Below `nodes.len()`, checked above.
+            self.probe_index = self.probe_index.saturating_add(1);
             if skip {
-                checked += 1;
+                checked = checked.saturating_add(1);
                 continue;
             }
             let target = node.node.clone();
@@ -1044,10 +1080,10 @@ impl Memberlist {
     }
 
     fn probe_node(&mut self, target: Node, incarnation: u32, now: Instant, d: &mut impl Delegate) {
-        self.stats.probes += 1;
+        self.stats.probes = self.stats.probes.saturating_add(1);
         let seq = self.next_seq();
         let ping = self.ping_to(seq, &target.name);
-        let deadline = now + self.awareness.scale(self.config.probe_interval);
+        let deadline = later(now, self.awareness.scale(self.config.probe_interval));
         let crc = target.pmax() >= 5;
         let ping = wire::encode_message(&Message::Ping(ping));
         if target.state == NodeStateKind::Alive {
@@ -1065,7 +1101,7 @@ impl Memberlist {
             seq,
             target: target.name,
             sent: now,
-            indirect_at: Some(now + self.config.probe_timeout),
+            indirect_at: Some(later(now, self.config.probe_timeout)),
             deadline,
             expected_nacks: 0,
             nacks: 0,
@@ -1093,23 +1129,24 @@ impl Memberlist {
         if now < probe.deadline {
             return;
         }
-        let probe = self.probe.take().expect("checked above");
+        let Some(probe) = self.probe.take() else {
+            return;
+        };
         if probe.tcp_ok {
             debug!(node = %probe.target, "reached over TCP but UDP probes failed; network may be misconfigured");
             self.awareness.apply_delta(-1);
             return;
         }
-        self.stats.failed_probes += 1;
+        self.stats.failed_probes = self.stats.failed_probes.saturating_add(1);
         let delta = if probe.expected_nacks > 0 {
             probe.expected_nacks.saturating_sub(probe.nacks) as i32
         } else {
             1
         };
         self.awareness.apply_delta(delta);
-        let Some(&idx) = self.index.get(&probe.target) else {
+        let Some(incarnation) = self.incarnation_of(&probe.target) else {
             return;
         };
-        let incarnation = self.nodes[idx].incarnation;
         debug!(node = %probe.target, "suspect has failed, no acks received");
         let s = Suspect {
             incarnation,
@@ -1135,12 +1172,12 @@ impl Memberlist {
         let peers = self.k_random_nodes(self.config.indirect_checks, |n| {
             n.node.name == target.name || n.node.state != NodeStateKind::Alive
         });
-        let mut expected_nacks = 0;
+        let mut expected_nacks = 0u32;
         let mut nack = false;
         for peer in peers {
             // Go sets the flag once any peer understands nacks, and leaves it set.
             if peer.pmax() >= 4 {
-                expected_nacks += 1;
+                expected_nacks = expected_nacks.saturating_add(1);
                 nack = true;
             }
             let (source_addr, source_port) = self.advertise();
@@ -1183,7 +1220,9 @@ impl Memberlist {
             .map(|(s, _)| *s)
             .collect();
         for seq in due {
-            let relay = self.relays.remove(&seq).expect("collected above");
+            let Some(relay) = self.relays.remove(&seq) else {
+                continue;
+            };
             if relay.nack_at.is_some_and(|at| now >= at) {
                 let nack = Nack {
                     seq_no: relay.requester_seq,
@@ -1207,7 +1246,11 @@ impl Memberlist {
             NodeStateKind::Dead => now.saturating_duration_since(n.state_change) > dead_time,
             NodeStateKind::Left => true,
         });
-        let avail = self.config.udp_buffer_size - COMPOUND_HEADER_OVERHEAD - self.packet_overhead();
+        let avail = self
+            .config
+            .udp_buffer_size
+            .saturating_sub(COMPOUND_HEADER_OVERHEAD)
+            .saturating_sub(self.packet_overhead());
         for target in targets {
             let msgs = self.get_broadcasts(COMPOUND_OVERHEAD, avail, d);
             if msgs.is_empty() {
@@ -1234,7 +1277,7 @@ impl Memberlist {
         d: &mut impl Delegate,
     ) {
         let msg = self.local_push_pull(join.is_some(), d);
-        let deadline = now + self.config.tcp_timeout;
+        let deadline = later(now, self.config.tcp_timeout);
         self.open_stream(
             addr,
             &msg,
@@ -1325,14 +1368,13 @@ impl Memberlist {
     /// memberlist's `verifyProtocol` (spec §2.12).
     fn verify_protocol(&self, remote: &[PushNodeState]) -> Result<(), String> {
         let (mut max_pmin, mut min_pmax, mut max_dmin, mut min_dmax) = (0u8, u8::MAX, 0u8, u8::MAX);
-        for r in remote
-            .iter()
-            .filter(|r| r.state == NodeStateKind::Alive && r.vsn.len() >= 6)
-        {
-            max_pmin = max_pmin.max(r.vsn[0]);
-            min_pmax = min_pmax.min(r.vsn[1]);
-            max_dmin = max_dmin.max(r.vsn[3]);
-            min_dmax = min_dmax.min(r.vsn[4]);
+        for r in remote.iter().filter(|r| r.state == NodeStateKind::Alive) {
+            if let &[pmin, pmax, _, dmin, dmax, _, ..] = r.vsn.as_slice() {
+                max_pmin = max_pmin.max(pmin);
+                min_pmax = min_pmax.min(pmax);
+                max_dmin = max_dmin.max(dmin);
+                min_dmax = min_dmax.min(dmax);
+            }
         }
         for n in self
             .nodes
@@ -1358,10 +1400,9 @@ impl Memberlist {
             Ok(())
         };
         for r in remote {
-            let (pcur, dcur) = if r.vsn.len() >= 6 {
-                (r.vsn[2], r.vsn[5])
-            } else {
-                (0, 0)
+            let (pcur, dcur) = match *r.vsn.as_slice() {
+                [_, _, pcur, _, _, dcur, ..] => (pcur, dcur),
+                _ => (0, 0),
             };
             check(&r.name, pcur, dcur)?;
         }
@@ -1377,11 +1418,14 @@ impl Memberlist {
     fn insert_node(&mut self, state: NodeState) -> usize {
         let n = self.nodes.len();
         let offset = if n == 0 { 0 } else { self.rng.gen_range(0..n) };
+        let name = state.node.name.clone();
         self.nodes.push_back(state);
+        // The new node takes `offset`; the one that was there moves to the end.
         self.nodes.swap(offset, n);
-        self.index.insert(self.nodes[n].node.name.clone(), n);
-        self.index
-            .insert(self.nodes[offset].node.name.clone(), offset);
+        if let Some(moved) = self.nodes.get(n) {
+            self.index.insert(moved.node.name.clone(), n);
+        }
+        self.index.insert(name, offset);
         offset
     }
 
@@ -1409,9 +1453,11 @@ impl Memberlist {
         let n = self.nodes.len();
         let mut out: Vec<Node> = Vec::with_capacity(k);
         let mut i = 0;
-        while i < 3 * n && out.len() < k {
-            i += 1;
-            let state = &self.nodes[self.rng.gen_range(0..n)];
+        while i < n.saturating_mul(3) && out.len() < k {
+            i = i.saturating_add(1);
+            let Some(state) = self.nodes.get(self.rng.gen_range(0..n)) else {
+                continue;
+            };
             if state.node.name == self.config.name || exclude(state) {
                 continue;
             }
@@ -1446,11 +1492,15 @@ impl Memberlist {
         let mut msgs =
             self.broadcasts
                 .get_broadcasts(overhead, limit, self.config.retransmit_mult, n);
-        let used: usize = msgs.iter().map(|m| m.len() + overhead).sum();
+        let used = msgs
+            .iter()
+            .map(|m| m.len().saturating_add(overhead))
+            .fold(0, usize::saturating_add);
         let avail = limit.saturating_sub(used);
-        if avail > overhead + USER_MSG_OVERHEAD {
-            for m in d.broadcasts(overhead + USER_MSG_OVERHEAD, avail) {
-                let mut buf = Vec::with_capacity(m.len() + 1);
+        let user_overhead = overhead.saturating_add(USER_MSG_OVERHEAD);
+        if avail > user_overhead {
+            for m in d.broadcasts(user_overhead, avail) {
+                let mut buf = Vec::with_capacity(m.len().saturating_add(1));
                 buf.push(wire::MessageType::User as u8);
                 buf.extend_from_slice(&m);
                 msgs.push(buf);
@@ -1464,7 +1514,9 @@ impl Memberlist {
         let avail = self
             .config
             .udp_buffer_size
-            .saturating_sub(msg.len() + COMPOUND_HEADER_OVERHEAD + self.packet_overhead());
+            .saturating_sub(msg.len())
+            .saturating_sub(COMPOUND_HEADER_OVERHEAD)
+            .saturating_sub(self.packet_overhead());
         let mut msgs = vec![msg];
         msgs.extend(self.get_broadcasts(COMPOUND_OVERHEAD, avail, d));
         self.send_packet(to, &msgs, crc);
@@ -1524,24 +1576,25 @@ impl Memberlist {
         let label = if self.config.label.is_empty() {
             0
         } else {
-            2 + self.config.label.len()
+            self.config.label.len().saturating_add(2)
         };
         let crypto = if self.config.keyring.is_some() {
             ENCRYPT_OVERHEAD
         } else {
             0
         };
-        label + crypto
+        label.saturating_add(crypto)
     }
 
     fn finish_join_if_done(&mut self, id: JoinId) {
         if self.joins.get(&id).is_some_and(|p| p.pending == 0) {
-            let p = self.joins.remove(&id).expect("checked");
-            self.events.push_back(Event::JoinFinished {
-                id,
-                joined: p.joined,
-                errors: p.errors,
-            });
+            if let Some(p) = self.joins.remove(&id) {
+                self.events.push_back(Event::JoinFinished {
+                    id,
+                    joined: p.joined,
+                    errors: p.errors,
+                });
+            }
         }
     }
 
@@ -1584,7 +1637,8 @@ impl Memberlist {
     }
 
     fn next_id(&mut self) -> u64 {
-        self.next_id += 1;
+        // One per stream or join: a u64 does not wrap in practice.
+        self.next_id = self.next_id.wrapping_add(1);
         self.next_id
     }
 
@@ -1611,9 +1665,9 @@ fn reply_addr(
 
 /// The next tick of a periodic timer; missed ticks are skipped, as with Go's tickers.
 fn advance(at: Instant, interval: Duration, now: Instant) -> Instant {
-    let next = at + interval;
+    let next = later(at, interval);
     if next <= now {
-        now + interval
+        later(now, interval)
     } else {
         next
     }
@@ -1626,5 +1680,5 @@ pub fn push_pull_scale(interval: Duration, n: usize) -> Duration {
         return interval;
     }
     let mult = ((n as f64).log2() - (THRESHOLD as f64).log2()).ceil() + 1.0;
-    interval * mult as u32
+    interval.saturating_mul(mult as u32)
 }

@@ -4,12 +4,19 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::limits::later;
+
 /// The minimum suspicion timeout: `mult × max(1, log10(max(1, n))) × interval`, with the scale
 /// truncated to thousandths as Go does.
 pub fn suspicion_timeout(suspicion_mult: u32, n: usize, interval: Duration) -> Duration {
     let scale = (n.max(1) as f64).log10().max(1.0);
     let millis_scale = (scale * 1000.0) as u64;
-    interval * suspicion_mult * (millis_scale as u32) / 1000
+    // Saturating: a config of absurd multipliers gets the longest timeout, not an abort.
+    interval
+        .saturating_mul(suspicion_mult)
+        .saturating_mul(u32::try_from(millis_scale).unwrap_or(u32::MAX))
+        .checked_div(1000)
+        .unwrap_or_default() // 1000 is not zero
 }
 
 /// A running suspicion of one node.
@@ -37,7 +44,7 @@ impl Suspicion {
             max,
             start: now,
             confirmations: BTreeSet::from([from.to_owned()]),
-            deadline: now + timeout,
+            deadline: later(now, timeout),
         }
     }
 
@@ -46,8 +53,8 @@ impl Suspicion {
         if self.n >= self.k || !self.confirmations.insert(from.to_owned()) {
             return false;
         }
-        self.n += 1;
-        self.deadline = self.start + self.timeout_after(self.n);
+        self.n = self.n.saturating_add(1); // below k, checked above
+        self.deadline = later(self.start, self.timeout_after(self.n));
         true
     }
 
@@ -75,13 +82,15 @@ pub struct Awareness {
 impl Awareness {
     pub fn new(max_multiplier: u32) -> Self {
         Awareness {
-            max: max_multiplier as i32,
+            max: i32::try_from(max_multiplier).unwrap_or(i32::MAX),
             score: 0,
         }
     }
 
     pub fn apply_delta(&mut self, delta: i32) {
-        self.score = (self.score + delta).clamp(0, self.max - 1);
+        // `max` is at least 1 (validated), so the range is never empty.
+        let top = self.max.saturating_sub(1).max(0);
+        self.score = self.score.saturating_add(delta).clamp(0, top);
     }
 
     pub fn score(&self) -> i32 {
@@ -89,7 +98,8 @@ impl Awareness {
     }
 
     pub fn scale(&self, timeout: Duration) -> Duration {
-        timeout * (self.score as u32 + 1)
+        // score is in [0, max − 1], so non-negative and at most max − 1 < i32::MAX.
+        timeout.saturating_mul(self.score.unsigned_abs().saturating_add(1))
     }
 }
 

@@ -25,14 +25,12 @@ pub fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
 
 /// 4 bytes → V4, 16 → V6 (a v4-mapped address stays V6 so it re-encodes as 16 bytes).
 pub fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
-    match b.len() {
-        4 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
-        16 => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(b);
-            Some(IpAddr::V6(Ipv6Addr::from(a)))
-        }
-        _ => None,
+    if let Ok(a) = <[u8; 4]>::try_from(b) {
+        Some(IpAddr::V4(Ipv4Addr::from(a)))
+    } else if let Ok(a) = <[u8; 16]>::try_from(b) {
+        Some(IpAddr::V6(Ipv6Addr::from(a)))
+    } else {
+        None
     }
 }
 
@@ -44,8 +42,9 @@ fn vsn_from(v: &[u8]) -> Vsn {
     // Old peers omit Vsn (all zero then, which the state machine treats as "unknown"); a short or
     // long one is cut or zero-padded to the six bytes the contract holds.
     let mut out = [0u8; 6];
-    let n = v.len().min(6);
-    out[..n].copy_from_slice(&v[..n]);
+    for (o, b) in out.iter_mut().zip(v) {
+        *o = *b;
+    }
     out
 }
 
@@ -60,6 +59,7 @@ fn raw_or_nil(w: &mut Writer, b: &[u8]) {
 // ---- bodies -------------------------------------------------------------------------------
 
 pub(crate) fn write_ping(w: &mut Writer, p: &Ping) {
+    #[allow(clippy::arithmetic_side_effects)] // a count of at most five fields
     let n = 2
         + p.source_addr.is_some() as usize
         + !p.source_node.is_empty() as usize
@@ -106,6 +106,7 @@ pub(crate) fn read_ping(r: &mut Reader<'_>) -> Result<Ping, DecodeError> {
 }
 
 fn write_indirect_ping(w: &mut Writer, p: &IndirectPing) {
+    #[allow(clippy::arithmetic_side_effects)] // a count of at most eight fields
     let n = 5
         + p.source_addr.is_some() as usize
         + !p.source_node.is_empty() as usize

@@ -23,22 +23,24 @@ pub fn decode_compound(body: &[u8]) -> Result<CompoundParts<'_>, DecodeError> {
         .split_first()
         .ok_or_else(|| DecodeError::Malformed("compound without a part count".into()))?;
     let n = n as usize;
-    if rest.len() < 2 * n {
+    // n ≤ 255, so 2·n cannot overflow.
+    let Some((lens, mut data)) = rest.split_at_checked(n.saturating_mul(2)) else {
         return Err(DecodeError::Malformed(
             "compound length table is truncated".into(),
         ));
-    }
-    let (lens, mut data) = rest.split_at(2 * n);
+    };
     let mut parts = Vec::with_capacity(n);
     for (i, len) in lens.chunks_exact(2).enumerate() {
-        let len = u16::from_be_bytes([len[0], len[1]]) as usize;
-        if data.len() < len {
+        let &[hi, lo] = len else {
+            continue; // chunks_exact(2) yields only pairs
+        };
+        let len = u16::from_be_bytes([hi, lo]) as usize;
+        let Some((part, more)) = data.split_at_checked(len) else {
             return Ok(CompoundParts {
                 parts,
-                truncated: n - i,
+                truncated: n.saturating_sub(i),
             });
-        }
-        let (part, more) = data.split_at(len);
+        };
         parts.push(part);
         data = more;
     }
@@ -56,7 +58,12 @@ pub fn encode_compound_one(msgs: &[impl AsRef<[u8]>]) -> Vec<u8> {
         "a compound holds at most 255 parts"
     );
     let total: usize = msgs.iter().map(|m| m.as_ref().len()).sum();
-    let mut out = Vec::with_capacity(2 + 2 * msgs.len() + total);
+    let mut out = Vec::with_capacity(
+        msgs.len()
+            .saturating_mul(2)
+            .saturating_add(total)
+            .saturating_add(2),
+    );
     out.push(MessageType::Compound as u8);
     out.push(msgs.len() as u8);
     for m in msgs {

@@ -15,10 +15,10 @@ use super::{DecodeError, MessageType};
 pub const DEFAULT_MAX_DECOMPRESSED: usize = 40 * 1024 * 1024;
 
 /// Go-compatible LZW (LSB, literal width 8) of `data`.
+#[allow(clippy::expect_used)] // weezl's encoder only fails on a misconfigured code size; 8 is valid.
 pub fn lzw_compress(data: &[u8]) -> Vec<u8> {
     Encoder::new(BitOrder::Lsb, 8)
         .encode(data)
-        // weezl's encoder only fails on a misconfigured code size; 8 is valid.
         .expect("LZW encoding with code size 8 cannot fail")
 }
 
@@ -31,13 +31,14 @@ pub fn lzw_decompress(data: &[u8], max: usize) -> Result<Vec<u8>, DecodeError> {
     let mut input = data;
     loop {
         let res = dec.decode_bytes(input, &mut chunk);
-        input = &input[res.consumed_in..];
-        if out.len() + res.consumed_out > max {
+        // weezl reports at most what it was given and had room for.
+        input = input.get(res.consumed_in..).unwrap_or_default();
+        if out.len().saturating_add(res.consumed_out) > max {
             return Err(DecodeError::Malformed(format!(
                 "decompressed message is over the {max}-byte limit"
             )));
         }
-        out.extend_from_slice(&chunk[..res.consumed_out]);
+        out.extend_from_slice(chunk.get(..res.consumed_out).unwrap_or_default());
         match res.status {
             Ok(LzwStatus::Done) => return Ok(out),
             Ok(LzwStatus::Ok) => {}

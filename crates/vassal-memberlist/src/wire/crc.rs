@@ -5,7 +5,7 @@ use super::{DecodeError, MessageType};
 
 /// Prefix `msg` with the CRC header.
 pub fn add_crc(msg: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + msg.len());
+    let mut out = Vec::with_capacity(msg.len().saturating_add(5));
     out.push(MessageType::HasCrc as u8);
     out.extend_from_slice(&crc32fast::hash(msg).to_be_bytes());
     out.extend_from_slice(msg);
@@ -14,11 +14,13 @@ pub fn add_crc(msg: &[u8]) -> Vec<u8> {
 
 /// Check and remove the CRC header of `buf` (which starts with `0c`).
 pub fn strip_crc(buf: &[u8]) -> Result<&[u8], DecodeError> {
-    if buf.len() < 5 || buf[0] != MessageType::HasCrc as u8 {
+    let Some(([ty, c0, c1, c2, c3], rest)) = buf.split_first_chunk::<5>() else {
+        return Err(DecodeError::Truncated);
+    };
+    if *ty != MessageType::HasCrc as u8 {
         return Err(DecodeError::Truncated);
     }
-    let want = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
-    let rest = &buf[5..];
+    let want = u32::from_be_bytes([*c0, *c1, *c2, *c3]);
     let got = crc32fast::hash(rest);
     if got != want {
         return Err(DecodeError::Malformed(format!(

@@ -37,6 +37,9 @@ fn check_key(key: &[u8]) -> Result<(), KeyringError> {
     }
 }
 
+// Keys are checked when they enter the keyring (16, 24 or 32 bytes); AES-GCM fails to seal only a
+// plaintext over 64 GiB, and ours are at most a stream message.
+#[allow(clippy::expect_used)]
 fn seal(key: &[u8], nonce: &[u8; 12], msg: &[u8], aad: &[u8]) -> Vec<u8> {
     let n = Nonce::from_slice(nonce);
     let p = Payload { msg, aad };
@@ -62,8 +65,12 @@ fn open(key: &[u8], nonce: &[u8], ct: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Seal `plaintext` with `key` into a version-1 envelope.
+///
+/// # Panics
+///
+/// If `key` is not 16, 24 or 32 bytes long (a [`Keyring`]'s keys always are).
 pub fn encrypt_with(key: &[u8], plaintext: &[u8], aad: &[u8], nonce: [u8; 12]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(ENCRYPTION_OVERHEAD + plaintext.len());
+    let mut out = Vec::with_capacity(plaintext.len().saturating_add(ENCRYPTION_OVERHEAD));
     out.push(ENCRYPTION_VERSION);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&seal(key, &nonce, plaintext, aad));
@@ -73,9 +80,9 @@ pub fn encrypt_with(key: &[u8], plaintext: &[u8], aad: &[u8], nonce: [u8; 12]) -
 /// Seal `plaintext` with `key` into a version-0 envelope (PKCS#7-padded), as memberlist protocol 1
 /// peers write. Only tests and tools need this; we never send version 0.
 pub fn encrypt_v0_with(key: &[u8], plaintext: &[u8], aad: &[u8], nonce: [u8; 12]) -> Vec<u8> {
-    let pad = 16 - plaintext.len() % 16;
+    let pad = 16usize.saturating_sub(plaintext.len() % 16);
     let mut padded = plaintext.to_vec();
-    padded.resize(padded.len() + pad, pad as u8);
+    padded.resize(padded.len().saturating_add(pad), pad as u8);
     let mut out = vec![0u8];
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&seal(key, &nonce, &padded, aad));
@@ -127,6 +134,8 @@ impl Keyring {
     }
 
     pub fn primary(&self) -> &[u8] {
+        // Never empty: `new` installs a primary and `remove_key` refuses to remove it.
+        #[allow(clippy::indexing_slicing)]
         &self.keys[0]
     }
 
@@ -152,7 +161,7 @@ impl Keyring {
             )));
         }
         let (nonce, ct) = rest.split_at(12);
-        let plain = self
+        let mut plain = self
             .keys
             .iter()
             .find_map(|k| open(k, nonce, ct, aad))
@@ -162,7 +171,8 @@ impl Keyring {
             if pad == 0 || pad > 16 || pad > plain.len() {
                 return Err(bad("bad PKCS#7 padding in a version 0 envelope"));
             }
-            return Ok(plain[..plain.len() - pad].to_vec());
+            plain.truncate(plain.len().saturating_sub(pad));
+            return Ok(plain);
         }
         Ok(plain)
     }

@@ -12,8 +12,8 @@ pub fn label_header(label: &[u8]) -> Vec<u8> {
     if label.is_empty() {
         return Vec::new();
     }
-    let label = &label[..label.len().min(MAX_LABEL_LEN)];
-    let mut out = Vec::with_capacity(2 + label.len());
+    let label = label.get(..MAX_LABEL_LEN).unwrap_or(label);
+    let mut out = Vec::with_capacity(label.len().saturating_add(2));
     out.push(MessageType::HasLabel as u8);
     out.push(label.len() as u8);
     out.extend_from_slice(label);
@@ -39,10 +39,9 @@ pub fn strip_label(buf: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
             "label header cannot be empty when present".into(),
         ));
     }
-    if buf.len() < 2 + len {
-        return Err(DecodeError::Truncated);
-    }
-    Ok((&buf[2..2 + len], &buf[2 + len..]))
+    buf.get(2..)
+        .and_then(|rest| rest.split_at_checked(len))
+        .ok_or(DecodeError::Truncated)
 }
 
 #[cfg(test)]

@@ -175,25 +175,31 @@ impl<'a> Reader<'a> {
 
     /// The unread rest of the input.
     pub fn rest(&self) -> &'a [u8] {
-        &self.buf[self.pos..]
+        // `pos` never passes the end (only `take` and `step` move it forward, both checked).
+        self.buf.get(self.pos..).unwrap_or_default()
     }
 
     pub fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.buf.len().saturating_sub(self.pos)
     }
 
     /// Take `n` raw bytes, or `Truncated` if fewer remain.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if n > self.remaining() {
-            return Err(DecodeError::Truncated);
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
+        let (s, rest) = self
+            .rest()
+            .split_at_checked(n)
+            .ok_or(DecodeError::Truncated)?;
+        self.pos = self.buf.len().saturating_sub(rest.len());
         Ok(s)
     }
 
     fn byte(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
+        self.take(1)?.first().copied().ok_or(DecodeError::Truncated)
+    }
+
+    /// Steps over the marker byte that [`Reader::peek`] just returned.
+    fn step(&mut self) {
+        self.pos = self.pos.saturating_add(1).min(self.buf.len());
     }
 
     fn peek(&self) -> Result<u8, DecodeError> {
@@ -259,31 +265,31 @@ impl<'a> Reader<'a> {
         let save = self.pos;
         let n = match m {
             0xa0..=0xbf => {
-                self.pos += 1;
+                self.step();
                 (m & 0x1f) as usize
             }
             0xd9 => {
-                self.pos += 1;
+                self.step();
                 self.len_of(1)?
             }
             0xda => {
-                self.pos += 1;
+                self.step();
                 self.len_of(2)?
             }
             0xdb => {
-                self.pos += 1;
+                self.step();
                 self.len_of(4)?
             }
             0xc4 if allow_bin => {
-                self.pos += 1;
+                self.step();
                 self.len_of(1)?
             }
             0xc5 if allow_bin => {
-                self.pos += 1;
+                self.step();
                 self.len_of(2)?
             }
             0xc6 if allow_bin => {
-                self.pos += 1;
+                self.step();
                 self.len_of(4)?
             }
             _ => return Ok(None),
@@ -301,7 +307,7 @@ impl<'a> Reader<'a> {
     /// Invalid UTF-8 is replaced rather than refused, because Go strings are arbitrary bytes.
     pub fn string(&mut self) -> Result<String, DecodeError> {
         if self.peek()? == 0xc0 {
-            self.pos += 1;
+            self.step();
             return Ok(String::new());
         }
         match self.str_payload(false)? {
@@ -316,7 +322,7 @@ impl<'a> Reader<'a> {
     /// A Go `[]byte`: str family or bin; nil is `None`.
     pub fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
         if self.peek()? == 0xc0 {
-            self.pos += 1;
+            self.step();
             return Ok(None);
         }
         match self.str_payload(true)? {
@@ -391,11 +397,11 @@ impl<'a> Reader<'a> {
     pub fn f64(&mut self) -> Result<f64, DecodeError> {
         match self.peek()? {
             0xcb => {
-                self.pos += 1;
+                self.step();
                 Ok(f64::from_bits(self.be(8)?))
             }
             0xca => {
-                self.pos += 1;
+                self.step();
                 Ok(f32::from_bits(self.be(4)? as u32) as f64)
             }
             _ => Ok(self.integer()? as f64),
@@ -418,15 +424,17 @@ impl<'a> Reader<'a> {
             0xc1 => Err(malformed("reserved marker 0xc1")),
             0xa0..=0xbf => skip_bytes(self, (m & 0x1f) as usize),
             0x80..=0x8f | 0xde | 0xdf | 0x90..=0x9f | 0xdc | 0xdd => {
-                self.pos -= 1;
+                // Un-read the marker `byte` just took, so the header is read whole.
+                self.pos = self.pos.saturating_sub(1);
                 let is_map = matches!(m, 0x80..=0x8f | 0xde | 0xdf);
                 let n = if is_map {
-                    self.map_len()? * 2
+                    // `map_len` checked that 2·n bytes remain, so this cannot saturate.
+                    self.map_len()?.saturating_mul(2)
                 } else {
                     self.array_len()?
                 };
                 for _ in 0..n {
-                    self.skip_depth(depth + 1)?;
+                    self.skip_depth(depth.saturating_add(1))?;
                 }
                 Ok(())
             }

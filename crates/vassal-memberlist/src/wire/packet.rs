@@ -62,7 +62,7 @@ pub fn decode_packet_limited(
         None => Cow::Borrowed(rest),
     };
     let mut body = &plain[..];
-    if body.len() >= 5 && body[0] == MessageType::HasCrc as u8 {
+    if body.len() >= 5 && body.first() == Some(&(MessageType::HasCrc as u8)) {
         body = strip_crc(body)?;
     }
     let mut out = DecodedPacket::default();
@@ -82,21 +82,27 @@ fn dispatch(
             "compound/compress nested too deeply".into(),
         ));
     }
-    match buf.first().copied().and_then(MessageType::from_u8) {
-        Some(MessageType::Compound) => {
-            let parts = decode_compound(&buf[1..])?;
-            out.malformed += parts.truncated;
+    let typed = buf
+        .split_first()
+        .and_then(|(&ty, rest)| Some((MessageType::from_u8(ty)?, rest)));
+    // depth ≤ MAX_NESTING, checked above.
+    let depth = depth.saturating_add(1);
+    match typed {
+        Some((MessageType::Compound, rest)) => {
+            let parts = decode_compound(rest)?;
+            out.malformed = out.malformed.saturating_add(parts.truncated);
             for part in parts.parts {
-                if dispatch(part, depth + 1, out, budget).is_err() {
-                    out.malformed += 1;
+                if dispatch(part, depth, out, budget).is_err() {
+                    out.malformed = out.malformed.saturating_add(1);
                 }
             }
             Ok(())
         }
-        Some(MessageType::Compress) => {
-            let raw = decompress_body(&buf[1..], *budget)?;
-            *budget -= raw.len();
-            dispatch(&raw, depth + 1, out, budget)
+        Some((MessageType::Compress, rest)) => {
+            // At most `budget` bytes come back.
+            let raw = decompress_body(rest, *budget)?;
+            *budget = budget.saturating_sub(raw.len());
+            dispatch(&raw, depth, out, budget)
         }
         _ => {
             out.messages.push(decode_message(buf)?);

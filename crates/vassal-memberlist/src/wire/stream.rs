@@ -73,7 +73,8 @@ pub fn encode_stream(msg: &StreamMessage, opts: &WriteOptions<'_>, nonce: [u8; 1
 }
 
 fn encrypt_stream(ring: &Keyring, plain: &[u8], label: &[u8], nonce: [u8; 12]) -> Vec<u8> {
-    let len = (ENCRYPTION_OVERHEAD + plain.len()) as u32;
+    // Our own message, far below 4 GiB (a push/pull is at most MAX_NODES states).
+    let len = ENCRYPTION_OVERHEAD.saturating_add(plain.len()) as u32;
     let mut out = vec![MessageType::Encrypt as u8];
     out.extend_from_slice(&len.to_be_bytes());
     let mut aad = out.clone();
@@ -100,7 +101,7 @@ pub fn decode_stream_limited(
     opts: &ReadOptions<'_>,
     max_decompressed: usize,
 ) -> Result<Option<(StreamMessage, usize)>, DecodeError> {
-    let mut off = 0;
+    let mut b = buf;
     if buf.first() == Some(&(MessageType::HasLabel as u8)) {
         let (label, rest) = match strip_label(buf) {
             Err(DecodeError::Truncated) => return Ok(None),
@@ -113,10 +114,11 @@ pub fn decode_stream_limited(
                 String::from_utf8_lossy(opts.label)
             )));
         }
-        off = buf.len() - rest.len();
+        b = rest;
     }
-    let b = &buf[off..];
-    let Some(&ty) = b.first() else {
+    // `b` is a suffix of `buf`: what the label header left.
+    let off = buf.len().saturating_sub(b.len());
+    let Some((&ty, after_ty)) = b.split_first() else {
         return Ok(None);
     };
 
@@ -126,23 +128,26 @@ pub fn decode_stream_limited(
                 "remote state is encrypted and encryption is not configured",
             ));
         };
-        if b.len() < 5 {
+        let Some((header, body)) = b.split_first_chunk::<5>() else {
             return Ok(None);
-        }
-        let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+        };
+        let [_, l0, l1, l2, l3] = *header;
+        let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
         if len > MAX_STREAM_PAYLOAD {
             return Err(malformed(format!(
                 "encrypted stream of {len} bytes is over the {MAX_STREAM_PAYLOAD}-byte limit"
             )));
         }
-        if b.len() < 5 + len {
+        let Some(sealed) = body.get(..len) else {
             return Ok(None);
-        }
-        let mut aad = b[..5].to_vec();
+        };
+        let mut aad = header.to_vec();
         aad.extend_from_slice(opts.label);
-        let plain = ring.decrypt(&b[5..5 + len], &aad)?;
+        let plain = ring.decrypt(sealed, &aad)?;
         let msg = decode_complete(&plain, max_decompressed)?;
-        return Ok(Some((msg, off + 5 + len)));
+        // All three lie within `buf`, so the sum is at most `buf.len()`.
+        let used = off.saturating_add(header.len()).saturating_add(len);
+        return Ok(Some((msg, used)));
     }
     if opts.keyring.is_some() && opts.verify_incoming {
         return Err(malformed(
@@ -151,9 +156,9 @@ pub fn decode_stream_limited(
     }
 
     let parsed = if ty == MessageType::Compress as u8 {
-        let mut r = Reader::new(&b[1..]);
+        let mut r = Reader::new(after_ty);
         read_compress(&mut r).and_then(|lzw| {
-            let used = 1 + r.position();
+            let used = r.position().saturating_add(1);
             let raw = lzw_decompress(lzw, max_decompressed)?;
             Ok((complete(parse_inner(&raw))?.0, used))
         })
@@ -161,7 +166,7 @@ pub fn decode_stream_limited(
         parse_inner(b)
     };
     match parsed {
-        Ok((msg, used)) => Ok(Some((msg, off + used))),
+        Ok((msg, used)) => Ok(Some((msg, off.saturating_add(used)))),
         Err(DecodeError::Truncated) if b.len() > MAX_BUFFERED => Err(malformed(format!(
             "no complete stream message in {} bytes; giving up",
             b.len()
@@ -180,12 +185,14 @@ fn complete<T>(r: Result<T, DecodeError>) -> Result<T, DecodeError> {
 }
 
 fn decode_complete(plain: &[u8], max: usize) -> Result<StreamMessage, DecodeError> {
-    if plain.first() == Some(&(MessageType::Compress as u8)) {
-        let lzw = complete(read_compress(&mut Reader::new(&plain[1..])))?;
-        let raw = lzw_decompress(lzw, max)?;
-        return Ok(complete(parse_inner(&raw))?.0);
+    match plain.split_first() {
+        Some((&ty, body)) if ty == MessageType::Compress as u8 => {
+            let lzw = complete(read_compress(&mut Reader::new(body)))?;
+            let raw = lzw_decompress(lzw, max)?;
+            Ok(complete(parse_inner(&raw))?.0)
+        }
+        _ => Ok(complete(parse_inner(plain))?.0),
     }
-    Ok(complete(parse_inner(plain))?.0)
 }
 
 /// An incremental [`decode_stream`] for one connection: bytes that have been parsed are not
@@ -231,7 +238,8 @@ impl StreamDecoder {
             let Some(start) = self.plain_push_pull_start(buf, opts)? else {
                 return self.whole(buf, opts);
             };
-            let mut r = Reader::new(&buf[start + 1..]);
+            // `start` is the offset of a byte we saw, so `start + 1 <= buf.len()`.
+            let mut r = Reader::new(buf.get(start.saturating_add(1)..).unwrap_or_default());
             let (join, n, user_len) = match read_push_pull_header(&mut r) {
                 Err(DecodeError::Truncated) => return self.more(buf),
                 other => other?,
@@ -243,19 +251,19 @@ impl StreamDecoder {
                 // Bounded by MAX_STREAM_PAYLOAD just above.
                 user_len: user_len as usize,
                 nodes: Vec::new(),
-                pos: start + 1 + r.position(),
+                pos: start.saturating_add(1).saturating_add(r.position()),
             });
         }
         let Some(p) = self.push_pull.as_mut() else {
             return Ok(None);
         };
         while p.remaining > 0 {
-            let mut r = Reader::new(&buf[p.pos..]);
+            let mut r = Reader::new(buf.get(p.pos..).ok_or_else(shrank)?);
             match read_push_node_state(&mut r) {
                 Ok(node) => {
                     p.nodes.push(node);
-                    p.remaining -= 1;
-                    p.pos += r.position();
+                    p.remaining = p.remaining.saturating_sub(1);
+                    p.pos = p.pos.saturating_add(r.position());
                 }
                 Err(DecodeError::Truncated) => return self.more(buf),
                 Err(e) => return Err(e),
@@ -272,7 +280,7 @@ impl StreamDecoder {
         let msg = StreamMessage::PushPull(PushPull {
             join: p.join,
             nodes: p.nodes,
-            user_state: buf[p.pos..end].to_vec(),
+            user_state: buf.get(p.pos..end).ok_or_else(shrank)?.to_vec(),
         });
         Ok(Some((msg, end)))
     }
@@ -311,7 +319,7 @@ impl StreamDecoder {
         let mut off = 0;
         if buf.first() == Some(&(MessageType::HasLabel as u8)) {
             match strip_label(buf) {
-                Ok((_, rest)) => off = buf.len() - rest.len(),
+                Ok((_, rest)) => off = buf.len().saturating_sub(rest.len()),
                 Err(DecodeError::Truncated) => return Ok(None),
                 Err(e) => return Err(e),
             }
@@ -326,6 +334,11 @@ impl StreamDecoder {
             _ => None,
         })
     }
+}
+
+/// The caller broke [`StreamDecoder::decode`]'s contract (the buffer only ever grows).
+fn shrank() -> DecodeError {
+    malformed("stream buffer shrank between reads")
 }
 
 fn check_push_pull_header(n: u64, user_len: u64) -> Result<(), DecodeError> {
@@ -376,5 +389,5 @@ fn parse_inner(b: &[u8]) -> Result<(StreamMessage, usize), DecodeError> {
         }
         _ => return Err(malformed(format!("unexpected stream message type {ty}"))),
     };
-    Ok((msg, 1 + r.position()))
+    Ok((msg, r.position().saturating_add(1)))
 }

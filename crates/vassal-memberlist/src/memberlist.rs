@@ -204,7 +204,9 @@ impl Memberlist {
             if d.is_zero() {
                 Duration::ZERO
             } else {
-                Duration::from_nanos(rng.gen_range(0..d.as_nanos() as u64))
+                // Not `as u64`: a 2^64 ns interval would truncate to an empty range and panic.
+                let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+                Duration::from_nanos(rng.gen_range(0..nanos))
             }
         };
         let next_probe = later(now, stagger(&mut rng, config.probe_interval));

@@ -15,6 +15,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use vassal_memberlist::limits::later;
+
 use crate::member::{Member, MemberEvent, MemberEventKind};
 use crate::messages::UserEvent;
 use crate::serf::Event;
@@ -30,8 +32,8 @@ struct Window {
 
 impl Window {
     fn hold(&mut self, now: Instant, period: Duration, quiet: Duration) {
-        self.quantum.get_or_insert(now + period);
-        self.quiescent = Some(now + quiet);
+        self.quantum.get_or_insert(later(now, period));
+        self.quiescent = Some(later(now, quiet));
     }
 
     fn deadline(&self) -> Option<Instant> {

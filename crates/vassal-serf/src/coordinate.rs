@@ -208,7 +208,7 @@ impl Client {
         self.update_adjustment(other, rtt);
         self.update_gravity(rng);
         if !self.coord.is_valid() {
-            self.resets += 1;
+            self.resets = self.resets.saturating_add(1);
             self.coord = Coordinate::default();
         }
         Ok(())
@@ -223,7 +223,8 @@ impl Client {
         }
         let mut sorted = samples.clone();
         sorted.sort_by(f64::total_cmp);
-        sorted[sorted.len() / 2]
+        // Never empty: `rtt` was just pushed.
+        sorted.get(sorted.len() / 2).copied().unwrap_or(rtt)
     }
 
     fn update_vivaldi(&mut self, other: &Coordinate, rtt: f64, rng: &mut ChaCha8Rng) {
@@ -239,8 +240,11 @@ impl Client {
     }
 
     fn update_adjustment(&mut self, other: &Coordinate, rtt: f64) {
-        self.adjustment_samples[self.adjustment_index] = rtt - self.coord.raw_distance(other);
-        self.adjustment_index = (self.adjustment_index + 1) % ADJUSTMENT_WINDOW;
+        // The index is kept modulo the window, so `get_mut` always finds the slot.
+        if let Some(slot) = self.adjustment_samples.get_mut(self.adjustment_index) {
+            *slot = rtt - self.coord.raw_distance(other);
+        }
+        self.adjustment_index = self.adjustment_index.saturating_add(1) % ADJUSTMENT_WINDOW;
         self.coord.adjustment =
             self.adjustment_samples.iter().sum::<f64>() / (2.0 * ADJUSTMENT_WINDOW as f64);
     }
@@ -274,7 +278,9 @@ fn unit_vector_at(a: &[f64], b: &[f64], rng: &mut ChaCha8Rng) -> (Vec<f64>, f64)
         return (r.iter().map(|x| x / m).collect(), 0.0);
     }
     let mut unit = vec![0.0; a.len()];
-    unit[0] = 1.0;
+    if let Some(first) = unit.first_mut() {
+        *first = 1.0;
+    }
     (unit, 0.0)
 }
 

@@ -38,6 +38,8 @@ impl KeyCommand {
 pub fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
     let src = s.as_bytes();
     let corrupt = |at: usize| format!("illegal base64 data at input byte {at}");
+    // Each arm's range keeps `c − base` in 0..26 (or 0..10), so nothing wraps.
+    #[allow(clippy::arithmetic_side_effects)]
     let value = |c: u8| -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',
@@ -48,53 +50,57 @@ pub fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
             _ => return None,
         } as u32)
     };
-    let mut out = Vec::with_capacity(src.len() / 4 * 3);
-    let mut si = 0;
+    let newline = |c: Option<&u8>| matches!(c, Some(b'\n' | b'\r'));
+    let mut out = Vec::with_capacity((src.len() / 4).saturating_mul(3));
+    // `si` only ever steps onto a byte of `src` (or just past the last), so `+ 1` cannot
+    // overflow and `- 1` is only taken after a step; saturating keeps the lint quiet.
+    let mut si = 0usize;
     loop {
         // One quantum of up to four symbols (Go's decodeQuantum).
         let mut buf = [0u32; 4];
-        let mut len = 4;
+        let mut len = 4usize;
         let mut trailing_error = None;
-        let mut j = 0;
+        let mut j = 0usize;
         while j < 4 {
-            if si == src.len() {
+            let Some(&c) = src.get(si) else {
                 match j {
                     0 => return Ok(out),
                     // Input ends inside a quantum: padding was required.
-                    _ => return Err(corrupt(si - j)),
+                    _ => return Err(corrupt(si.saturating_sub(j))),
                 }
-            }
-            let c = src[si];
-            si += 1;
+            };
+            let at = si;
+            si = si.saturating_add(1);
             if let Some(v) = value(c) {
-                buf[j] = v;
-                j += 1;
+                if let Some(slot) = buf.get_mut(j) {
+                    *slot = v;
+                }
+                j = j.saturating_add(1);
                 continue;
             }
             if c == b'\n' || c == b'\r' {
                 continue;
             }
             if c != b'=' {
-                return Err(corrupt(si - 1));
+                return Err(corrupt(at));
             }
             // Padding: only after two or three symbols.
             if j < 2 {
-                return Err(corrupt(si - 1));
+                return Err(corrupt(at));
             }
             if j == 2 {
-                while si < src.len() && (src[si] == b'\n' || src[si] == b'\r') {
-                    si += 1;
+                while newline(src.get(si)) {
+                    si = si.saturating_add(1);
                 }
-                if si == src.len() {
-                    return Err(corrupt(src.len()));
+                match src.get(si) {
+                    None => return Err(corrupt(src.len())),
+                    Some(b'=') => {}
+                    Some(_) => return Err(corrupt(si.saturating_sub(1))),
                 }
-                if src[si] != b'=' {
-                    return Err(corrupt(si - 1));
-                }
-                si += 1;
+                si = si.saturating_add(1);
             }
-            while si < src.len() && (src[si] == b'\n' || src[si] == b'\r') {
-                si += 1;
+            while newline(src.get(si)) {
+                si = si.saturating_add(1);
             }
             if si < src.len() {
                 trailing_error = Some(corrupt(si));
@@ -102,9 +108,11 @@ pub fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
             len = j;
             break;
         }
-        let v = buf[0] << 18 | buf[1] << 12 | buf[2] << 6 | buf[3];
+        let [b0, b1, b2, b3] = buf;
+        let v = b0 << 18 | b1 << 12 | b2 << 6 | b3;
         let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
-        out.extend_from_slice(&bytes[..len - 1]);
+        // `len` is 2, 3 or 4: one byte fewer than the symbols read.
+        out.extend_from_slice(bytes.get(..len.saturating_sub(1)).unwrap_or_default());
         if let Some(e) = trailing_error {
             return Err(e);
         }
@@ -139,7 +147,7 @@ impl KeyReport {
 
     /// Counts one node's answer (the payload of its query response).
     pub fn add(&mut self, from: &str, payload: &[u8]) {
-        self.num_resp += 1;
+        self.num_resp = self.num_resp.saturating_add(1);
         let resp = match messages::decode_key_response(payload) {
             Ok(r) => r,
             Err(_) if payload.first() != Some(&8) => {
@@ -147,7 +155,7 @@ impl KeyReport {
                     from.to_owned(),
                     format!("Invalid key query response type: {payload:?}"),
                 );
-                self.num_err += 1;
+                self.num_err = self.num_err.saturating_add(1);
                 return;
             }
             Err(_) => {
@@ -155,20 +163,22 @@ impl KeyReport {
                     from.to_owned(),
                     format!("Failed to decode key query response: {payload:?}"),
                 );
-                self.num_err += 1;
+                self.num_err = self.num_err.saturating_add(1);
                 return;
             }
         };
         if !resp.result {
             self.messages.insert(from.to_owned(), resp.message.clone());
-            self.num_err += 1;
+            self.num_err = self.num_err.saturating_add(1);
         } else if !resp.message.is_empty() {
             self.messages.insert(from.to_owned(), resp.message.clone());
         }
         for key in resp.keys {
-            *self.keys.entry(key).or_default() += 1;
+            let n = self.keys.entry(key).or_default();
+            *n = n.saturating_add(1);
         }
-        *self.primary_keys.entry(resp.primary_key).or_default() += 1;
+        let n = self.primary_keys.entry(resp.primary_key).or_default();
+        *n = n.saturating_add(1);
     }
 
     /// Every node we waited for has answered.

@@ -2,6 +2,19 @@
 //! Lamport clocks, tags in the node metadata, a graceful leave, and the snapshot file's records.
 //! Pure and deterministic like the layer below: `handle_*` in, `poll_*` out, time as an argument.
 
+// No panic reachable from the network (issue 11): the release profile aborts on panic, so one
+// crafted message must not be able to overflow, index out of bounds or unwrap. Sites that
+// provably cannot panic carry a local, commented `allow`.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
+
 pub mod clock;
 pub mod coalesce;
 pub mod coordinate;

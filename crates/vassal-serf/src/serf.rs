@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 use vassal_memberlist::broadcast::TransmitLimitedQueue;
-use vassal_memberlist::limits::MAX_NODES;
+use vassal_memberlist::limits::{later, MAX_NODES};
 use vassal_memberlist::wire::{DecodeError, StreamMessage};
 use vassal_memberlist::{
     self as ml, Delegate, Drops, JoinId, Memberlist, Node, StreamId, Transmit,
@@ -462,7 +462,7 @@ impl Serf {
             next_snapshot_clock: config
                 .snapshot
                 .as_ref()
-                .map(|_| now + snapshot::CLOCK_UPDATE_INTERVAL),
+                .map(|_| later(now, snapshot::CLOCK_UPDATE_INTERVAL)),
             flap_timeout: config.flap_timeout,
             stats: SerfStats::default(),
             ignoring_joins: BTreeSet::new(),
@@ -471,11 +471,13 @@ impl Serf {
             force_leaves: BTreeMap::new(),
             next_notify: LEAVE_NOTIFY + 1,
             prunes: BTreeMap::new(),
-            prune_delay: config.broadcast_timeout + config.leave_propagate_delay,
+            prune_delay: config
+                .broadcast_timeout
+                .saturating_add(config.leave_propagate_delay),
             phase: LeavePhase::Running,
             rng: ChaCha8Rng::seed_from_u64(ml_config.seed ^ 0x5e4f_5e4f),
-            next_reap: now + config.reap_interval,
-            next_reconnect: now + config.reconnect_interval,
+            next_reap: later(now, config.reap_interval),
+            next_reconnect: later(now, config.reconnect_interval),
         };
         core.clock.increment();
         core.event_clock.increment();
@@ -488,8 +490,8 @@ impl Serf {
             core.clock.witness(r.clock);
             core.event_clock.witness(r.event_clock);
             core.query_clock.witness(r.query_clock);
-            core.event_min_time = r.event_clock + 1;
-            core.query_min_time = r.query_clock + 1;
+            core.event_min_time = r.event_clock.saturating_add(1);
+            core.query_min_time = r.query_clock.saturating_add(1);
             let (nodes, warnings) = r.previous_nodes(&core.name);
             for w in warnings {
                 core.events.push_back(Event::Warning(w));
@@ -530,6 +532,9 @@ impl Serf {
         self.core.members.get(name).map(|m| &m.member)
     }
 
+    // The local member is added when memberlist announces us in `new` and never reaped or removed
+    // (reaping skips ourselves).
+    #[allow(clippy::expect_used)]
     pub fn local_member(&self) -> &Member {
         self.member(&self.core.name)
             .expect("the local member is always known")
@@ -678,14 +683,18 @@ impl Serf {
 
     /// The default query timeout for the current cluster size (spec §4.7).
     pub fn default_query_timeout(&self) -> Duration {
-        let n = self.ml.num_alive()
-            + self
-                .ml
-                .members()
-                .filter(|m| m.state == ml::NodeStateKind::Suspect)
-                .count();
+        let suspect = self
+            .ml
+            .members()
+            .filter(|m| m.state == ml::NodeStateKind::Suspect)
+            .count();
+        let n = self.ml.num_alive().saturating_add(suspect);
         let scale = ((n as f64) + 1.0).log10().ceil().max(1.0) as u32;
-        self.config.memberlist.gossip_interval * self.config.query_timeout_mult * scale
+        self.config
+            .memberlist
+            .gossip_interval
+            .saturating_mul(self.config.query_timeout_mult)
+            .saturating_mul(scale)
     }
 
     /// Sends a query (spec §4.7); we process it ourselves too. Acks, answers and the end come as
@@ -739,7 +748,7 @@ impl Serf {
             q.ltime,
             OwnQuery {
                 id: q.id,
-                deadline: now + timeout,
+                deadline: later(now, timeout),
                 acks: BTreeSet::new(),
                 responses: BTreeSet::new(),
             },
@@ -779,7 +788,7 @@ impl Serf {
         _now: Instant,
     ) -> Result<(), UserEventError> {
         let limit = self.config.user_event_size_limit;
-        let size = name.len() + payload.len();
+        let size = name.len().saturating_add(payload.len());
         if size > limit {
             return Err(UserEventError::TooLarge(limit));
         }
@@ -823,7 +832,8 @@ impl Serf {
         self.core.handle_leave_intent(&msg, now);
         let token = if self.core.any_other_alive() {
             let token = self.core.next_notify;
-            self.core.next_notify += 1;
+            // One per force-leave: a u64 does not wrap in practice.
+            self.core.next_notify = self.core.next_notify.wrapping_add(1);
             self.core.intent_queue.queue(
                 None,
                 messages::encode(&SerfMessage::Leave(msg)),
@@ -831,7 +841,7 @@ impl Serf {
             );
             self.core
                 .force_leaves
-                .insert(token, now + self.config.broadcast_timeout);
+                .insert(token, later(now, self.config.broadcast_timeout));
             Some(token)
         } else {
             None
@@ -878,7 +888,7 @@ impl Serf {
         self.core.clock.increment();
         // Not alive any more, so handling our own intent does not refute it.
         self.core.phase = LeavePhase::Intent {
-            until: now + self.config.broadcast_timeout,
+            until: later(now, self.config.broadcast_timeout),
         };
         self.core.handle_leave_intent(&msg, now);
         if self.core.any_other_alive() {
@@ -939,15 +949,15 @@ impl Serf {
         self.core.expire_intents(now);
         self.core.expire_queries(now);
         if now >= self.core.next_reap {
-            self.core.next_reap = now + self.config.reap_interval;
+            self.core.next_reap = later(now, self.config.reap_interval);
             self.reap(now);
         }
         if now >= self.core.next_reconnect {
-            self.core.next_reconnect = now + self.config.reconnect_interval;
+            self.core.next_reconnect = later(now, self.config.reconnect_interval);
             self.reconnect(now);
         }
         if self.core.next_snapshot_clock.is_some_and(|t| now >= t) {
-            self.core.next_snapshot_clock = Some(now + snapshot::CLOCK_UPDATE_INTERVAL);
+            self.core.next_snapshot_clock = Some(later(now, snapshot::CLOCK_UPDATE_INTERVAL));
             self.snapshot_clock();
         }
         self.after_input(now);
@@ -1127,12 +1137,9 @@ impl Serf {
             .map(|m| m.member.name.clone())
             .collect();
         for name in expired {
-            let m = self
-                .core
-                .members
-                .remove(&name)
-                .expect("collected above")
-                .member;
+            let Some(m) = self.core.members.remove(&name).map(|m| m.member) else {
+                continue;
+            };
             self.core.coord_cache.remove(&name);
             if let Some(c) = self.core.coord.as_mut() {
                 c.forget(&name);
@@ -1161,12 +1168,21 @@ impl Serf {
             .values()
             .filter(|m| m.member.status == MemberStatus::Left)
             .count();
-        let alive = (self.core.members.len() - failed.len() - left).max(1);
+        // failed and left are disjoint subsets of members.
+        let alive = self
+            .core
+            .members
+            .len()
+            .saturating_sub(failed.len())
+            .saturating_sub(left)
+            .max(1);
         let prob = failed.len() as f64 / alive as f64;
         if self.core.rng.gen::<f64>() > prob {
             return;
         }
-        let m = failed[self.core.rng.gen_range(0..failed.len())];
+        let Some(m) = failed.get(self.core.rng.gen_range(0..failed.len())) else {
+            return;
+        };
         let addr = SocketAddr::new(m.addr, m.port);
         info!(node = %m.name, %addr, "attempting reconnect");
         self.reconnects
@@ -1227,7 +1243,9 @@ impl Serf {
     fn answer_key_query(&mut self, ltime: u64, id: u32, name: &str, payload: &[u8], now: Instant) {
         use base64::Engine as _;
         let b64 = |k: &[u8]| base64::engine::general_purpose::STANDARD.encode(k);
-        let op = KeyOp::from_query(name).expect("queued only for key queries");
+        let Some(op) = KeyOp::from_query(name) else {
+            return; // queued only for key queries
+        };
         let mut resp = messages::KeyResponse::default();
         match (self.ml.keyring_mut(), messages::decode_key_request(payload)) {
             (_, Err(e)) => warn!(error = %e, "failed to decode key request"),
@@ -1311,12 +1329,12 @@ impl Serf {
                     }
                     self.ml.leave(now, &mut self.core);
                     LeavePhase::Memberlist {
-                        until: now + self.config.broadcast_timeout,
+                        until: later(now, self.config.broadcast_timeout),
                     }
                 }
                 LeavePhase::Memberlist { until } if now >= until || !self.ml.leave_pending() => {
                     LeavePhase::Propagate {
-                        until: now + self.config.leave_propagate_delay,
+                        until: later(now, self.config.leave_propagate_delay),
                     }
                 }
                 LeavePhase::Propagate { until } if now >= until => {
@@ -1431,7 +1449,9 @@ impl Core {
         if msg.ltime <= member.status_ltime {
             return false;
         }
-        let member = self.members.get_mut(&msg.node).expect("checked above");
+        let Some(member) = self.members.get_mut(&msg.node) else {
+            return false; // found just above
+        };
         member.status_ltime = msg.ltime;
         if member.member.status == MemberStatus::Leaving {
             member.member.status = MemberStatus::Alive;
@@ -1463,7 +1483,9 @@ impl Core {
                 .queue(None, messages::encode(&SerfMessage::Join(join)), None);
             return false;
         }
-        let member = self.members.get_mut(&msg.node).expect("checked above");
+        let Some(member) = self.members.get_mut(&msg.node) else {
+            return false; // found just above
+        };
         // Always witnessed, so a second leave for the same member is not re-gossiped forever.
         member.status_ltime = msg.ltime;
         match member.member.status {
@@ -1501,7 +1523,8 @@ impl Core {
             return;
         };
         if m.member.status == MemberStatus::Leaving {
-            self.prunes.insert(node.to_owned(), now + self.prune_delay);
+            self.prunes
+                .insert(node.to_owned(), later(now, self.prune_delay));
         } else {
             self.erase(node);
         }
@@ -1578,11 +1601,13 @@ impl Core {
         }
         let window = EVENT_BUFFER_SIZE as u64;
         let cur = self.query_clock.time();
-        if cur > window && q.ltime < cur - window {
+        if cur > window && q.ltime < cur.saturating_sub(window) {
             warn!(name = %q.name, ltime = q.ltime, current = cur, "received old query");
             return false;
         }
-        let slot = &mut self.query_buffer[(q.ltime % window) as usize];
+        let Some(slot) = self.query_buffer.get_mut(ring_slot(q.ltime)) else {
+            return false;
+        };
         match slot {
             Some((ltime, ids)) if *ltime == q.ltime => {
                 if ids.contains(&q.id) {
@@ -1608,7 +1633,7 @@ impl Core {
                 "query asks to stay answerable for over {MAX_QUERY_TIMEOUT:?}; capped (logged once)"
             );
         }
-        let deadline = now + timeout.min(MAX_QUERY_TIMEOUT);
+        let deadline = later(now, timeout.min(MAX_QUERY_TIMEOUT));
         if self.inbound_queries.len() >= MAX_PENDING_QUERIES {
             if let Some((&oldest, _)) = self.inbound_queries.iter().min_by_key(|(_, q)| q.deadline)
             {
@@ -1726,7 +1751,7 @@ impl Core {
         raw: Vec<u8>,
         limit: usize,
     ) -> Result<(), RespondError> {
-        if factor == 0 || self.members.len() < factor as usize + 1 {
+        if factor == 0 || self.members.len() < usize::from(factor).saturating_add(1) {
             return Ok(());
         }
         let msg = messages::encode(&SerfMessage::Relay(messages::Relay {
@@ -1771,8 +1796,9 @@ impl Core {
             }
             if r.flags & messages::QUERY_FLAG_ACK == 0 && vote.voters.insert(r.from.clone()) {
                 if let Some(addr) = messages::decode_conflict_response(&r.payload) {
-                    vote.responses += 1;
-                    vote.matching += usize::from(addr == vote.me);
+                    // At most one each per known member (`voters` dedupes).
+                    vote.responses = vote.responses.saturating_add(1);
+                    vote.matching = vote.matching.saturating_add(usize::from(addr == vote.me));
                 }
             }
             return;
@@ -1818,7 +1844,7 @@ impl Core {
                 let Some(vote) = self.conflict_vote.take() else {
                     continue;
                 };
-                let majority = vote.responses / 2 + 1;
+                let majority = (vote.responses / 2).saturating_add(1);
                 if vote.responses == 0 {
                     // Go Serf 0.9.4 counts "0 of 0" as a lost vote and exits, so one forged alive
                     // could stop a lone agent. Nobody vouched for the other claimant either.
@@ -1859,11 +1885,13 @@ impl Core {
         }
         let window = EVENT_BUFFER_SIZE as u64;
         let cur = self.event_clock.time();
-        if cur > window && e.ltime < cur - window {
+        if cur > window && e.ltime < cur.saturating_sub(window) {
             warn!(name = %e.name, ltime = e.ltime, current = cur, "received old event");
             return false;
         }
-        let slot = &mut self.event_buffer[(e.ltime % window) as usize];
+        let Some(slot) = self.event_buffer.get_mut(ring_slot(e.ltime)) else {
+            return false;
+        };
         let entry = UserEventEntry {
             name: e.name.clone(),
             payload: e.payload.clone(),
@@ -1901,10 +1929,19 @@ impl Core {
     }
 }
 
+/// The slot of Lamport time `ltime` in the event and query ring buffers
+/// ([`EVENT_BUFFER_SIZE`] entries each).
+// EVENT_BUFFER_SIZE is a non-zero constant, and the remainder below it fits in a usize.
+#[allow(clippy::arithmetic_side_effects)]
+fn ring_slot(ltime: u64) -> usize {
+    (ltime % EVENT_BUFFER_SIZE as u64) as usize
+}
+
 impl Delegate for Core {
     fn node_meta(&mut self, _limit: usize) -> Vec<u8> {
         tags::encode(&self.config_tags)
-            .unwrap_or_else(|_| tags::encode(&BTreeMap::new()).expect("empty tags fit"))
+            // Empty tags always fit; the empty fallback is never reached.
+            .unwrap_or_else(|_| tags::encode(&BTreeMap::new()).unwrap_or_default())
     }
 
     fn notify_message(&mut self, msg: &[u8], now: Instant) {
@@ -1920,7 +1957,10 @@ impl Delegate for Core {
         let mult = self.retransmit_mult;
         let mut msgs = self.intent_queue.get_broadcasts(overhead, limit, mult, n);
         for queue in [&mut self.query_queue, &mut self.event_queue] {
-            let used: usize = msgs.iter().map(|m| m.len() + overhead).sum();
+            let used = msgs
+                .iter()
+                .map(|m| m.len().saturating_add(overhead))
+                .fold(0, usize::saturating_add);
             let rest = limit.saturating_sub(used);
             msgs.extend(queue.get_broadcasts(overhead, rest, mult, n));
         }
@@ -2030,14 +2070,17 @@ impl Delegate for Core {
                     }
                 }
                 self.members.insert(n.name.clone(), state);
-                &self.members[&n.name]
+                let Some(member) = self.members.get(&n.name) else {
+                    return; // inserted just above
+                };
+                member
             }
             Some(state) => {
                 let down = state.leave_time.map(|t| now.saturating_duration_since(t));
                 if state.member.status == MemberStatus::Failed
                     && down.is_some_and(|d| d < self.flap_timeout)
                 {
-                    self.stats.member_flaps += 1;
+                    self.stats.member_flaps = self.stats.member_flaps.saturating_add(1);
                     info!(
                         target: "vassal_serf::stats",
                         node = %n.name,

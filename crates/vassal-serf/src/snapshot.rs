@@ -303,11 +303,14 @@ impl Snapshotter {
     /// The size past which the file is compacted: twice 128 bytes per alive member, at least
     /// the minimum.
     pub fn max_size(&self) -> u64 {
-        (self.alive.len() as u64 * BYTES_PER_NODE * COMPACTION_THRESHOLD).max(self.min_compact_size)
+        (self.alive.len() as u64)
+            .saturating_mul(BYTES_PER_NODE)
+            .saturating_mul(COMPACTION_THRESHOLD)
+            .max(self.min_compact_size)
     }
 
     fn append(&mut self, line: String) {
-        self.offset += line.len() as u64;
+        self.offset = self.offset.saturating_add(line.len() as u64);
         if self.offset > self.max_size() {
             // The rewrite comes from the state, which already includes this line's effect.
             let contents = self.compacted();

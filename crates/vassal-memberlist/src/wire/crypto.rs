@@ -154,13 +154,12 @@ impl Keyring {
             1 => 12 + 16,
             v => return Err(bad(&format!("unsupported encryption version {v}"))),
         };
-        if rest.len() < min {
+        let Some((nonce, ct)) = rest.split_at_checked(12).filter(|_| rest.len() >= min) else {
             return Err(bad(&format!(
                 "payload is too small to decrypt: {}",
                 envelope.len()
             )));
-        }
-        let (nonce, ct) = rest.split_at(12);
+        };
         let mut plain = self
             .keys
             .iter()

@@ -126,7 +126,8 @@ impl Client {
     }
 
     fn next_seq(&self) -> u64 {
-        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+        // fetch_add wraps; so does the +1 (a u64 of requests never gets there).
+        self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
     }
 
     fn register(&self, seq: u64, w: Waiter) -> Result<(), ClientError> {

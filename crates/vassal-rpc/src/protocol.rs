@@ -139,6 +139,19 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An unsigned integer for a narrower Go field (`uint8`, `uint16`): a value that does not fit
+    /// is refused, as go-msgpack refuses it, rather than truncated (`RelayFactor: 257` must not
+    /// become 1).
+    pub fn narrow_uint<T: TryFrom<u64>>(&self, field: &'static str) -> Result<T, ShapeError> {
+        let n = self.uint(field)?;
+        T::try_from(n).map_err(|_| ShapeError {
+            message: self.message,
+            field,
+            expected: "an integer that fits the field",
+            found: "an integer out of range",
+        })
+    }
+
     pub fn int(&self, field: &'static str) -> Result<i64, ShapeError> {
         match self.get(field) {
             None => Ok(0),
@@ -361,28 +374,24 @@ impl Member {
     pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
         let f = Fields::of("member", v)?;
         let raw = f.bytes("Addr")?.unwrap_or_default();
-        let addr = match raw.len() {
-            4 => IpAddr::from(<[u8; 4]>::try_from(raw.as_slice()).expect("length checked")),
-            16 => {
-                let v6 = std::net::Ipv6Addr::from(
-                    <[u8; 16]>::try_from(raw.as_slice()).expect("length checked"),
-                );
-                v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
-            }
-            _ => {
-                return Err(ShapeError {
-                    message: "member",
-                    field: "Addr",
-                    expected: "4 or 16 bytes",
-                    found: "bytes of another length",
-                })
-            }
+        let addr = if let Ok(v4) = <[u8; 4]>::try_from(raw.as_slice()) {
+            IpAddr::from(v4)
+        } else if let Ok(v6) = <[u8; 16]>::try_from(raw.as_slice()) {
+            let v6 = std::net::Ipv6Addr::from(v6);
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        } else {
+            return Err(ShapeError {
+                message: "member",
+                field: "Addr",
+                expected: "4 or 16 bytes",
+                found: "bytes of another length",
+            });
         };
-        let small = |field| -> Result<u8, ShapeError> { Ok(f.uint(field)? as u8) };
+        let small = |field| f.narrow_uint::<u8>(field);
         Ok(Member {
             name: f.string("Name")?,
             addr,
-            port: f.uint("Port")? as u16,
+            port: f.narrow_uint("Port")?,
             tags: f.string_map("Tags")?,
             status: f.string("Status")?,
             protocol_min: small("ProtocolMin")?,
@@ -475,7 +484,7 @@ impl QueryRequest {
             filter_nodes: f.strings("FilterNodes")?,
             filter_tags: f.string_map("FilterTags")?,
             request_ack: f.boolean("RequestAck")?,
-            relay_factor: f.uint("RelayFactor")? as u8,
+            relay_factor: f.narrow_uint("RelayFactor")?,
             timeout: f.int("Timeout")?,
             name: f.string("Name")?,
             payload: f.bytes("Payload")?,
@@ -736,5 +745,21 @@ mod tests {
             e.to_string(),
             "request header: field Seq is string, expected integer"
         );
+    }
+
+    #[test]
+    fn a_relay_factor_past_uint8_is_refused_not_truncated() {
+        // Issue 11: `as u8` made 257 relays into 1; go-msgpack refuses the overflow.
+        let ok = map(vec![
+            ("Name", Value::str("q")),
+            ("RelayFactor", Value::Uint(3)),
+        ]);
+        assert_eq!(QueryRequest::from_value(&ok).unwrap().relay_factor, 3);
+        let big = map(vec![
+            ("Name", Value::str("q")),
+            ("RelayFactor", Value::Uint(257)),
+        ]);
+        let e = QueryRequest::from_value(&big).unwrap_err();
+        assert_eq!(e.field, "RelayFactor");
     }
 }

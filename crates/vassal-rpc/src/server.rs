@@ -109,7 +109,7 @@ impl PendingQueries {
     /// Serf's `RegisterQuery`: every query gets the next per-connection ID, but only one still
     /// running is remembered.
     fn register(&mut self, q: &vassal_serf::Query) -> u64 {
-        self.next_id += 1;
+        self.next_id = self.next_id.wrapping_add(1);
         let now = Instant::now();
         self.queries.retain(|_, p| p.deadline > now);
         if q.deadline > now {
@@ -449,8 +449,7 @@ impl Connection {
     async fn stop(&mut self, seq: u64) -> Result<Flow, Close> {
         let body = self.body("stop request").await?;
         let target = Fields::of("stop request", &body)?.uint("Stop")?;
-        if self.monitor.as_ref().is_some_and(|(s, _)| *s == target) {
-            let (_, task) = self.monitor.take().expect("checked");
+        if let Some((_, task)) = self.monitor.take_if(|(s, _)| *s == target) {
             task.abort();
         }
         if let Some(task) = self.streams.remove(&target) {

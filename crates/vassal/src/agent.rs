@@ -1217,6 +1217,56 @@ mod tests {
     }
 
     #[test]
+    fn issue_11_limits_have_defaults_and_zero_means_none() {
+        let o = options(&[]).unwrap();
+        assert_eq!(o.handler_timeout, Some(Duration::from_secs(60)));
+        let l = o.roles.http_limits;
+        assert_eq!(l.header_timeout, Some(Duration::from_secs(10)));
+        assert!((1..=4096).contains(&l.max_conns), "{}", l.max_conns);
+        assert!(o.roles.lb_backend_cidrs.is_empty());
+
+        let o = options(&args(&[
+            "-handler-timeout=0",
+            "-lb-header-timeout=0",
+            "-lb-max-conns=7",
+            "-lb-backend-cidr=10.0.0.0/8",
+            "-lb-backend-cidr",
+            "127.0.0.2",
+        ]))
+        .unwrap();
+        assert_eq!(o.handler_timeout, None);
+        assert_eq!(o.roles.http_limits.header_timeout, None);
+        assert_eq!(o.roles.http_limits.max_conns, 7);
+        let cidrs: Vec<String> = o
+            .roles
+            .lb_backend_cidrs
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(cidrs, ["10.0.0.0/8", "127.0.0.2/32"]);
+
+        for (a, says) in [
+            (&["-lb-max-conns=0"][..], "-lb-max-conns"),
+            (&["-lb-backend-cidr=10.0.0.1/8"], "did you mean 10.0.0.0/8"),
+            (&["-handler-timeout=soon"], "-handler-timeout"),
+        ] {
+            let e = options(&args(a)).unwrap_err().to_string();
+            assert!(e.contains(says), "{a:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_bad_encrypt_key_is_not_repeated_in_the_error() {
+        let e = options(&args(&["-encrypt=SECRETSECRETSECRET!"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("-encrypt") && e.contains("illegal base64") && !e.contains("SECRET"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_16_byte_key_makes_a_keyring() {
         let o = options(&args(&["-encrypt", "AAAAAAAAAAAAAAAAAAAAAA=="])).unwrap();
         assert!(o.keyring.is_some());

@@ -628,6 +628,45 @@ mod tests {
     }
 
     #[test]
+    fn issue_11_limit_keys_become_their_flags() {
+        let c = parse(
+            r#"{"handler_timeout": "90s", "lb_header_timeout": "5s", "lb_max_conns": 100,
+                "lb_backend_cidr": ["10.0.0.0/8", "192.168.0.0/16"]}"#,
+        )
+        .unwrap()
+        .validated(Path::new("a.json"))
+        .unwrap();
+        let flags = c.to_flag_args();
+        for f in [
+            "-handler-timeout=90000000000ns",
+            "-lb-header-timeout=5000000000ns",
+            "-lb-max-conns=100",
+            "-lb-backend-cidr=10.0.0.0/8",
+            "-lb-backend-cidr=192.168.0.0/16",
+        ] {
+            assert!(flags.contains(&f.to_owned()), "{f} not in {flags:?}");
+        }
+        for (text, key) in [
+            (r#"{"lb_backend_cidr": ["10.0.0.1/8"]}"#, "lb_backend_cidr"),
+            (r#"{"lb_backend_cidr": "10.0.0.0/8"}"#, "lb_backend_cidr"),
+            (r#"{"lb_max_conns": 0}"#, "lb_max_conns"),
+            (r#"{"handler_timeout": "1 minute"}"#, "handler_timeout"),
+        ] {
+            let e = parse(text)
+                .and_then(|c| c.validated(Path::new("a.json")))
+                .unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_file_holding_a_bare_string_is_refused_without_quoting_it() {
+        // It may be a key pasted into the wrong file.
+        let e = parse(r#""SECRETKEY==""#).unwrap_err().to_string();
+        assert!(e.contains("found a string") && !e.contains("SECRET"), "{e}");
+    }
+
+    #[test]
     fn every_kind_of_key_decodes() {
         let c = parse(
             r#"{"node_name": "n1", "tags": {"role": "web"}, "protocol": 4,

@@ -8,6 +8,7 @@
 //!   other agents on the machine do not collide;
 //! - only processes we spawned are signalled, by PID, and every one is killed and reaped on drop.
 
+pub mod fakenode;
 mod go_serf;
 mod haproxy;
 mod http;

@@ -404,11 +404,12 @@ impl Memberlist {
                 self.nodes.len()
             ));
         }
-        let mine = &self.nodes[0];
+        let mine = self
+            .nodes
+            .front()
+            .ok_or_else(|| format!("{} has an empty table", self.config.name))?;
         let theirs = template
-            .index
-            .get(&self.config.name)
-            .map(|&i| &template.nodes[i])
+            .state_of(&self.config.name)
             .ok_or_else(|| format!("the template does not know {}", self.config.name))?;
         if theirs.node != mine.node || theirs.incarnation != mine.incarnation {
             return Err(format!(

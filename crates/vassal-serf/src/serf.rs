@@ -634,7 +634,8 @@ impl Serf {
                 self.core.members.len()
             ));
         }
-        let mine = &self.core.members[name];
+        let mine = (self.core.members.get(name))
+            .ok_or_else(|| format!("{name} is not among its own members"))?;
         let theirs = (template.core.members.get(name))
             .ok_or_else(|| format!("the template does not know {name}"))?;
         if theirs.member != mine.member || theirs.status_ltime != mine.status_ltime {

@@ -473,3 +473,58 @@ fn sigusr1_logs_a_telemetry_dump_and_the_agent_keeps_running() {
     let out = agent.cli(&["members"]).expect("members after SIGUSR1");
     assert!(out.starts_with("t "), "{out}");
 }
+
+/// CPU time (user + system, in clock ticks) process `pid` has used, from /proc.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_file_descriptors_the_gossip_accept_loop_backs_off_and_recovers() {
+    // Issue 11: with its descriptors exhausted, the agent's TCP accept loop spun at 100 % CPU
+    // writing a warning per failure.
+    let lo = Loopback::fresh();
+    let b = VassalAgent::builder("fd", &lo);
+    let mut agent = b.spawn_via(
+        Path::new("/bin/sh"),
+        &["-c".into(), "ulimit -n 64 && exec \"$0\" \"$@\"".into()],
+    );
+    agent.wait_ready(CONVERGE);
+    // Each connection holds one of the agent's descriptors until its stream deadline (10 s):
+    // far more than 64 leaves accept failing with EMFILE.
+    let flood = stalled_clients(agent.addr(), 150, b"");
+    let line = agent.wait_log_contains("accept failed", CONVERGE);
+    assert!(line.contains("out of file descriptors"), "{line}");
+    let before = cpu_ticks(agent.pid());
+    let start = Instant::now();
+    hold_for(Duration::from_secs(2), "the agent to keep running", || {
+        if agent.is_running() {
+            Ok(())
+        } else {
+            Err(agent.log_tail(30))
+        }
+    });
+    let used = cpu_ticks(agent.pid()) - before;
+    // 100 ticks a second is one core; a spinning loop would use about 200 here.
+    assert!(
+        used < 40,
+        "the agent used {used} ticks of CPU in {:.1?} while out of descriptors",
+        start.elapsed()
+    );
+    let failures = agent.log().matches("accept failed").count();
+    assert!(
+        failures <= 2,
+        "{failures} accept warnings (one per listener and streak expected):\n{}",
+        agent.log_tail(30)
+    );
+    drop(flood);
+    wait_until(CONVERGE, "the agent to answer `members` again", || {
+        agent.assert_running();
+        agent.cli(&["members"])
+    });
+    agent.wait_log_contains("accepting again after", CONVERGE);
+}

@@ -162,7 +162,8 @@ impl Driver {
                     self.accept_backoff.succeeded();
                     self.accept_resume = None;
                     let framing = Framing::from_config(self.serf.memberlist().config());
-                    let deadline = now + self.serf.memberlist().config().tcp_timeout;
+                    let timeout = self.serf.memberlist().config().tcp_timeout;
+                    let deadline = vassal_memberlist::limits::later(now, timeout);
                     let driver = self.streams_tx.clone();
                     tokio::spawn(stream::serve_inbound(conn, from, framing, deadline, driver));
                 }

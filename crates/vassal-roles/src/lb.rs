@@ -182,18 +182,24 @@ impl Lb {
     async fn check(self: Arc<Self>, pick: Pick) {
         let req = Request::get(format!("http://{}/", pick.addr))
             .header("user-agent", "vassal-lb-check")
-            .body(Full::new(Bytes::new()))
-            .expect("a valid request");
-        let (ok, detail) = match tokio::time::timeout(CHECK_TIMEOUT, self.client.request(req)).await
-        {
-            Ok(Ok(resp)) => {
+            .body(Full::new(Bytes::new()));
+        let checked = async {
+            // An address no URI can hold fails its check rather than the agent.
+            let req = req.map_err(|e| e.to_string())?;
+            match tokio::time::timeout(CHECK_TIMEOUT, self.client.request(req)).await {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => Err(describe(&e)),
+                Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+            }
+        };
+        let (ok, detail) = match checked.await {
+            Ok(resp) => {
                 let status = resp.status();
                 // Read the page to the end so the connection goes back to the pool.
                 let _ = resp.into_body().collect().await;
                 (status.as_u16() < 500, format!("HTTP {}", status.as_u16()))
             }
-            Ok(Err(e)) => (false, describe(&e)),
-            Err(_) => (false, format!("no answer within {CHECK_TIMEOUT:?}")),
+            Err(detail) => (false, detail),
         };
         let mut pool = self.pool();
         let was = pool.in_rotation().contains(&pick.name.as_str());

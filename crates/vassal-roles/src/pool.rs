@@ -259,7 +259,7 @@ impl Pool {
         for (name, b) in &mut self.backends {
             if b.membership == Membership::Alive && !b.checking && b.next_check <= now {
                 b.checking = true;
-                b.next_check = now + interval;
+                b.next_check = now.checked_add(interval).unwrap_or(now);
                 due.push(Pick {
                     name: name.clone(),
                     addr: b.addr,
@@ -317,8 +317,8 @@ impl Pool {
         });
         let (name, _) = after.or_else(|| self.backends.iter().find(usable))?;
         let name = name.clone();
-        let b = self.backends.get_mut(&name).expect("just found");
-        b.in_flight += 1;
+        let b = self.backends.get_mut(&name)?;
+        b.in_flight = b.in_flight.saturating_add(1);
         self.last = Some(name.clone());
         Some(Pick { name, addr: b.addr })
     }

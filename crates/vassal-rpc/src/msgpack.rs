@@ -44,6 +44,102 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Value, usize)>, DecodeError> {
     }
 }
 
+/// Finds where the first msgpack object in a growing buffer ends, resuming where the last call
+/// stopped: every byte is looked at once, however the object is cut into reads. A client that
+/// trickles a request byte by byte so costs linear CPU, where re-running [`decode`] after every
+/// read would cost quadratic. [`decode`] then runs once, on the whole object.
+#[derive(Debug, Default)]
+pub struct Scanner {
+    /// Offset of the first element not yet skipped.
+    pos: usize,
+    /// Items still to skip at each open level; empty before the first call and once complete.
+    open: Vec<u64>,
+}
+
+impl Scanner {
+    /// `Ok(Some(end))` once `buf[..end]` holds a whole object; `Ok(None)`: read more. `buf` must
+    /// only grow between calls; after a whole object, [`Scanner::reset`] before the next.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+        if self.open.is_empty() {
+            self.open.push(1);
+        }
+        while let Some(left) = self.open.last_mut() {
+            if *left == 0 {
+                self.open.pop();
+                continue;
+            }
+            let Some((size, items)) = element(buf.get(self.pos..).unwrap_or_default())? else {
+                return Ok(None);
+            };
+            *left -= 1;
+            self.pos = self.pos.saturating_add(size);
+            if items > 0 {
+                if self.open.len() > MAX_DEPTH {
+                    return Err(DecodeError(format!(
+                        "nested deeper than {MAX_DEPTH} levels"
+                    )));
+                }
+                self.open.push(items);
+            }
+        }
+        Ok(Some(self.pos))
+    }
+
+    /// Ready for the object after the one just found (whose bytes the caller removed).
+    pub fn reset(&mut self) {
+        *self = Scanner::default();
+    }
+}
+
+/// The element at the front of `b`: its own size (the header alone for arrays and maps) and how
+/// many items it opens; `None` if `b` does not hold all of it yet.
+fn element(b: &[u8]) -> Result<Option<(usize, u64)>, DecodeError> {
+    let Some((&m, rest)) = b.split_first() else {
+        return Ok(None);
+    };
+    // Big-endian length of `n` bytes after the marker, if they are here.
+    let len = |n: usize| -> Option<u64> {
+        let bytes = rest.get(..n)?;
+        Some(bytes.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+    };
+    let sized = |header: usize, body: Option<u64>| -> Option<(usize, u64)> {
+        let total = usize::try_from(body?).ok()?.checked_add(header)?;
+        (b.len() >= total).then_some((total, 0))
+    };
+    let container = |header: usize, items: Option<u64>| -> Option<(usize, u64)> {
+        let items = items?;
+        (b.len() >= header).then_some((header, items))
+    };
+    Ok(match m {
+        0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => Some((1, 0)),
+        0x80..=0x8f => Some((1, 2 * u64::from(m & 0x0f))),
+        0x90..=0x9f => Some((1, u64::from(m & 0x0f))),
+        0xa0..=0xbf => sized(1, Some(u64::from(m & 0x1f))),
+        0xc4 | 0xd9 => sized(2, len(1)),
+        0xc5 | 0xda => sized(3, len(2)),
+        0xc6 | 0xdb => sized(5, len(4)),
+        0xc7 => sized(3, len(1)),
+        0xc8 => sized(4, len(2)),
+        0xc9 => sized(6, len(4)),
+        0xca => sized(5, Some(0)),
+        0xcb => sized(9, Some(0)),
+        0xcc | 0xd0 => sized(2, Some(0)),
+        0xcd | 0xd1 => sized(3, Some(0)),
+        0xce | 0xd2 => sized(5, Some(0)),
+        0xcf | 0xd3 => sized(9, Some(0)),
+        0xd4 => sized(3, Some(0)),
+        0xd5 => sized(4, Some(0)),
+        0xd6 => sized(6, Some(0)),
+        0xd7 => sized(10, Some(0)),
+        0xd8 => sized(18, Some(0)),
+        0xdc => container(3, len(2)),
+        0xdd => container(5, len(4)),
+        0xde => container(3, len(2).map(|n| 2 * n)),
+        0xdf => container(5, len(4).map(|n| 2 * n)),
+        0xc1 => return Err(DecodeError("never-used marker 0xc1".into())),
+    })
+}
+
 enum Stop {
     Incomplete,
     Bad(String),
@@ -435,6 +531,32 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode(&bytes);
+            let _ = Scanner::default().scan(&bytes);
+        }
+
+        // Issue 11: a request trickled byte by byte is found whole exactly where decode finds
+        // it, by a scanner that never looks at a byte twice.
+        #[test]
+        fn scanner_finds_the_end_decode_finds_at_every_cut(v in value(), extra in any::<u8>()) {
+            let mut bytes = v.to_bytes();
+            let len = bytes.len();
+            bytes.push(extra);
+            let mut scanner = Scanner::default();
+            for cut in 0..len {
+                prop_assert_eq!(scanner.scan(&bytes[..cut]), Ok(None), "cut at {}", cut);
+            }
+            prop_assert_eq!(scanner.scan(&bytes), Ok(Some(len)));
+        }
+
+        #[test]
+        fn scanner_and_decode_agree_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let found = Scanner::default().scan(&bytes);
+            match decode(&bytes) {
+                Ok(Some((_, used))) => prop_assert_eq!(found, Ok(Some(used))),
+                Ok(None) => prop_assert_eq!(found, Ok(None)),
+                // decode refuses more (bad UTF-8 is fine, but e.g. depth): never less.
+                Err(_) => {}
+            }
         }
     }
 }

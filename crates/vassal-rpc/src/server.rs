@@ -242,10 +242,16 @@ impl Connection {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.writer).await;
     }
 
-    /// The next msgpack object from the client.
+    /// The next msgpack object from the client. The scanner resumes where it stopped, so a
+    /// request trickled in byte by byte costs linear CPU; it is decoded once, when whole.
     async fn next_value(&mut self) -> Result<Value, Close> {
+        let mut scanner = msgpack::Scanner::default();
         loop {
-            if let Some((v, used)) = msgpack::decode(&self.buf)? {
+            if let Some(end) = scanner.scan(&self.buf)? {
+                let whole = self.buf.get(..end).unwrap_or_default();
+                let Some((v, used)) = msgpack::decode(whole)? else {
+                    return Err(msgpack::DecodeError("object ended early".into()).into());
+                };
                 self.buf.drain(..used);
                 return Ok(v);
             }

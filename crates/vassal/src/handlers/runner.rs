@@ -145,7 +145,10 @@ pub async fn run(script: &str, inv: &Invocation, timeout: Option<Duration>) -> i
     };
     tokio::pin!(write);
     let start = tokio::time::Instant::now();
-    let deadline = timeout.filter(|t| !t.is_zero()).map(|t| start + t);
+    // A timeout too long to add to the clock is no timeout.
+    let deadline = timeout
+        .filter(|t| !t.is_zero())
+        .and_then(|t| start.checked_add(t));
     let mut written = false;
     let mut eof = false;
     let mut slow_logged = false;

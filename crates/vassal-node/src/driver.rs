@@ -299,6 +299,7 @@ impl Driver {
                 let serf = &self.serf;
                 let count = |s: MemberStatus| serf.members().filter(|m| m.status == s).count();
                 let local = serf.local_member();
+                let ml_stats = serf.memberlist().stats();
                 let _ = done.send(NodeStats {
                     name: local.name.clone(),
                     tags: local.tags.clone(),
@@ -315,6 +316,14 @@ impl Driver {
                     encrypted: serf.encrypted(),
                     coordinate_resets: (!serf.config().disable_coordinates)
                         .then(|| serf.coordinate_resets()),
+                    malformed_packets: ml_stats.malformed_packets,
+                    malformed_streams: ml_stats.malformed_streams,
+                    drops: ml_stats
+                        .drops
+                        .iter()
+                        .chain(serf.stats().drops.iter())
+                        .map(|(reason, n)| (reason.to_owned(), n))
+                        .collect(),
                 });
             }
             Command::Coordinate { node, done } => {

@@ -91,6 +91,11 @@ pub struct NodeStats {
     pub encrypted: bool,
     /// `None` when coordinates are disabled.
     pub coordinate_resets: Option<u64>,
+    /// Packets and streams that did not decode, and well-formed messages refused as hostile
+    /// or impossible (memberlist's and Serf's drops, by reason).
+    pub malformed_packets: u64,
+    pub malformed_streams: u64,
+    pub drops: BTreeMap<String, u64>,
 }
 
 /// Why a [`Handle`] call failed.

@@ -1003,6 +1003,21 @@ async fn telemetry_dump(handle: &Handle, handlers: &DispatchStats) {
         "telemetry: clocks member={} event={} query={}",
         stats.member_time, stats.event_time, stats.query_time
     );
+    let drops: Vec<String> = stats
+        .drops
+        .iter()
+        .map(|(reason, n)| format!("{}={n}", reason.replace(' ', "_")))
+        .collect();
+    info!(
+        "telemetry: network malformed_packets={} malformed_streams={} dropped: {}",
+        stats.malformed_packets,
+        stats.malformed_streams,
+        if drops.is_empty() {
+            "none".to_owned()
+        } else {
+            drops.join(" ")
+        }
+    );
 }
 
 /// Serf's `handleSignals` for a graceful leave: 0 once it completes; 1 on timeout or a second

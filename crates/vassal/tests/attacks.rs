@@ -680,6 +680,43 @@ fn far_future_event_does_not_silence_a_restarted_snapshot_agent() {
     }
 }
 
+// The same for membership intents (spec §4.5): a forged leave intent about healthy b at LTime
+// 2^64−2. Believed, it lists b as `leaving` at once and sets b's status time to the top: b's
+// refutation moves its member clock past the top, where it wraps, and b's later graceful leave
+// (at a small LTime) is then ignored as stale, so the others report b `failed` instead of
+// `left` (both seen before the fix). It is not credible, so b stays alive throughout, and when
+// it does leave, a and c both list it as left.
+#[test]
+fn leave_intent_at_the_top_of_the_clock_does_not_turn_a_later_leave_into_a_failure() {
+    let h = Handlers::new();
+    let lo = Loopback::fresh();
+    let mut agents = cluster(&h, &lo, &["a", "b", "c"]);
+    let mallory = FakeNode::start("mallory", &lo);
+    mallory.send(
+        agents[0].addr(),
+        &[msg::leave_intent(TOP_LTIME, "b", false)],
+    );
+    mallory.round_trip(agents[0].addr(), "a", ROUND_TRIP);
+    hold_for(
+        Duration::from_secs(3),
+        "b to stay alive on a, b and c",
+        || victim_alive_everywhere(&mut agents, "b"),
+    );
+
+    let status = agents[1].stop();
+    assert!(status.success(), "b's graceful leave exited with {status}");
+    for i in [0, 2] {
+        let a = &agents[i];
+        wait_until(DELIVER, &format!("{} to list b as left", a.name()), || {
+            let view = statuses(a)?;
+            match view.get("b").map(String::as_str) {
+                Some("left") => Ok(()),
+                _ => Err(format!("{view:?}")),
+            }
+        });
+    }
+}
+
 // ---- 5. decompression bomb ----------------------------------------------------------------
 
 /// Just under the old 40 MiB cap, so an unbounded (or 40 MiB-bounded) decoder inflates it all.

@@ -2,6 +2,10 @@
 //!
 //! - A node's incarnation, as any observer sees it, only rises while the observer remembers it.
 //! - A node an observer saw leave never comes back alive without a newer incarnation.
+//! - A node's own incarnation stays below `u32::MAX` (at the top it could never refute again),
+//!   and its three Lamport clocks (member, event, query) only rise and stay below `u64::MAX`
+//!   (at the top every later event would look old).
+//! - Its own Vivaldi coordinate stays finite.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,13 +24,35 @@ struct Seen {
 #[derive(Debug, Clone)]
 pub struct Invariants {
     seen: Vec<BTreeMap<String, Seen>>,
+    /// Each observer's member, event and query clocks when last checked.
+    clocks: Vec<[u64; 3]>,
 }
+
+/// The names of the clocks in [`Invariants`]' order.
+const CLOCKS: [&str; 3] = ["member", "event", "query"];
 
 /// A broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
-    IncarnationFell { subject: String, was: u32, now: u32 },
-    LeftCameBack { subject: String, incarnation: u32 },
+    IncarnationFell {
+        subject: String,
+        was: u32,
+        now: u32,
+    },
+    LeftCameBack {
+        subject: String,
+        incarnation: u32,
+    },
+    OwnIncarnationAtTop,
+    ClockFell {
+        clock: &'static str,
+        was: u64,
+        now: u64,
+    },
+    ClockAtTop {
+        clock: &'static str,
+    },
+    CoordinateNotFinite,
 }
 
 impl fmt::Display for Violation {
@@ -44,6 +70,17 @@ impl fmt::Display for Violation {
                     "{subject} left and came back alive at the same incarnation {incarnation}"
                 )
             }
+            Violation::OwnIncarnationAtTop => {
+                write!(
+                    f,
+                    "own incarnation reached u32::MAX: no refutation is possible"
+                )
+            }
+            Violation::ClockFell { clock, was, now } => {
+                write!(f, "{clock} clock fell from {was} to {now}")
+            }
+            Violation::ClockAtTop { clock } => write!(f, "{clock} clock reached u64::MAX"),
+            Violation::CoordinateNotFinite => write!(f, "own coordinate is not finite"),
         }
     }
 }
@@ -52,12 +89,14 @@ impl Invariants {
     pub fn new(n: usize) -> Self {
         Invariants {
             seen: vec![BTreeMap::new(); n],
+            clocks: vec![[0; 3]; n],
         }
     }
 
     /// `observer` restarted: it remembers nothing, so neither do we on its behalf.
     pub fn forget_observer(&mut self, observer: usize) {
         self.seen[observer].clear();
+        self.clocks[observer] = [0; 3];
     }
 
     /// Checks what `observer` (running `serf`) now believes against what it believed before.
@@ -67,7 +106,26 @@ impl Invariants {
         serf: &Serf,
         _names: &[&str],
     ) -> Result<(), Violation> {
+        let clocks = [serf.member_clock(), serf.event_clock(), serf.query_clock()];
+        for ((clock, was), now) in CLOCKS.into_iter().zip(self.clocks[observer]).zip(clocks) {
+            if now < was {
+                return Err(Violation::ClockFell { clock, was, now });
+            }
+            if now == u64::MAX {
+                return Err(Violation::ClockAtTop { clock });
+            }
+        }
+        self.clocks[observer] = clocks;
         let ml = serf.memberlist();
+        if ml.incarnation_of(ml.local_name()) == Some(u32::MAX) {
+            return Err(Violation::OwnIncarnationAtTop);
+        }
+        if let Some(c) = serf.coordinate(ml.local_name()) {
+            let mut parts = c.vec.iter().chain([&c.error, &c.adjustment, &c.height]);
+            if !parts.all(|v| v.is_finite()) {
+                return Err(Violation::CoordinateNotFinite);
+            }
+        }
         let seen = &mut self.seen[observer];
         // Forget subjects the observer forgot (reaped dead nodes may return as new).
         seen.retain(|name, _| ml.node(name).is_some());

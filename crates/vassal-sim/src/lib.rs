@@ -5,10 +5,11 @@
 //! choice comes from the seed, so the same seed gives the same trace, byte for byte. Invariants
 //! are checked as the simulation runs; a violation panics with the seed that replays it.
 
+pub mod hostile;
 mod invariants;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -97,6 +98,8 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<(Duration, u64, Delivery)>>,
     /// The wake-up each node has scheduled (stale heap entries are skipped).
     wake_at: Vec<Option<Duration>>,
+    /// When each node last handled its timers.
+    woke_at: Vec<Option<Duration>>,
     seq: u64,
     /// Partition group per node; traffic flows only within a group.
     groups: Vec<u32>,
@@ -109,7 +112,33 @@ pub struct Sim {
     steps: u64,
     /// The node the last step was for: the only one whose state it can have changed.
     last_node: Option<usize>,
+    /// Addresses of nodes the simulator does not run (a test's hostile node): what the cluster
+    /// sends them is captured for the test to read and answer, never dropped.
+    outsiders: BTreeSet<SocketAddr>,
+    captured: Vec<Captured>,
 }
+
+/// Something a simulated node sent to an outsider address ([`Sim::add_outsider`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Captured {
+    /// A UDP packet, as sent (all layers on).
+    Packet {
+        from: usize,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    /// A TCP exchange opened by node `from`: the request bytes. The outsider must answer with
+    /// [`Sim::reply_to_stream`] (an error too), or the exchange never ends.
+    Stream {
+        from: usize,
+        id: u64,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
+}
+
+/// How far a node's clock moves when it asks to be woken again at the instant it just woke.
+const SPIN_STEP: Duration = Duration::from_micros(1);
 
 /// What came back for one query, in arrival order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -135,6 +164,16 @@ impl Sim {
 
     /// A cluster with the given node names (duplicates allowed, for name-conflict scenarios).
     pub fn with_names(seed: u64, names: &[String], config: impl Fn(usize) -> ml::Config) -> Self {
+        Self::with_serf_configs(seed, names, |i| Config::new(config(i)))
+    }
+
+    /// Like [`with_names`](Self::with_names), with each node's whole Serf config (queue depths,
+    /// timeouts); its memberlist name, address, port and seed are set by the simulator.
+    pub fn with_serf_configs(
+        seed: u64,
+        names: &[String],
+        config: impl Fn(usize) -> Config,
+    ) -> Self {
         let n = names.len();
         let epoch = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -142,12 +181,13 @@ impl Sim {
         let mut by_addr = BTreeMap::new();
         for (i, name) in names.iter().enumerate() {
             let addr = node_addr(i);
-            let mut c = config(i);
+            let mut config = config(i);
+            let c = &mut config.memberlist;
             c.name = name.clone();
             c.advertise = addr;
             c.bind_port = addr.port();
             c.seed = rng.gen();
-            let serf = Serf::new(Config::new(c), epoch).expect("simulated config is valid");
+            let serf = Serf::new(config, epoch).expect("simulated config is valid");
             by_addr.insert(addr, i);
             nodes.push(SimNode {
                 name: name.clone(),
@@ -169,6 +209,7 @@ impl Sim {
             by_addr,
             queue: BinaryHeap::new(),
             wake_at: vec![None; n],
+            woke_at: vec![None; n],
             seq: 0,
             groups: vec![0; n],
             trace_hash: Default::default(),
@@ -178,6 +219,8 @@ impl Sim {
             invariants: None,
             steps: 0,
             last_node: None,
+            outsiders: BTreeSet::new(),
+            captured: Vec::new(),
         };
         for i in 0..n {
             sim.after(i);
@@ -402,9 +445,9 @@ impl Sim {
     /// same name and address, a fresh seed, and its snapshot file replayed if it keeps one.
     /// It does not join anyone itself; a snapshot makes it rejoin the members recorded alive.
     pub fn restart(&mut self, i: usize) {
-        let mut ml_config = self.nodes[i].serf.config().memberlist.clone();
-        ml_config.seed = self.rng.gen();
-        let mut config = Config::new(ml_config);
+        let mut config = self.nodes[i].serf.config().clone();
+        config.memberlist.seed = self.rng.gen();
+        config.snapshot = None;
         if let Some(file) = &self.nodes[i].snapshot {
             let recovered = snapshot::replay(file, false);
             config.snapshot = Some(SnapshotConfig::new(recovered, file.len() as u64, false));
@@ -463,6 +506,94 @@ impl Sim {
     pub fn heal(&mut self) {
         self.groups.iter_mut().for_each(|g| *g = 0);
         self.log(0, "heal".into());
+    }
+
+    // ----- outsiders: nodes the simulator does not run -----
+
+    /// Makes `addr` an outsider: packets and streams the cluster sends there are kept for
+    /// [`take_captured`](Self::take_captured) instead of being dropped as unroutable.
+    pub fn add_outsider(&mut self, addr: SocketAddr) {
+        assert!(
+            !self.by_addr.contains_key(&addr),
+            "{addr} belongs to a simulated node"
+        );
+        self.outsiders.insert(addr);
+    }
+
+    /// What the cluster sent to outsiders since the last call, in order.
+    pub fn take_captured(&mut self) -> Vec<Captured> {
+        std::mem::take(&mut self.captured)
+    }
+
+    /// Whether anything sent to an outsider waits in [`take_captured`](Self::take_captured).
+    pub fn has_captured(&self) -> bool {
+        !self.captured.is_empty()
+    }
+
+    /// The simulated node at `addr`, if any.
+    pub fn node_at(&self, addr: SocketAddr) -> Option<usize> {
+        self.by_addr.get(&addr).copied()
+    }
+
+    /// The address of simulated node `i`.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].addr
+    }
+
+    /// A UDP packet from `from` (any address, a simulated node's too: UDP source addresses are
+    /// not authenticated) arrives at node `to` after the usual latency. Never lost.
+    pub fn inject_packet(&mut self, from: SocketAddr, to: usize, bytes: Vec<u8>) {
+        let at = self.now + self.latency();
+        self.push(at, Delivery::Packet { from, to, bytes });
+    }
+
+    /// `from` opens a TCP exchange with node `to` and writes `bytes` (one stream message, as
+    /// `encode_stream` writes it). Handled now; returns the node's reply, `None` if it closed the
+    /// connection without one (or is down, or paused).
+    pub fn inject_stream(&mut self, from: SocketAddr, to: usize, bytes: &[u8]) -> Option<Vec<u8>> {
+        let paused = self.nodes[to].paused_until.is_some_and(|u| u > self.now);
+        if !self.nodes[to].up || paused {
+            return None;
+        }
+        self.steps += 1;
+        self.last_node = Some(to);
+        let now = self.instant();
+        let serf = &mut self.nodes[to].serf;
+        let msg = match serf.decode_stream(bytes) {
+            Ok(Some((m, _))) => Ok(m),
+            Ok(None) => Err(ml::wire::DecodeError::Truncated),
+            Err(e) => Err(e),
+        };
+        let reply = serf.handle_stream(from, msg, now);
+        self.after(to);
+        self.check_after_step(to);
+        reply
+    }
+
+    /// Answers a captured [`Captured::Stream`]: the reply (or the error, "connection refused"
+    /// say) reaches node `origin` after the usual latency.
+    pub fn reply_to_stream(&mut self, origin: usize, id: u64, reply: Result<Vec<u8>, String>) {
+        let at = self.now + self.latency();
+        self.push(at, Delivery::StreamReply { origin, id, reply });
+    }
+
+    /// Runs until virtual time `t`, or until a step sends something to an outsider: returns
+    /// `true` then, with the time stopped at that step.
+    pub fn run_until_captured(&mut self, t: Duration) -> bool {
+        while !self.has_captured() {
+            match self.queue.peek() {
+                Some(Reverse((at, _, _))) if *at <= t => {}
+                _ => break,
+            }
+            let Reverse((at, _, d)) = self.queue.pop().expect("peeked");
+            self.now = self.now.max(at);
+            self.deliver(d);
+        }
+        if self.has_captured() {
+            return true;
+        }
+        self.now = self.now.max(t);
+        false
     }
 
     // ----- running -----
@@ -621,6 +752,7 @@ impl Sim {
                     return;
                 }
                 self.wake_at[node] = None;
+                self.woke_at[node] = Some(self.now);
                 self.nodes[node].serf.handle_timeout(now);
                 self.after(node);
             }
@@ -684,6 +816,10 @@ impl Sim {
                 self.after(origin);
             }
         }
+        self.check_after_step(node);
+    }
+
+    fn check_after_step(&mut self, node: usize) {
         if let Some(inv) = self.invariants.as_mut() {
             let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
             if let Err(v) = inv.check(node, &self.nodes[node].serf, &names) {
@@ -710,6 +846,9 @@ impl Sim {
             match t {
                 Transmit::Packet { to, bytes } => {
                     let Some(&j) = self.by_addr.get(&to) else {
+                        if self.outsiders.contains(&to) {
+                            self.captured.push(Captured::Packet { from: i, to, bytes });
+                        }
                         continue;
                     };
                     if !self.reachable(i, j) || self.rng.gen_bool(self.network.loss.clamp(0.0, 1.0))
@@ -726,6 +865,15 @@ impl Sim {
                     bytes,
                     deadline,
                 } => {
+                    if self.outsiders.contains(&to) {
+                        self.captured.push(Captured::Stream {
+                            from: i,
+                            id: id.0,
+                            to,
+                            bytes,
+                        });
+                        continue;
+                    }
                     let at = self.now + self.latency();
                     match self
                         .by_addr
@@ -792,7 +940,13 @@ impl Sim {
             return self.after(i);
         }
         if let Some(t) = self.nodes[i].serf.poll_timeout() {
-            let at = t.saturating_duration_since(self.epoch).max(self.now);
+            let mut at = t.saturating_duration_since(self.epoch).max(self.now);
+            if at == self.now && self.woke_at[i] == Some(self.now) {
+                // It has just handled its timers at this instant and asks for it again (a
+                // deadline kept while `now <= deadline`): a real driver's clock would have moved
+                // on, where the simulation would spin at this instant forever.
+                at = self.now + SPIN_STEP;
+            }
             if self.wake_at[i].is_none_or(|w| at < w || w < self.now) {
                 self.wake_at[i] = Some(at);
                 self.push(at, Delivery::Wake { node: i });

@@ -1,7 +1,7 @@
 //! Scale benchmarks over the simulator, printing figures (not timed tests).
 //!
 //! ```text
-//! cargo run --release -p vassal-sim --bin sim-bench -- [broadcast N [joined|converged] | detect N | false-positives | events N | all]
+//! cargo run --release -p vassal-sim --bin sim-bench -- [broadcast N [joined|converged] | detect N | false-positives | events N | adversary [N [SECS [FLOOD]]] | all]
 //! ```
 //! `broadcast` starts from real joins up to 2,000 nodes and from pre-filled tables above
 //! ([`Sim::new_converged`]); the optional third word picks either.
@@ -37,6 +37,11 @@ fn main() {
         "detect" => detect(seed, n(100)),
         "false-positives" => false_positives(seed),
         "events" => events(seed, n(100)),
+        "adversary" => {
+            let secs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(600);
+            let flood = args.get(3).and_then(|s| s.parse().ok());
+            adversary(seed, n(100), secs, flood)
+        }
         "all" => {
             broadcast(seed, 1000, Start::Joined);
             broadcast(seed, 10_000, Start::Converged);
@@ -45,10 +50,11 @@ fn main() {
             false_positives(seed);
             events(seed, 100);
             events(seed, 1000);
+            adversary(seed, 100, 600, None);
         }
         other => {
             eprintln!(
-                "unknown benchmark {other}; use broadcast N [joined|converged] | detect N | false-positives | events N | all"
+                "unknown benchmark {other}; use broadcast N [joined|converged] | detect N | false-positives | events N | adversary [N [SECS [FLOOD]]] | all"
             );
             std::process::exit(2);
         }
@@ -374,4 +380,50 @@ fn count_failed(sim: &Sim, t0: Duration) -> (usize, usize) {
         }
     }
     (verdicts, subjects.len())
+}
+
+/// One malicious node among `n` honest ones for `secs` simulated seconds (issue 11): figures
+/// for `bench/RESULTS.md`; `tests/adversary.rs` asserts the same run.
+fn adversary(seed: u64, n: usize, secs: u64, flood: Option<u32>) {
+    use vassal_sim::hostile::scenario::{self, Scenario};
+    let base = Scenario::issue_11(seed);
+    let s = Scenario {
+        honest: n,
+        attack: Duration::from_secs(secs),
+        flood: flood.unwrap_or(base.flood),
+        credible_deads: std::env::var("CREDIBLE_DEADS").map_or(true, |v| v != "0"),
+        ..base
+    };
+    let cpu0 = cpu_time();
+    let r = scenario::run(s);
+    let cpu = cpu_time() - cpu0;
+    println!(
+        "adversary: 1 malicious node among {n} honest, {secs} simulated s (SIM_SEED={seed}); every {:?} it forges a suspect, dead or alive and a flood of {} queries, every other tick a far-future LTime",
+        s.tick, s.flood
+    );
+    println!(
+        "  forged: {} packets and streams ({} suspects, {} deads, {} alives, {} far-future LTimes, {} flood queries, {} conflict votes)",
+        r.forged, r.suspects, r.deads, r.alives, r.far_future, r.queries, r.votes
+    );
+    println!(
+        "  false member-failed verdicts about honest nodes: {}; false member-leave: {}; honest nodes stopped: {}; honest pairs not alive at the end: {}",
+        r.false_failed,
+        r.false_left,
+        r.stopped.len(),
+        r.not_alive_at_end.len()
+    );
+    println!(
+        "  honest user events: {} sent, delivered {} of {} (node, event) pairs, {} duplicate deliveries",
+        r.honest_events, r.events_delivered, r.events_expected, r.events_duplicated
+    );
+    println!(
+        "  highest honest clocks at the end: member {}, event {}",
+        r.max_member_clock, r.max_event_clock
+    );
+    println!(
+        "  wall {:.1} s, CPU {:.1} s for {:.0} simulated s",
+        r.wall.as_secs_f64(),
+        cpu.as_secs_f64(),
+        r.simulated.as_secs_f64()
+    );
 }

@@ -1,6 +1,8 @@
 //! Safety invariants checked after every simulated step, on the node that just acted.
 //!
-//! - A node's incarnation, as any observer sees it, only rises while the observer remembers it.
+//! - A node's incarnation, as any observer sees it, only rises while the observer remembers it,
+//!   except when a node that left comes back at another address (a new process: memberlist
+//!   takes it at any incarnation, as Go's does).
 //! - A node an observer saw leave never comes back alive without a newer incarnation.
 //! - A node's own incarnation stays below `u32::MAX` (at the top it could never refute again),
 //!   and its three Lamport clocks (member, event, query) only rise and stay below `u64::MAX`
@@ -9,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 
 use vassal_memberlist::NodeStateKind;
 use vassal_serf::Serf;
@@ -18,6 +21,7 @@ use vassal_serf::Serf;
 struct Seen {
     incarnation: u32,
     state: NodeStateKind,
+    addr: SocketAddr,
 }
 
 /// Per-observer memory of what it saw.
@@ -134,7 +138,10 @@ impl Invariants {
                 .incarnation_of(&node.name)
                 .expect("listed members are known");
             if let Some(before) = seen.get(&node.name) {
-                if incarnation < before.incarnation {
+                // memberlist moves a node to another address only once it has left (maybe
+                // within this very step): a new process, which starts its incarnations anew.
+                let rejoined_elsewhere = before.addr != node.socket_addr();
+                if incarnation < before.incarnation && !rejoined_elsewhere {
                     return Err(Violation::IncarnationFell {
                         subject: node.name.clone(),
                         was: before.incarnation,
@@ -144,6 +151,7 @@ impl Invariants {
                 if before.state == NodeStateKind::Left
                     && node.state == NodeStateKind::Alive
                     && incarnation <= before.incarnation
+                    && !rejoined_elsewhere
                 {
                     return Err(Violation::LeftCameBack {
                         subject: node.name.clone(),
@@ -156,6 +164,7 @@ impl Invariants {
                 Seen {
                     incarnation,
                     state: node.state,
+                    addr: node.socket_addr(),
                 },
             );
         }

@@ -180,3 +180,29 @@ fn floods_are_pruned_to_the_queue_cap() {
         wait(5000),
     ]);
 }
+
+// memberlist lets a node that left come back at another address with any incarnation (a new
+// process, as Go's does). A forged leave (a dead from the node itself, at its incarnation)
+// followed by an alive at the adversary's address moves the honest node there on every peer;
+// the node then sees its name claimed elsewhere, asks, and loses the vote 0 of 2: two packets
+// per peer stop a healthy node. Go memberlist/Serf take the same path.
+#[test]
+#[ignore = "a forged leave plus an alive elsewhere makes a healthy node lose its name-conflict vote (issue 11)"]
+fn forged_leave_then_alive_elsewhere_does_not_hijack_a_node() {
+    attack(vec![
+        Step::Dead {
+            to: Target::All,
+            node: Name::Honest(1),
+            incarnation: Incarnation::Known(0),
+            from: Name::Honest(1),
+        },
+        Step::Alive {
+            to: Target::All,
+            node: Name::Honest(1),
+            incarnation: Incarnation::Exact(0),
+            at: AddrSel::Own,
+            tag: None,
+        },
+        wait(10_000),
+    ]);
+}

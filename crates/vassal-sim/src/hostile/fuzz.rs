@@ -12,7 +12,7 @@
 //! queues have had [`PRUNE_SETTLE`] without hostile input to be pruned, every Serf broadcast
 //! queue is within `max_queue_depth`. At the end the adversary falls silent; within [`QUIET`]
 //! plus [`HEAL`] of ordinary gossip every honest node must see every honest node alive
-//! (memberlist and Serf) and the honest nodes' clocks must be within the event window of each
+//! (memberlist and Serf) at its own address, and the honest nodes' clocks must be within the event window of each
 //! other, and then a user event from each honest node must reach every honest node.
 //!
 //! Deterministic: the same bytes give the same run (no clock, no OS randomness).
@@ -834,7 +834,7 @@ impl Harness {
     }
 
     /// What is still broken after the attack: an honest node not alive in another's view
-    /// (memberlist or Serf), or honest nodes whose clocks disagree.
+    /// (memberlist or Serf) or listed at another address, or honest clocks too far apart.
     fn unhealed(&self) -> Option<String> {
         for i in 0..HONEST {
             for j in 0..HONEST {
@@ -844,6 +844,18 @@ impl Harness {
                 if view != Some(NodeStateKind::Alive) || status != Some(MemberStatus::Alive) {
                     return Some(format!(
                         "n{i} sees honest {name} as {view:?} (memberlist), {status:?} (Serf)"
+                    ));
+                }
+                let at = self
+                    .sim
+                    .serf(i)
+                    .memberlist()
+                    .node(name)
+                    .map(|n| n.socket_addr());
+                if at != Some(self.sim.addr(j)) {
+                    return Some(format!(
+                        "n{i} has honest {name} at {at:?}, not at its address {}",
+                        self.sim.addr(j)
                     ));
                 }
             }

@@ -25,6 +25,16 @@ pub const MAX_PACKET_DECOMPRESSED: usize = 64 * 1024;
 /// Longest node name we accept, in bytes (a DNS name is at most 253).
 pub const MAX_NODE_NAME_LEN: usize = 512;
 
+/// How long a node must have been left before an `alive` may put it at another address.
+///
+/// memberlist lets a node that left come back anywhere (a new process, maybe on a new address),
+/// so a forged leave (a `dead` from the node itself) followed by a forged `alive` at the
+/// forger's address once moved a healthy node there on every peer; the node then lost the
+/// name-conflict vote and shut down. A live node hears the forged leave and refutes it within a
+/// few gossip rounds, far less than this; a node that really restarted on a new address is
+/// seen there this much later (by its next refutation or push/pull). Go has no such wait.
+pub const LEFT_NODE_RECLAIM_TIME: Duration = Duration::from_secs(15);
+
 /// Most nodes we hold, alive or not. Go has no bound, so a single forged push/pull could make
 /// it keep a million names; Serf clusters run to about ten thousand.
 pub const MAX_NODES: usize = 1 << 16;

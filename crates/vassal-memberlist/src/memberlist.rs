@@ -819,6 +819,18 @@ impl Memberlist {
                 // any other the delegate decides (Serf votes if the name is ours).
                 if existing.node.addr != a.addr || existing.node.port != a.port {
                     if existing.node.state == NodeStateKind::Left {
+                        // Not at once: a forged leave followed by a forged alive elsewhere
+                        // would move a live node to the forger's address, and the node would
+                        // then lose its own name-conflict vote. A live node refutes the leave
+                        // well within this time; a restarted one waits a little.
+                        let left_for = now.saturating_duration_since(existing.state_change);
+                        if left_for < limits::LEFT_NODE_RECLAIM_TIME {
+                            return self.refuse(
+                                "address change of a node that just left",
+                                &a.node,
+                                a.incarnation,
+                            );
+                        }
                         debug!(node = %a.node, "updating address of a left node");
                         updates_node = true;
                     } else {

@@ -30,8 +30,9 @@ pub const MAX_NODE_NAME_LEN: usize = 512;
 /// memberlist lets a node that left come back anywhere (a new process, maybe on a new address),
 /// so a forged leave (a `dead` from the node itself) followed by a forged `alive` at the
 /// forger's address once moved a healthy node there on every peer; the node then lost the
-/// name-conflict vote and shut down. A live node hears the forged leave and refutes it within a
-/// few gossip rounds, far less than this; a node that really restarted on a new address is
+/// name-conflict vote and shut down. Peers keep gossiping to a node that just left (as to one
+/// that just died), so a live node hears the forged leave and refutes it within a few gossip
+/// rounds, far less than this; a node that really restarted on a new address is
 /// seen there this much later (by its next refutation or push/pull). Go has no such wait.
 pub const LEFT_NODE_RECLAIM_TIME: Duration = Duration::from_secs(15);
 

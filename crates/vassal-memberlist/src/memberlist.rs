@@ -1256,10 +1256,14 @@ impl Memberlist {
 
     fn gossip(&mut self, now: Instant, d: &mut impl Delegate) {
         let dead_time = self.config.gossip_to_the_dead_time;
+        // Dead nodes, and (unlike Go) left ones, still hear gossip for a while: a node that a
+        // forged leave or verdict took out hears of it within a round and refutes it, inside
+        // LEFT_NODE_RECLAIM_TIME.
         let targets = self.k_random_nodes(self.config.gossip_nodes, |n| match n.node.state {
             NodeStateKind::Alive | NodeStateKind::Suspect => false,
-            NodeStateKind::Dead => now.saturating_duration_since(n.state_change) > dead_time,
-            NodeStateKind::Left => true,
+            NodeStateKind::Dead | NodeStateKind::Left => {
+                now.saturating_duration_since(n.state_change) > dead_time
+            }
         });
         let avail = self
             .config

@@ -547,6 +547,60 @@ fn dead_at_max_incarnation_does_not_evict_a_healthy_node() {
     accusation_does_not_evict(msg::dead("b", MAX_INCARNATION, "c"));
 }
 
+// Found by the simulator's hostile node (crates/vassal-sim/tests/hostile.rs): a forged leave
+// (a `dead` about b from b itself, at b's incarnation) then an `alive` for b at the forger's
+// address. memberlist lets a left node come back anywhere, so every peer once moved b to the
+// forger; b then saw its name claimed elsewhere, asked, and lost its own vote 0 of 2. Vassal
+// moves a left node only after LEFT_NODE_RECLAIM_TIME, and b refutes the leave long before.
+#[test]
+fn forged_leave_then_alive_elsewhere_does_not_hijack_a_node() {
+    let h = Handlers::new();
+    let lo = Loopback::fresh();
+    let mut agents = cluster(&h, &lo, &["a", "b", "c"]);
+    let mallory = FakeNode::start("mallory", &lo);
+    let b_addr = agents[1].addr();
+    // b has refuted nothing yet, so its incarnation is small: one of these is its own.
+    let leaves: Vec<Vec<u8>> = (1..=3).map(|inc| msg::dead("b", inc, "b")).collect();
+    let hijack = msg::alive("b", mallory.addr(), 1, &[0xff, 0x80]);
+    for peer in [agents[0].addr(), agents[2].addr()] {
+        mallory.send_each(peer, &leaves);
+        mallory.send(peer, std::slice::from_ref(&hijack));
+        mallory.round_trip(
+            peer,
+            if peer == agents[0].addr() { "a" } else { "c" },
+            ROUND_TRIP,
+        );
+    }
+    // A leave at b's real incarnation cannot be told from b's own without -encrypt: b may show
+    // failed until its refutation spreads. It must come back, at its own address, and stay.
+    let at_home = |agents: &mut [VassalAgent]| -> Result<(), String> {
+        victim_alive_everywhere(agents, "b")?;
+        for a in agents.iter() {
+            let view = a.vassal_cli(&["members", "-format", "json"]).stdout;
+            if view.contains(&mallory.addr().to_string()) {
+                return Err(format!(
+                    "{} lists b at the forger's address: {view}",
+                    a.name()
+                ));
+            }
+            if !view.contains(&b_addr.to_string()) {
+                return Err(format!("{} does not list b at {b_addr}: {view}", a.name()));
+            }
+        }
+        Ok(())
+    };
+    wait_until(CONVERGE, "b to refute the forged leave everywhere", || {
+        at_home(&mut agents)
+    });
+    hold_for(
+        VERDICT,
+        "b to stay alive at its own address everywhere",
+        || at_home(&mut agents),
+    );
+    event(&agents[1], "after", "v1");
+    wait_event_everywhere(&h, &mut agents, "after v1");
+}
+
 // ---- 4. silenced events -------------------------------------------------------------------
 
 /// Sends `marker` then `evil` in one compound from a non-member and waits until the marker

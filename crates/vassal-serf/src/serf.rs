@@ -1541,6 +1541,16 @@ impl Core {
             .collect();
         for node in due {
             self.prunes.remove(&node);
+            // A member that refuted the leave (a join intent put it back to alive) stays: a
+            // forged leave intent with prune must not erase a live node (issue 11).
+            let refuted = self
+                .members
+                .get(&node)
+                .is_some_and(|m| m.member.status == MemberStatus::Alive);
+            if refuted {
+                debug!(%node, "not pruning a member that is alive again");
+                continue;
+            }
             self.erase(&node);
         }
     }

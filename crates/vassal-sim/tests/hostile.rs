@@ -239,9 +239,9 @@ fn leave_intent_that_misses_its_subject_is_repaired() {
 // A forged leave intent with prune about a live node, told to everyone: the node refutes with a
 // join intent, but its peers erase it from Serf's member list once the prune delay has passed,
 // and nothing adds it back while memberlist keeps it alive (found by the serf_cluster fuzz
-// target; `force-leave -prune` is as unauthenticated in Go Serf).
+// target; `force-leave -prune` is as unauthenticated in Go Serf). Vassal cancels a pending prune
+// of a member that is alive again.
 #[test]
-#[ignore = "a forged leave intent with prune erases a live node from its peers' Serf member lists for good (issue 11)"]
 fn leave_intent_with_prune_does_not_erase_a_live_node() {
     attack(vec![Step::LeaveIntent {
         to: Target::All,

@@ -81,6 +81,11 @@ pub const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Most queries from peers we keep answerable at once; past it the oldest are forgotten (their
 /// answers refused as past the deadline).
 pub const MAX_PENDING_QUERIES: usize = 1024;
+/// Longest a member stays `leaving` on a leave intent while memberlist still sees it alive. An
+/// honest graceful leave reaches memberlist within the broadcast timeout (5 s) plus the
+/// propagation delay; a forged intent that never reached its subject (so was never refuted)
+/// would otherwise leave it `leaving` here for good, drained by every balancer (issue 11).
+pub const LEAVING_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Config {
     /// Serf defaults over a memberlist config; the protocol is the agent's default (5).
@@ -169,6 +174,8 @@ struct MemberState {
     member: Member,
     status_ltime: u64,
     leave_time: Option<Instant>,
+    /// When a leave intent made this member `leaving`; see [`LEAVING_TIMEOUT`].
+    leaving_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1122,6 +1129,7 @@ impl Serf {
     /// Forgets failed members after the reconnect timeout and left ones after the tombstone
     /// timeout, raising `member-reap` (spec §4.12).
     fn reap(&mut self, now: Instant) {
+        self.core.expire_leaving(now, &self.ml);
         let (reconnect, tombstone) = (self.config.reconnect_timeout, self.config.tombstone_timeout);
         let expired: Vec<String> = self
             .core
@@ -1394,6 +1402,31 @@ impl Core {
         }
     }
 
+    /// Members `leaving` for over [`LEAVING_TIMEOUT`] that memberlist still sees alive are alive
+    /// again: the leave never happened (or was forged and never refuted).
+    fn expire_leaving(&mut self, now: Instant, ml: &Memberlist) {
+        let stale: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| {
+                m.member.status == MemberStatus::Leaving
+                    && m.leaving_since
+                        .is_some_and(|t| now.saturating_duration_since(t) > LEAVING_TIMEOUT)
+                    && ml
+                        .node(&m.member.name)
+                        .is_some_and(|n| n.state == ml::NodeStateKind::Alive)
+            })
+            .map(|m| m.member.name.clone())
+            .collect();
+        for name in stale {
+            if let Some(m) = self.members.get_mut(&name) {
+                warn!(node = %name, "member has been leaving for over {LEAVING_TIMEOUT:?} but is still alive; listing it alive again");
+                m.member.status = MemberStatus::Alive;
+                m.leaving_since = None;
+            }
+        }
+    }
+
     /// Drops a message whose Lamport time is too far ahead of ours to be honest (see
     /// [`crate::clock::MAX_LTIME_JUMP`]). Returns false: nothing to re-gossip.
     fn incredible_ltime(&mut self, what: &'static str, ltime: u64, ours: u64) -> bool {
@@ -1492,6 +1525,7 @@ impl Core {
         match member.member.status {
             MemberStatus::Alive => {
                 member.member.status = MemberStatus::Leaving;
+                member.leaving_since = Some(now);
                 if msg.prune {
                     self.prune(&msg.node, now);
                 }
@@ -2073,11 +2107,13 @@ impl Delegate for Core {
                     member: fresh,
                     status_ltime: 0,
                     leave_time: None,
+                    leaving_since: None,
                 };
                 if let Some(i) = intent {
                     state.status_ltime = i.ltime;
                     if i.kind == IntentKind::Leave {
                         state.member.status = MemberStatus::Leaving;
+                        state.leaving_since = Some(now);
                     }
                 }
                 self.members.insert(n.name.clone(), state);

@@ -524,16 +524,20 @@ fn a_browser_shows_the_backends_on_the_stats_page_and_the_load_on_a_web_page() {
         "each backend should show its last health check:\n{dom}"
     );
 
+    // Each web node renders the answers to its own load query, and the browser's request goes
+    // to whichever node is next in the rotation: wait until three requests in a row (one per
+    // node, round robin) all show four rows.
     wait_until(
         Duration::from_secs(20),
-        "web pages with the load of all four nodes",
+        "web pages with the load of all four nodes, from every web node",
         || {
-            let r = http_get(lb.proxy, "/", HTTP_TIMEOUT)?;
-            if r.body.matches("load average: ").count() == 4 {
-                Ok(())
-            } else {
-                Err(r.body)
+            for _ in 0..3 {
+                let r = http_get(lb.proxy, "/", HTTP_TIMEOUT)?;
+                if r.body.matches("load average: ").count() != 4 {
+                    return Err(r.body);
+                }
             }
+            Ok(())
         },
     );
     let dom = chromium(&format!("http://{}/", lb.proxy), "web");

@@ -124,19 +124,26 @@ pub struct SerfStats {
     pub drops: Drops,
 }
 
-/// What Serf tells the layer above.
+/// What happened in the cluster, as Go Serf's `EventCh` carries it: member changes, user
+/// events and queries to answer. What this node was asked to do reports back as an [`Outcome`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// Members joined, left, failed, were updated or reaped.
     Member(MemberEvent),
     /// A user event, seen for the first time.
     User(UserEvent),
     /// A query to answer with [`Serf::respond`] before its deadline (never `_serf_` ones).
     Query(Query),
+}
+
+/// Progress and completion of commands given to this node ([`Serf::query`], [`Serf::join`],
+/// [`Serf::leave`], [`Serf::force_leave`]), and the two notices meant for the node itself (its
+/// keyring changed; it must stop). Polled with [`Serf::poll_outcome`]; the shell routes each to
+/// whoever gave the command, as Go returns a `QueryResponse` from `Serf.Query`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
     /// A node acknowledged one of our queries (identified by its Lamport time).
-    QueryAck {
-        ltime: u64,
-        from: String,
-    },
+    QueryAck { ltime: u64, from: String },
     /// A node answered one of our queries.
     QueryResponse {
         ltime: u64,
@@ -144,14 +151,7 @@ pub enum Event {
         payload: Vec<u8>,
     },
     /// One of our queries timed out; nothing more will arrive for it.
-    QueryDone {
-        ltime: u64,
-    },
-    /// We lost a name-conflict vote (spec §4.10): the agent should stop.
-    Shutdown(String),
-    /// A key query changed our keyring; these are now the keys, primary first (the agent
-    /// rewrites its keyring file).
-    KeyringChanged(Vec<Vec<u8>>),
+    QueryDone { ltime: u64 },
     /// A [`Serf::join`] finished.
     JoinFinished {
         id: JoinId,
@@ -165,8 +165,11 @@ pub enum Event {
         token: u64,
         result: Result<(), ForceLeaveError>,
     },
-    /// Something worth a warning in the log (unreadable input, failed sync, …).
-    Warning(String),
+    /// A key query changed our keyring; these are now the keys, primary first (the agent
+    /// rewrites its keyring file).
+    KeyringChanged(Vec<Vec<u8>>),
+    /// We lost a name-conflict vote (spec §4.10): the agent should stop.
+    Shutdown(String),
 }
 
 #[derive(Debug, Clone)]
@@ -396,6 +399,7 @@ struct Core {
     /// Joins in flight that asked to ignore old events.
     ignoring_joins: BTreeSet<JoinId>,
     events: VecDeque<Event>,
+    outcomes: VecDeque<Outcome>,
     /// Notification tokens of intent broadcasts that have gone out (or were dropped).
     notified: BTreeSet<u64>,
     /// Force-leave broadcasts we wait for: token → give-up time.
@@ -474,6 +478,7 @@ impl Serf {
             stats: SerfStats::default(),
             ignoring_joins: BTreeSet::new(),
             events: VecDeque::new(),
+            outcomes: VecDeque::new(),
             notified: BTreeSet::new(),
             force_leaves: BTreeMap::new(),
             next_notify: LEAVE_NOTIFY + 1,
@@ -501,7 +506,7 @@ impl Serf {
             core.query_min_time = r.query_clock.saturating_add(1);
             let (nodes, warnings) = r.previous_nodes(&core.name);
             for w in warnings {
-                core.events.push_back(Event::Warning(w));
+                warn!("{w}");
             }
             previous = nodes;
         }
@@ -678,7 +683,7 @@ impl Serf {
 
     // ----- commands -----
 
-    /// Joins through the given addresses; the result comes as [`Event::JoinFinished`], after
+    /// Joins through the given addresses; the result comes as [`Outcome::JoinFinished`], after
     /// which a join intent is broadcast if any exchange succeeded. With `ignore_old`, user events
     /// the cluster saw before the join are not replayed (Serf's default; `-replay` turns it off).
     pub fn join(&mut self, addrs: &[SocketAddr], ignore_old: bool, now: Instant) -> JoinId {
@@ -706,7 +711,7 @@ impl Serf {
     }
 
     /// Sends a query (spec §4.7); we process it ourselves too. Acks, answers and the end come as
-    /// [`Event::QueryAck`], [`Event::QueryResponse`] and [`Event::QueryDone`] carrying the
+    /// [`Outcome::QueryAck`], [`Outcome::QueryResponse`] and [`Outcome::QueryDone`] carrying the
     /// returned Lamport time.
     pub fn query(
         &mut self,
@@ -828,7 +833,7 @@ impl Serf {
     /// once if it has failed or left, after the leave settles if it is still leaving.
     ///
     /// `None` when nobody else is alive to tell (done); otherwise a token that
-    /// [`Event::ForceLeaveFinished`] carries once the broadcast has gone out or the broadcast
+    /// [`Outcome::ForceLeaveFinished`] carries once the broadcast has gone out or the broadcast
     /// timeout passed.
     pub fn force_leave(&mut self, node: &str, prune: bool, now: Instant) -> Option<u64> {
         let msg = Leave {
@@ -860,9 +865,9 @@ impl Serf {
 
     /// Starts a key operation from this node (Serf's key manager, spec §4.9): sends the
     /// internal query with the default parameters. Returns its Lamport time, whose
-    /// [`Event::QueryResponse`]s are the answers to count with a
+    /// [`Outcome::QueryResponse`]s are the answers to count with a
     /// [`KeyReport`](crate::keys::KeyReport) of the returned size, until all have answered or
-    /// [`Event::QueryDone`].
+    /// [`Outcome::QueryDone`].
     pub fn key_query(
         &mut self,
         command: crate::keys::KeyCommand,
@@ -880,7 +885,7 @@ impl Serf {
     }
 
     /// Starts a graceful leave (spec §4.5): leave intent, then memberlist's leave, then a short
-    /// linger. [`Event::LeaveComplete`] says when it is done.
+    /// linger. [`Outcome::LeaveComplete`] says when it is done.
     pub fn leave(&mut self, now: Instant) {
         if self.core.phase != LeavePhase::Running {
             return;
@@ -995,6 +1000,11 @@ impl Serf {
         self.core.events.pop_front()
     }
 
+    /// The next progress or completion of a command, or notice for this node (see [`Outcome`]).
+    pub fn poll_outcome(&mut self) -> Option<Outcome> {
+        self.core.outcomes.pop_front()
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         let leave = match self.core.phase {
             LeavePhase::Intent { until }
@@ -1059,8 +1069,8 @@ impl Serf {
                         self.broadcast_join(now);
                     }
                     self.core
-                        .events
-                        .push_back(Event::JoinFinished { id, joined, errors });
+                        .outcomes
+                        .push_back(Outcome::JoinFinished { id, joined, errors });
                 }
                 ml::Event::InboundError {
                     from,
@@ -1071,14 +1081,10 @@ impl Serf {
                         ml::Transport::Packet => "packet",
                         ml::Transport::Stream => "stream",
                     };
-                    self.core.events.push_back(Event::Warning(format!(
-                        "failed to read {kind} from {from}: {error}"
-                    )));
+                    warn!("{}", format!("failed to read {kind} from {from}: {error}"));
                 }
                 ml::Event::PushPullFailed { peer, error } => {
-                    self.core.events.push_back(Event::Warning(format!(
-                        "push/pull with {peer} failed: {error}"
-                    )));
+                    warn!("{}", format!("push/pull with {peer} failed: {error}"));
                 }
                 ml::Event::Suspected {
                     node,
@@ -1116,8 +1122,8 @@ impl Serf {
             self.core.force_leaves.remove(&token);
             self.core.notified.remove(&token);
             self.core
-                .events
-                .push_back(Event::ForceLeaveFinished { token, result });
+                .outcomes
+                .push_back(Outcome::ForceLeaveFinished { token, result });
         }
         // Tokens nobody waits for any more (a late broadcast after a timeout).
         let waiting = &self.core.force_leaves;
@@ -1202,9 +1208,7 @@ impl Serf {
     /// the snapshot's clocks) to the first of `nodes`; the rest are tried if it fails.
     fn rejoin_next(&mut self, mut nodes: Vec<(String, SocketAddr)>, now: Instant) {
         if nodes.is_empty() {
-            self.core.events.push_back(Event::Warning(
-                "Failed to re-join any previously known node".into(),
-            ));
+            warn!("Failed to re-join any previously known node");
             return;
         }
         let node = nodes.remove(0);
@@ -1282,7 +1286,7 @@ impl Serf {
                         if op != KeyOp::List {
                             info!(op = name, "keyring changed by query");
                             let keys = ring.keys().to_vec();
-                            self.core.events.push_back(Event::KeyringChanged(keys));
+                            self.core.outcomes.push_back(Outcome::KeyringChanged(keys));
                         }
                     }
                     Err(e) => resp.message = e.to_string(),
@@ -1347,7 +1351,7 @@ impl Serf {
                     }
                 }
                 LeavePhase::Propagate { until } if now >= until => {
-                    self.core.events.push_back(Event::LeaveComplete);
+                    self.core.outcomes.push_back(Outcome::LeaveComplete);
                     LeavePhase::Left
                 }
                 _ => return,
@@ -1858,13 +1862,13 @@ impl Core {
         }
         if r.flags & messages::QUERY_FLAG_ACK != 0 {
             if q.acks.insert(r.from.clone()) {
-                self.events.push_back(Event::QueryAck {
+                self.outcomes.push_back(Outcome::QueryAck {
                     ltime: r.ltime,
                     from: r.from.clone(),
                 });
             }
         } else if q.responses.insert(r.from.clone()) {
-            self.events.push_back(Event::QueryResponse {
+            self.outcomes.push_back(Outcome::QueryResponse {
                 ltime: r.ltime,
                 from: r.from.clone(),
                 payload: r.payload.clone(),
@@ -1906,7 +1910,7 @@ impl Core {
                         responses = vote.responses,
                         "minority in name conflict resolution, quitting"
                     );
-                    self.events.push_back(Event::Shutdown(format!(
+                    self.outcomes.push_back(Outcome::Shutdown(format!(
                         "node name '{}' is claimed by another node and a majority of the cluster knows that one \
                          ({} of {} answers name our address); pick a unique -node name",
                         self.name, vote.matching, vote.responses
@@ -1914,7 +1918,7 @@ impl Core {
                 }
                 continue;
             }
-            self.events.push_back(Event::QueryDone { ltime });
+            self.outcomes.push_back(Outcome::QueryDone { ltime });
         }
         self.inbound_queries.retain(|_, q| now <= q.deadline);
     }
@@ -2216,11 +2220,14 @@ impl Delegate for Core {
             warn!(other = %other.socket_addr(), "node name conflicts with another node; names must be unique");
             self.conflict_seen = true;
         }
-        self.events.push_back(Event::Warning(format!(
-            "name conflict for '{}': known at {}, claimed by {}",
-            existing.name,
-            existing.socket_addr(),
-            other.socket_addr()
-        )));
+        warn!(
+            "{}",
+            format!(
+                "name conflict for '{}': known at {}, claimed by {}",
+                existing.name,
+                existing.socket_addr(),
+                other.socket_addr()
+            )
+        );
     }
 }

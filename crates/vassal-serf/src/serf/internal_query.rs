@@ -10,6 +10,7 @@ use tracing::{debug, info, warn};
 
 use super::query::{QueryError, QueryParams, QueryResponseFlags, RespondError};
 use super::{Core, Event, Serf};
+use crate::keys::KeyCommand;
 use crate::member::MemberStatus;
 use crate::messages::{self, QueryMsg, QueryResponseMsg};
 
@@ -34,33 +35,12 @@ pub(super) struct ConflictVote {
     voters: BTreeSet<String>,
 }
 
-/// The keyring operations other nodes can ask of us by query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyOp {
-    Install,
-    Use,
-    Remove,
-    List,
-}
-
-impl KeyOp {
-    fn from_query(name: &str) -> Option<Self> {
-        Some(match name {
-            "_serf_install-key" => KeyOp::Install,
-            "_serf_use-key" => KeyOp::Use,
-            "_serf_remove-key" => KeyOp::Remove,
-            "_serf_list-keys" => KeyOp::List,
-            _ => return None,
-        })
-    }
-}
-
 /// A key query waiting for [`Serf`] to apply it to memberlist's keyring.
 #[derive(Debug, Clone)]
 pub(super) struct KeyQuery {
     ltime: u64,
     id: u32,
-    name: String,
+    command: KeyCommand,
     payload: Vec<u8>,
 }
 
@@ -95,7 +75,7 @@ impl Serf {
     /// [`Event::QueryDone`].
     pub fn key_query(
         &mut self,
-        command: crate::keys::KeyCommand,
+        command: KeyCommand,
         key: &[u8],
         relay_factor: u8,
         now: Instant,
@@ -139,12 +119,9 @@ impl Serf {
         let KeyQuery {
             ltime,
             id,
-            name,
+            command,
             payload,
         } = q;
-        let Some(op) = KeyOp::from_query(&name) else {
-            return; // queued only for key queries
-        };
         let mut resp = messages::KeyResponse::default();
         match (
             self.ml.keyring_mut(),
@@ -152,18 +129,18 @@ impl Serf {
         ) {
             (_, Err(e)) => warn!(error = %e, "failed to decode key request"),
             (None, Ok(_)) => {
-                resp.message = match op {
-                    KeyOp::List => "Keyring is empty (encryption not enabled)",
+                resp.message = match command {
+                    KeyCommand::List => "Keyring is empty (encryption not enabled)",
                     _ => "No keyring to modify (encryption not enabled)",
                 }
                 .into();
             }
             (Some(ring), Ok(key)) => {
-                let changed = match op {
-                    KeyOp::Install => ring.add_key(&key),
-                    KeyOp::Use => ring.use_key(&key),
-                    KeyOp::Remove => ring.remove_key(&key),
-                    KeyOp::List => {
+                let changed = match command {
+                    KeyCommand::Install => ring.add_key(&key),
+                    KeyCommand::Use => ring.use_key(&key),
+                    KeyCommand::Remove => ring.remove_key(&key),
+                    KeyCommand::List => {
                         resp.keys = ring.keys().iter().map(|k| b64(k)).collect();
                         resp.primary_key = b64(ring.primary());
                         Ok(())
@@ -172,8 +149,8 @@ impl Serf {
                 match changed {
                     Ok(()) => {
                         resp.result = true;
-                        if op != KeyOp::List {
-                            info!(op = name, "keyring changed by query");
+                        if command != KeyCommand::List {
+                            info!(op = command.query_name(), "keyring changed by query");
                             let keys = ring.keys().to_vec();
                             self.core.events.push_back(Event::KeyringChanged(keys));
                         }
@@ -212,11 +189,11 @@ impl Core {
     /// which memberlist holds, so [`Serf`] answers them after this input.
     pub(super) fn handle_internal_query(&mut self, q: &QueryMsg, now: Instant) {
         debug!(name = %q.name, "internal query");
-        if KeyOp::from_query(&q.name).is_some() {
+        if let Some(command) = KeyCommand::from_query_name(&q.name) {
             self.internal.key_queries.push(KeyQuery {
                 ltime: q.ltime,
                 id: q.id,
-                name: q.name.clone(),
+                command,
                 payload: q.payload.clone(),
             });
             return;

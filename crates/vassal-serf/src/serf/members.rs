@@ -180,12 +180,7 @@ impl Serf {
             .map(|m| m.member.name.clone())
             .collect();
         for name in expired {
-            let Some(m) = self.core.members.states.remove(&name).map(|m| m.member) else {
-                continue;
-            };
-            self.core.coords.forget(&name);
-            info!(node = %m.name, "EventMemberReap");
-            self.core.emit(MemberEventKind::Reap, m);
+            self.core.erase(&name, "EventMemberReap");
         }
     }
 
@@ -559,7 +554,7 @@ impl Core {
             let at = later(now, self.members.prune_delay);
             self.members.prunes.insert(node.to_owned(), at);
         } else {
-            self.erase(node);
+            self.erase(node, "EventMemberReap (forced)");
         }
     }
 
@@ -579,17 +574,19 @@ impl Core {
                 debug!(%node, "not pruning a member that is alive again");
                 continue;
             }
-            self.erase(&node);
+            self.erase(&node, "EventMemberReap (forced)");
         }
     }
 
     /// Serf's `eraseNode`: forgets the member and its coordinates, and says so (`member-reap`).
-    pub(super) fn erase(&mut self, node: &str) {
+    /// The one erase path, for reaping (`Serf::reap`) and pruning alike; `log` says which, as
+    /// Go's two log lines do.
+    pub(super) fn erase(&mut self, node: &str, log: &'static str) {
         let Some(state) = self.members.states.remove(node) else {
             return;
         };
         let m = state.member;
-        info!(node = %m.name, addr = %m.addr, "EventMemberReap (forced)");
+        info!(node = %m.name, addr = %m.addr, "{log}");
         self.coords.forget(node);
         self.emit(MemberEventKind::Reap, m);
     }

@@ -15,6 +15,10 @@
     )
 )]
 
+// The test helpers in `tests/support/` are shared with the unit tests, and name the crate.
+#[cfg(test)]
+extern crate self as vassal_serf;
+
 pub mod clock;
 pub mod coalesce;
 pub mod coordinate;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use support::{addr, events, node, packet, serf_packet, user_event, user_names, Cluster, VSN};
 use vassal_memberlist::wire::{Alive, Message};
+use vassal_memberlist::Transmit;
 
 use super::leave::LeavePhase;
 use super::{Event, Serf};
@@ -46,6 +47,10 @@ fn leave_intent(node: &str, ltime: u64) -> Vec<u8> {
 }
 
 fn query(ltime: u64, id: u32, name: &str) -> Vec<u8> {
+    query_with_flags(ltime, id, name, 0)
+}
+
+fn query_with_flags(ltime: u64, id: u32, name: &str, flags: u32) -> Vec<u8> {
     serf_packet(&SerfMessage::Query(QueryMsg {
         ltime,
         id,
@@ -53,7 +58,7 @@ fn query(ltime: u64, id: u32, name: &str) -> Vec<u8> {
         port: 7946,
         source_node: "asker".into(),
         filters: vec![],
-        flags: 0,
+        flags,
         relay_factor: 0,
         timeout: 5_000_000_000,
         name: name.into(),
@@ -182,6 +187,21 @@ fn the_same_query_twice_gives_one_event() {
         .collect();
     assert_eq!(ids, [1, 2]);
     assert_eq!(s.query_queue_len(), 2, "each new query is gossiped on once");
+}
+
+/// Spec §4.7, Go's `handleQuery`: a query asking for acks is acked once, straight to its
+/// source, however often it arrives.
+#[test]
+fn a_query_arriving_twice_is_acked_once() {
+    let now = Instant::now();
+    let mut s = node("a", 1, now);
+    let q = query_with_flags(7, 1, "load", crate::messages::QUERY_FLAG_ACK);
+    s.handle_packet(addr(9), &q, now);
+    s.handle_packet(addr(9), &q, now);
+    let to_asker = std::iter::from_fn(|| s.poll_transmit())
+        .filter(|t| matches!(t, Transmit::Packet { to, .. } if *to == addr(9)))
+        .count();
+    assert_eq!(to_asker, 1);
 }
 
 /// Spec §4.7, Go's `Query.Respond`: a query is answered once, before its deadline.

@@ -1,6 +1,6 @@
 //! Keyring operations started by this node (spec §4.9): the `_serf_*-key` query to send, and
 //! the tally of the answers, as Serf's key manager keeps it. The answering side is
-//! [`Serf`](crate::Serf)'s own (`answer_key_query`).
+//! [`Serf`](crate::Serf)'s own (`answer_key_query` in `serf/internal_query.rs`).
 
 use std::collections::BTreeMap;
 

@@ -26,9 +26,9 @@ const CONFLICT_QUERY: &str = "_serf_conflict";
 /// Votes gathered by our `_serf_conflict` query.
 #[derive(Debug, Clone)]
 pub(super) struct ConflictVote {
-    ltime: u64,
+    pub(super) ltime: u64,
     /// The query's ID: an answer must name it, so a forger who did not see the query can't vote.
-    id: u32,
+    pub(super) id: u32,
     me: SocketAddr,
     responses: usize,
     matching: usize,

@@ -1,6 +1,6 @@
 //! The Serf state machine: memberlist plus member status, intents, clocks and tags.
 //!
-//! [`Serf`] owns a [`Memberlist`] and a [`Core`]; the core is the memberlist [`Delegate`], lent
+//! [`Serf`] owns a [`Memberlist`] and a [`Core`]; the core is the memberlist [`Delegate`](vassal_memberlist::Delegate), lent
 //! to each memberlist call, so the two never hold references to each other.
 //!
 //! The files follow Go Serf's, so a reader of one finds the other:

@@ -584,6 +584,8 @@ impl Memberlist {
             Message::Nack(nack) => self.handle_nack(nack),
             Message::Suspect(s) => self.suspect_node(s, now),
             Message::Alive(mut a) => {
+                // Port 0 stands for the port we bind: protocol 1 carried no port, and Go
+                // (`handleAlive`) fills it in the same way.
                 if a.port == 0 {
                     a.port = self.config.bind_port;
                 }

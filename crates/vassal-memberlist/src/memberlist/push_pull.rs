@@ -159,14 +159,23 @@ impl Memberlist {
         now: Instant,
         d: &mut impl Delegate,
     ) -> Result<(), String> {
+        // A peer whose cluster we cannot speak with is not merged at all (Go's
+        // `verifyProtocol`, before `mergeState`).
         self.verify_protocol(&remote.nodes)?;
+        // Go's `mergeState`: each entry goes through the same rules as gossip, so a push/pull
+        // can teach us nothing a stream of messages could not, and stale entries lose to what
+        // we know just as stale gossip does.
         for r in &remote.nodes {
             let vsn: Option<[u8; 6]> = r.vsn.as_slice().try_into().ok();
             match r.state {
                 NodeStateKind::Alive => {
+                    // An alive entry without the six version bytes cannot enter the table
+                    // (versions gate CRC, nacks and TCP pings); skip it.
                     let Some(vsn) = vsn else {
                         continue;
                     };
+                    // Port 0 stands for the port we bind, as in an `alive` (protocol 1 had no port;
+                    // Go fills it in before `mergeState`).
                     let port = if r.port == 0 {
                         self.config.bind_port
                     } else {
@@ -182,6 +191,8 @@ impl Memberlist {
                     };
                     self.alive_node(a, false, now, d);
                 }
+                // A left node said so itself: merge it as its own `dead`, which keeps it left
+                // rather than failed.
                 NodeStateKind::Left => {
                     let dead = Dead {
                         incarnation: r.incarnation,
@@ -190,7 +201,9 @@ impl Memberlist {
                     };
                     self.dead_node(dead, None, now, d);
                 }
-                // A peer's "dead" becomes our suspicion, never an instant verdict.
+                // A peer's "dead" becomes our suspicion, never an instant verdict: the peer may
+                // be the one cut off, and a suspicion gives the node the timeout to refute.
+                // The accuser is us (`from`), so it starts our own timer.
                 NodeStateKind::Dead | NodeStateKind::Suspect => {
                     let s = Suspect {
                         incarnation: r.incarnation,

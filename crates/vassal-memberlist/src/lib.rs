@@ -26,6 +26,14 @@ mod memberlist;
 pub mod suspicion;
 pub mod wire;
 
+// The rule tests' helpers, shared with `tests/rules.rs`; they name this crate as an outside
+// test would.
+#[cfg(test)]
+extern crate self as vassal_memberlist;
+#[cfg(test)]
+#[path = "../tests/support/mod.rs"]
+mod test_support;
+
 pub use config::{Config, ConfigError};
 pub use delegate::{Delegate, NoDelegate, Node};
 pub use limits::Drops;

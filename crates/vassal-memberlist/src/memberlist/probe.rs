@@ -420,3 +420,135 @@ fn reply_addr(
         _ => from,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // `Instant::now()` is each test's epoch
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::test_support::{addr, alive, deliver, node, packet};
+    use crate::wire::{self, Message, ReadOptions};
+    use crate::{Memberlist, NoDelegate, NodeStateKind, Transmit};
+
+    fn messages(bytes: &[u8]) -> Vec<Message> {
+        let opts = ReadOptions {
+            label: &[],
+            keyring: None,
+            verify_incoming: true,
+        };
+        wire::decode_packet(bytes, &opts).unwrap().messages
+    }
+
+    /// Steps `a` a millisecond at a time until its probe of `target` has gone past the direct
+    /// ping (Go's `probeNode` after `ProbeTimeout`), dropping every transmit to `target`.
+    /// Returns what `a` then sends to anyone else.
+    fn run_until_indirect(a: &mut Memberlist, now: &mut Instant, target: &str) -> Vec<Transmit> {
+        let target_addr = a.node(target).unwrap().socket_addr();
+        for _ in 0..10_000 {
+            *now += Duration::from_millis(1);
+            a.handle_timeout(*now, &mut NoDelegate);
+            let mut out = Vec::new();
+            let mut indirect = false;
+            while let Some(t) = a.poll_transmit() {
+                match &t {
+                    Transmit::Packet { to, .. } | Transmit::Stream { to, .. }
+                        if *to == target_addr => {}
+                    Transmit::Packet { bytes, .. } => {
+                        indirect |= messages(bytes)
+                            .iter()
+                            .any(|m| matches!(m, Message::IndirectPing(i) if i.node == target));
+                        out.push(t);
+                    }
+                    Transmit::Stream { .. } => out.push(t),
+                }
+            }
+            if indirect {
+                return out;
+            }
+        }
+        panic!("{target} was never probed indirectly");
+    }
+
+    /// Go's `probeNode` (spec §3.4, SWIM §4.1): a missed direct ack sends an indirect ping
+    /// through another node, and that node's relayed ack counts as the target's: the target is
+    /// not suspected although our own ping to it was lost.
+    #[test]
+    fn a_relayed_ack_saves_a_node_whose_direct_ping_was_lost() {
+        let mut now = Instant::now();
+        let mut a = node("a", 1, now);
+        let mut b = node("b", 2, now);
+        let mut c = node("c", 3, now);
+        // a knows only b and c; b and c need not know a (replies go to the Source fields).
+        let peers = packet(&[alive("b", 2, 1), alive("c", 3, 1)]);
+        a.handle_packet(addr(2), &peers, now, &mut NoDelegate);
+        for t in run_until_indirect(&mut a, &mut now, "b") {
+            if let Transmit::Packet { to, bytes } = t {
+                if to == addr(3) {
+                    c.handle_packet(addr(1), &bytes, now, &mut NoDelegate);
+                }
+            }
+        }
+        // c pings b, b acks c, c relays the ack to a.
+        deliver(&mut c, &mut b, now);
+        deliver(&mut b, &mut c, now);
+        deliver(&mut c, &mut a, now);
+        a.handle_timeout(now + Duration::from_secs(2), &mut NoDelegate);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Alive);
+        assert_eq!(a.stats().failed_probes, 0);
+    }
+
+    /// Go's `probeNode` TCP fallback (spec §3.4 step 4): with UDP to the target lost and no one
+    /// to ask indirectly, a TCP ping that is answered keeps the target alive ("was able to
+    /// connect over TCP but UDP probes failed").
+    #[test]
+    fn a_node_reachable_over_tcp_only_is_not_suspected() {
+        let mut now = Instant::now();
+        let mut a = node("a", 1, now);
+        let mut b = node("b", 2, now);
+        a.handle_packet(addr(2), &packet(&[alive("b", 2, 1)]), now, &mut NoDelegate);
+        // UDP to b is lost; keep only the TCP ping, which does get through.
+        let mut tcp = false;
+        for _ in 0..5_000 {
+            now += Duration::from_millis(1);
+            a.handle_timeout(now, &mut NoDelegate);
+            while let Some(t) = a.poll_transmit() {
+                if let Transmit::Stream { id, to, bytes, .. } = t {
+                    assert_eq!(to, addr(2));
+                    let (msg, _) = b.decode_stream(&bytes).unwrap().unwrap();
+                    let reply = b.handle_stream(addr(1), Ok(msg), now, &mut NoDelegate);
+                    let (reply, _) = a.decode_stream(&reply.unwrap()).unwrap().unwrap();
+                    a.handle_stream_reply(id, Ok(reply), now, &mut NoDelegate);
+                    tcp = true;
+                }
+            }
+            if tcp {
+                break;
+            }
+        }
+        assert!(tcp, "no TCP ping after a missed ack");
+        a.handle_timeout(now + Duration::from_secs(2), &mut NoDelegate);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Alive);
+        assert_eq!(a.stats().failed_probes, 0);
+    }
+
+    /// Go's `probeNode` and Lifeguard §IV-A (spec §3.4 step 6): a probe that fails with no
+    /// nacks expected is blamed on the target (suspect) and on us too: our health score rises,
+    /// and with it the next probe's deadline.
+    #[test]
+    fn a_failed_probe_with_no_one_to_blame_costs_health() {
+        let mut now = Instant::now();
+        let mut a = node("a", 1, now);
+        a.handle_packet(addr(2), &packet(&[alive("b", 2, 1)]), now, &mut NoDelegate);
+        for _ in 0..5_000 {
+            now += Duration::from_millis(1);
+            a.handle_timeout(now, &mut NoDelegate);
+            while a.poll_transmit().is_some() {}
+            if a.stats().failed_probes > 0 {
+                break;
+            }
+        }
+        assert_eq!(a.stats().failed_probes, 1);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Suspect);
+        assert_eq!(a.health_score(), 1);
+    }
+}

@@ -293,3 +293,112 @@ pub fn push_pull_scale(interval: Duration, n: usize) -> Duration {
     let mult = ((n as f64).log2() - (THRESHOLD as f64).log2()).ceil() + 1.0;
     interval.saturating_mul(mult as u32)
 }
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // `Instant::now()` is each test's epoch
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::test_support::{addr, alive, deliver, entry, node, packet};
+    use crate::wire::{self, PushPull, StreamMessage};
+    use crate::{Event, NoDelegate, NodeStateKind};
+
+    fn push_pull(nodes: Vec<wire::PushNodeState>) -> StreamMessage {
+        StreamMessage::PushPull(PushPull {
+            join: false,
+            nodes,
+            user_state: vec![],
+        })
+    }
+
+    /// `Join` → Go's `pushPullNode` and, on the other side, `mergeState` (spec §3.7, §3.8): one
+    /// exchange teaches each side the other's whole table, and the join reports one success.
+    #[test]
+    fn a_join_exchanges_whole_tables_both_ways() {
+        let now = Instant::now();
+        let mut a = node("a", 1, now);
+        a.handle_packet(addr(3), &packet(&[alive("c", 3, 4)]), now, &mut NoDelegate);
+        let mut b = node("b", 2, now);
+        let id = b.join(&[addr(1)], now, &mut NoDelegate);
+        let undelivered = deliver(&mut b, &mut a, now);
+        assert!(undelivered.is_empty());
+        assert_eq!(b.incarnation_of("c"), Some(4), "b learned of c through a");
+        assert_eq!(b.node("a").unwrap().state, NodeStateKind::Alive);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Alive);
+        assert_eq!(
+            b.poll_event(),
+            Some(Event::JoinFinished {
+                id,
+                joined: 1,
+                errors: vec![]
+            })
+        );
+    }
+
+    /// Go's `mergeState` (spec §3.3, §3.7): a peer's "dead" is merged as our own suspicion,
+    /// never as a verdict (the peer may be the one cut off); "left" stays left; a new alive
+    /// entry joins the table.
+    #[test]
+    fn a_merged_dead_entry_is_only_suspected() {
+        let now = Instant::now();
+        let mut a = node("a", 1, now);
+        let peers = packet(&[alive("b", 2, 1), alive("c", 3, 1)]);
+        a.handle_packet(addr(2), &peers, now, &mut NoDelegate);
+        let remote = push_pull(vec![
+            entry("z", 9, 1, NodeStateKind::Alive),
+            entry("b", 2, 1, NodeStateKind::Dead),
+            entry("c", 3, 1, NodeStateKind::Left),
+            entry("d", 4, 1, NodeStateKind::Alive),
+        ]);
+        let reply = a.handle_stream(addr(9), Ok(remote), now, &mut NoDelegate);
+        assert!(reply.is_some(), "a push/pull is answered with ours");
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Suspect);
+        assert_eq!(a.node("c").unwrap().state, NodeStateKind::Left);
+        assert_eq!(a.node("d").unwrap().state, NodeStateKind::Alive);
+        // The suspicion is ours, so it runs our timer; five nodes could confirm it, so it
+        // starts at the maximum (6 × 4 s on LAN) and, unconfirmed, ends there.
+        a.handle_timeout(now + Duration::from_millis(23_999), &mut NoDelegate);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Suspect);
+        a.handle_timeout(now + Duration::from_secs(24), &mut NoDelegate);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Dead);
+    }
+
+    /// Go's `verifyProtocol` before `mergeState` (spec §2.12): a peer whose nodes cannot all
+    /// speak with ours fails the exchange and nothing of it is merged.
+    #[test]
+    fn a_push_pull_with_incompatible_versions_merges_nothing() {
+        let now = Instant::now();
+        let mut a = node("a", 1, now);
+        let mut z = entry("z", 9, 1, NodeStateKind::Alive);
+        z.vsn = vec![3, 5, 3, 0, 0, 0]; // speaks protocol 3 at least; we speak 2
+        let reply = a.handle_stream(addr(9), Ok(push_pull(vec![z])), now, &mut NoDelegate);
+        assert!(reply.is_some());
+        assert!(a.node("z").is_none());
+        assert!(matches!(
+            a.poll_event(),
+            Some(Event::PushPullFailed { peer, .. }) if peer == addr(9)
+        ));
+    }
+
+    /// `Join` (spec §3.8): an address that never answers fails the join after the TCP timeout,
+    /// with Go's error text.
+    #[test]
+    fn a_join_to_a_silent_address_fails_at_the_tcp_timeout() {
+        let now = Instant::now();
+        let mut a = node("a", 1, now);
+        let id = a.join(&[addr(9)], now, &mut NoDelegate);
+        while a.poll_transmit().is_some() {}
+        let timeout = a.config().tcp_timeout;
+        a.handle_timeout(now + timeout - Duration::from_millis(1), &mut NoDelegate);
+        assert_eq!(a.poll_event(), None);
+        a.handle_timeout(now + timeout, &mut NoDelegate);
+        assert_eq!(
+            a.poll_event(),
+            Some(Event::JoinFinished {
+                id,
+                joined: 0,
+                errors: vec!["Failed to join 127.0.0.9: i/o timeout".into()],
+            })
+        );
+    }
+}

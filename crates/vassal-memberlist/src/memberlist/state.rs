@@ -434,3 +434,228 @@ impl Memberlist {
         self.incarnation
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // `Instant::now()` is each test's epoch
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::limits::LEFT_NODE_RECLAIM_TIME;
+    use crate::test_support::{
+        addr, advance, alive, deliver, node, node_with, packet, sent, suspect, Recorder,
+    };
+    use crate::wire::{Alive, Dead, Message};
+    use crate::{NoDelegate, NodeStateKind};
+
+    fn dead(node: &str, from: &str, incarnation: u32) -> Message {
+        Message::Dead(Dead {
+            incarnation,
+            node: node.into(),
+            from: from.into(),
+        })
+    }
+
+    /// Go's `suspectNode` and `deadNode` hand an accusation about us to `refute` (spec §3.3
+    /// Refute): at our own incarnation it is answered one higher, the peer that suspected us
+    /// takes the refutation from our gossip, and we never mark ourselves suspect or dead.
+    #[test]
+    fn accusations_at_our_incarnation_are_refuted_and_the_refutation_clears_peers() {
+        let mut now = Instant::now();
+        let mut a = node("a", 1, now);
+        let mut b = node("b", 2, now);
+        a.handle_packet(addr(2), &packet(&[alive("b", 2, 1)]), now, &mut NoDelegate);
+        b.handle_packet(addr(1), &packet(&[alive("a", 1, 1)]), now, &mut NoDelegate);
+        // c suspects a at a's own incarnation, and tells both.
+        let accusation = packet(&[suspect("a", "c", 1)]);
+        b.handle_packet(addr(3), &accusation, now, &mut NoDelegate);
+        assert_eq!(b.node("a").unwrap().state, NodeStateKind::Suspect);
+        a.handle_packet(addr(3), &accusation, now, &mut NoDelegate);
+        assert_eq!(a.incarnation_of("a"), Some(2), "one past the accusation");
+        assert_eq!(a.node("a").unwrap().state, NodeStateKind::Alive);
+        assert_eq!(a.stats().refutes, 1);
+
+        // The refutation rides a's next gossip round to b, which takes the higher incarnation.
+        advance(&mut a, &mut now, Duration::from_millis(250));
+        deliver(&mut a, &mut b, now);
+        assert_eq!(b.node("a").unwrap().state, NodeStateKind::Alive);
+        assert_eq!(b.incarnation_of("a"), Some(2));
+
+        // A failure verdict at the new incarnation is refuted the same way.
+        a.handle_packet(addr(3), &packet(&[dead("a", "c", 2)]), now, &mut NoDelegate);
+        assert!(a.incarnation_of("a").unwrap() > 2);
+        assert_eq!(a.node("a").unwrap().state, NodeStateKind::Alive);
+        assert_eq!(a.stats().refutes, 2);
+    }
+
+    /// `aliveNode` about ourselves, Go's restart case: an `alive` at our incarnation that
+    /// matches us is our own echo, ignored; one with other meta is what a previous run of this
+    /// node left behind, and we refute it.
+    #[test]
+    fn an_alive_about_us_with_other_meta_is_refuted_and_our_echo_ignored() {
+        let now = Instant::now();
+        let mut a = node("a", 1, now);
+        let me = a.local_node().clone();
+        let echo = Alive {
+            incarnation: 1,
+            node: me.name.clone(),
+            addr: me.addr,
+            port: me.port,
+            meta: me.meta.clone(),
+            vsn: me.vsn,
+        };
+        a.handle_packet(
+            addr(2),
+            &packet(&[Message::Alive(echo.clone())]),
+            now,
+            &mut NoDelegate,
+        );
+        assert_eq!((a.incarnation_of("a"), a.stats().refutes), (Some(1), 0));
+        let old_run = Alive {
+            meta: b"role=old".to_vec(),
+            ..echo
+        };
+        a.handle_packet(
+            addr(2),
+            &packet(&[Message::Alive(old_run)]),
+            now,
+            &mut NoDelegate,
+        );
+        assert_eq!((a.incarnation_of("a"), a.stats().refutes), (Some(2), 1));
+        assert_eq!(a.local_node().meta, me.meta, "we keep our own meta");
+    }
+
+    /// `suspectNode` and `deadNode` (spec §3.3): a claim below the incarnation we know is old
+    /// news, since the node has announced a newer one since, and changes nothing.
+    #[test]
+    fn suspect_and_dead_below_the_known_incarnation_are_ignored() {
+        let now = Instant::now();
+        let mut rec = Recorder::default();
+        let mut a = node_with("a", 1, now, &mut rec);
+        a.handle_packet(addr(2), &packet(&[alive("b", 2, 5)]), now, &mut rec);
+        a.handle_packet(
+            addr(3),
+            &packet(&[suspect("b", "c", 4), dead("b", "c", 4)]),
+            now,
+            &mut rec,
+        );
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Alive);
+        assert_eq!(a.incarnation_of("b"), Some(5));
+        assert!(rec.leaves.is_empty(), "no leave for stale news: {rec:?}");
+        // At the known incarnation the same claims count: the worse state wins a tie.
+        a.handle_packet(addr(3), &packet(&[dead("b", "c", 5)]), now, &mut rec);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Dead);
+        assert_eq!(rec.leaves, [("b".to_owned(), NodeStateKind::Dead)]);
+    }
+
+    /// Go's suspicion timer in `suspectNode`, ending in `deadNode` (spec §3.3, §3.5): with too
+    /// few nodes to confirm it (k = 0) the timer runs the minimum timeout, 4 s for three nodes
+    /// on LAN; an unrefuted suspect is then declared dead by us, reported and gossiped.
+    #[test]
+    fn unrefuted_suspicion_becomes_dead_after_the_timeout() {
+        let start = Instant::now();
+        let mut rec = Recorder::default();
+        let mut a = node_with("a", 1, start, &mut rec);
+        let peers = packet(&[alive("b", 2, 1), alive("c", 3, 1)]);
+        a.handle_packet(addr(2), &peers, start, &mut rec);
+        a.handle_packet(addr(3), &packet(&[suspect("b", "c", 1)]), start, &mut rec);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Suspect);
+
+        a.handle_timeout(start + Duration::from_millis(3_999), &mut rec);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Suspect);
+        assert!(rec.leaves.is_empty());
+        a.handle_timeout(start + Duration::from_secs(4), &mut rec);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Dead);
+        assert_eq!(rec.leaves, [("b".to_owned(), NodeStateKind::Dead)]);
+
+        let mut now = start + Duration::from_secs(4);
+        advance(&mut a, &mut now, Duration::from_millis(250));
+        let verdict = sent(&mut a).into_iter().any(|(_, m)| {
+            matches!(m, Message::Dead(d) if d.node == "b" && d.from == "a" && d.incarnation == 1)
+        });
+        assert!(verdict, "the verdict dead{{b, 1, from a}} was not gossiped");
+    }
+
+    /// Lifeguard §IV-B, Go's `suspicion.Confirm` via `suspectNode` (spec §3.5): in a ten-node
+    /// table the timer starts at the maximum (24 s on LAN) and two independent accusers beyond
+    /// the first bring it down to the minimum (4 s); a repeated accuser counts once.
+    #[test]
+    fn independent_confirmations_shorten_the_suspicion() {
+        let start = Instant::now();
+        let others: Vec<Message> = (2..=10).map(|i| alive(&format!("n{i}"), i, 1)).collect();
+        let table = packet(&others);
+        let mut lone = node("a", 1, start);
+        let mut confirmed = node("a", 1, start);
+        for ml in [&mut lone, &mut confirmed] {
+            ml.handle_packet(addr(2), &table, start, &mut NoDelegate);
+            assert_eq!(ml.num_nodes(), 10);
+            ml.handle_packet(
+                addr(3),
+                &packet(&[suspect("n2", "n3", 1)]),
+                start,
+                &mut NoDelegate,
+            );
+        }
+        let confirmations = packet(&[
+            suspect("n2", "n4", 1),
+            suspect("n2", "n4", 1),
+            suspect("n2", "n5", 1),
+        ]);
+        confirmed.handle_packet(addr(4), &confirmations, start, &mut NoDelegate);
+
+        let at_min = start + Duration::from_secs(4);
+        lone.handle_timeout(at_min, &mut NoDelegate);
+        confirmed.handle_timeout(at_min, &mut NoDelegate);
+        assert_eq!(lone.node("n2").unwrap().state, NodeStateKind::Suspect);
+        assert_eq!(confirmed.node("n2").unwrap().state, NodeStateKind::Dead);
+
+        lone.handle_timeout(start + Duration::from_secs(24), &mut NoDelegate);
+        assert_eq!(lone.node("n2").unwrap().state, NodeStateKind::Dead);
+    }
+
+    /// `aliveNode` (spec §3.3 rule 3): a second address for a live node's name is a conflict,
+    /// reported to the delegate (Serf's name-conflict vote) and otherwise ignored, however high
+    /// its incarnation.
+    #[test]
+    fn another_address_for_a_live_name_is_a_conflict_not_an_update() {
+        let now = Instant::now();
+        let mut rec = Recorder::default();
+        let mut a = node_with("a", 1, now, &mut rec);
+        a.handle_packet(addr(2), &packet(&[alive("b", 2, 1)]), now, &mut rec);
+        a.handle_packet(addr(9), &packet(&[alive("b", 9, 5)]), now, &mut rec);
+        let b = a.node("b").unwrap();
+        assert_eq!((b.socket_addr(), b.state), (addr(2), NodeStateKind::Alive));
+        assert_eq!(a.incarnation_of("b"), Some(1));
+        assert_eq!(rec.conflicts.len(), 1);
+        assert_eq!(rec.conflicts[0].1.socket_addr(), addr(9));
+    }
+
+    /// `aliveNode` lets a left node come back at another address (a new process elsewhere);
+    /// issue 11 adds `LEFT_NODE_RECLAIM_TIME` first, so a forged leave plus a forged alive
+    /// cannot move a live node to the forger at once.
+    #[test]
+    fn a_left_node_may_move_only_after_the_reclaim_time() {
+        let left_at = Instant::now();
+        let mut rec = Recorder::default();
+        let mut a = node_with("a", 1, left_at, &mut rec);
+        a.handle_packet(addr(2), &packet(&[alive("b", 2, 1)]), left_at, &mut rec);
+        a.handle_packet(addr(2), &packet(&[dead("b", "b", 1)]), left_at, &mut rec);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Left);
+
+        let soon = left_at + LEFT_NODE_RECLAIM_TIME - Duration::from_millis(1);
+        a.handle_packet(addr(9), &packet(&[alive("b", 9, 2)]), soon, &mut rec);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Left);
+        assert_eq!(
+            a.stats()
+                .drops
+                .get("address change of a node that just left"),
+            1
+        );
+
+        let later = left_at + LEFT_NODE_RECLAIM_TIME;
+        a.handle_packet(addr(9), &packet(&[alive("b", 9, 2)]), later, &mut rec);
+        let b = a.node("b").unwrap();
+        assert_eq!((b.socket_addr(), b.state), (addr(9), NodeStateKind::Alive));
+        assert_eq!(rec.joins.iter().filter(|n| *n == "b").count(), 2);
+        assert!(rec.conflicts.is_empty());
+    }
+}

@@ -4,6 +4,7 @@
 //! No IO, no clock, no OS randomness: time comes in as an argument, randomness from a seed in the
 //! [`Config`], and bytes in and out through `handle_*` and `poll_*`.
 
+#![warn(missing_docs)]
 // No panic reachable from the network (issue 11): the release profile aborts on panic, so one
 // crafted packet must not be able to overflow, index out of bounds or unwrap. Sites that provably
 // cannot panic carry a local, commented `allow`.

@@ -60,14 +60,23 @@ pub struct JoinId(pub u64);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transmit {
     /// One UDP datagram, sent from the gossip socket.
-    Packet { to: SocketAddr, bytes: Vec<u8> },
+    Packet {
+        /// Destination.
+        to: SocketAddr,
+        /// The whole datagram.
+        bytes: Vec<u8>,
+    },
     /// Open a TCP connection to `to`, write `bytes`, read one stream message back (framed with
     /// [`Memberlist::decode_stream`]) and hand it to [`Memberlist::handle_stream_reply`]; give up
     /// at `deadline`.
     Stream {
+        /// Names the exchange in [`Memberlist::handle_stream_reply`].
         id: StreamId,
+        /// Whom to connect to.
         to: SocketAddr,
+        /// The request to write.
         bytes: Vec<u8>,
+        /// When to give up and report the exchange failed.
         deadline: Instant,
     },
 }
@@ -75,7 +84,9 @@ pub enum Transmit {
 /// Where unreadable input came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// A UDP datagram.
     Packet,
+    /// A TCP stream.
     Stream,
 }
 
@@ -84,29 +95,50 @@ pub enum Transport {
 pub enum Event {
     /// A [`Memberlist::join`] finished: `joined` exchanges succeeded.
     JoinFinished {
+        /// What [`Memberlist::join`] returned.
         id: JoinId,
+        /// Exchanges that succeeded.
         joined: usize,
+        /// One line per address that failed, in Go's words.
         errors: Vec<String>,
     },
     /// Input we could not read, or a peer's error reply. Worth a warning in the log.
     InboundError {
+        /// The sender.
         from: SocketAddr,
+        /// How it arrived.
         transport: Transport,
+        /// What was wrong with it.
         error: String,
     },
     /// A push/pull with a peer failed after the exchange (e.g. incompatible protocol versions).
-    PushPullFailed { peer: SocketAddr, error: String },
+    PushPullFailed {
+        /// The other side of the exchange.
+        peer: SocketAddr,
+        /// Why it failed.
+        error: String,
+    },
     /// A probe failed and the node is now suspect.
-    Suspected { node: String, confirmations: u32 },
+    Suspected {
+        /// The node we failed to reach.
+        node: String,
+        /// Others' confirmations of the suspicion so far.
+        confirmations: u32,
+    },
 }
 
 /// Counters for `info`/metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Packets (or parts of compound packets) we could not read.
     pub malformed_packets: u64,
+    /// Stream messages we could not read.
     pub malformed_streams: u64,
+    /// Probes we started.
     pub probes: u64,
+    /// Probes that ended without any ack (direct, relayed or over TCP).
     pub failed_probes: u64,
+    /// Times we refuted a suspect, dead or alive about us.
     pub refutes: u64,
     /// Well-formed messages refused as hostile or impossible, by reason (see [`crate::limits`]).
     pub drops: Drops,
@@ -225,10 +257,12 @@ impl Memberlist {
 
     // ----- accessors -----
 
+    /// The configuration we run with.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// Our node name.
     pub fn local_name(&self) -> &str {
         &self.config.name
     }
@@ -249,6 +283,7 @@ impl Memberlist {
         Some((i, self.nodes.get(i)?))
     }
 
+    /// A node we know, by name, in any state.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.state_of(name).map(|s| &s.node)
     }
@@ -260,6 +295,7 @@ impl Memberlist {
 
     // `new` puts us in the table and nothing removes us: `reset_nodes` keeps live nodes, and we
     // are never dead or left to ourselves before `leave` (after which we are not reaped either).
+    /// Our own entry in the table.
     #[allow(clippy::expect_used)]
     pub fn local_node(&self) -> &Node {
         self.node(&self.config.name)
@@ -284,14 +320,17 @@ impl Memberlist {
         self.awareness.score()
     }
 
+    /// Counters of what we have done and refused.
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
 
+    /// Whether [`leave`](Self::leave) was called: we no longer take alives about ourselves.
     pub fn has_left(&self) -> bool {
         self.left
     }
 
+    /// The encryption keys, if encryption is on.
     pub fn keyring(&self) -> Option<&wire::Keyring> {
         self.config.keyring.as_ref()
     }
@@ -544,10 +583,12 @@ impl Memberlist {
 
     // ----- outputs -----
 
+    /// The next packet to send or stream to open, oldest first; drain after every input.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
+    /// The next [`Event`], oldest first.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

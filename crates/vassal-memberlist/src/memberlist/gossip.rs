@@ -88,7 +88,7 @@ impl Memberlist {
             .queue(Some(node.to_owned()), wire::encode_message(&msg), notify);
     }
 
-    pub(super) fn get_broadcasts(
+    fn get_broadcasts(
         &mut self,
         overhead: usize,
         limit: usize,

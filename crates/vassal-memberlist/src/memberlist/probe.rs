@@ -229,13 +229,7 @@ impl Memberlist {
         }
     }
 
-    pub(super) fn probe_node(
-        &mut self,
-        target: Node,
-        incarnation: u32,
-        now: Instant,
-        d: &mut impl Delegate,
-    ) {
+    fn probe_node(&mut self, target: Node, incarnation: u32, now: Instant, d: &mut impl Delegate) {
         self.stats.probes = self.stats.probes.saturating_add(1);
         let seq = self.next_seq();
         let ping = self.ping_to(seq, &target.name);
@@ -318,7 +312,7 @@ impl Memberlist {
         }
     }
 
-    pub(super) fn indirect_probe(
+    fn indirect_probe(
         &mut self,
         seq: u32,
         target: &Node,
@@ -394,7 +388,7 @@ impl Memberlist {
         }
     }
 
-    pub(super) fn ping_to(&self, seq: u32, node: &str) -> Ping {
+    fn ping_to(&self, seq: u32, node: &str) -> Ping {
         let (addr, port) = self.advertise();
         Ping {
             seq_no: seq,
@@ -404,7 +398,7 @@ impl Memberlist {
             source_node: self.config.name.clone(),
         }
     }
-    pub(super) fn next_seq(&mut self) -> u32 {
+    fn next_seq(&mut self) -> u32 {
         self.probes.seq_no = self.probes.seq_no.wrapping_add(1);
         self.probes.seq_no
     }

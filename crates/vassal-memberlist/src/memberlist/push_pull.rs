@@ -111,7 +111,7 @@ impl Memberlist {
     }
 
     /// Opens a push/pull exchange with `addr`; `join` marks it as part of a [`Memberlist::join`].
-    pub(super) fn push_pull_with(
+    fn push_pull_with(
         &mut self,
         addr: SocketAddr,
         join: Option<JoinId>,
@@ -221,7 +221,7 @@ impl Memberlist {
     }
 
     /// memberlist's `verifyProtocol` (spec §2.12).
-    pub(super) fn verify_protocol(&self, remote: &[PushNodeState]) -> Result<(), String> {
+    fn verify_protocol(&self, remote: &[PushNodeState]) -> Result<(), String> {
         let (mut max_pmin, mut min_pmax, mut max_dmin, mut min_dmax) = (0u8, u8::MAX, 0u8, u8::MAX);
         for r in remote.iter().filter(|r| r.state == NodeStateKind::Alive) {
             if let &[pmin, pmax, _, dmin, dmax, _, ..] = r.vsn.as_slice() {
@@ -267,7 +267,7 @@ impl Memberlist {
         Ok(())
     }
 
-    pub(super) fn finish_join_if_done(&mut self, id: JoinId) {
+    fn finish_join_if_done(&mut self, id: JoinId) {
         if self
             .push_pull
             .joins

@@ -375,14 +375,14 @@ impl Memberlist {
     /// Issue 11, not in Go: honest incarnations rise by one per refutation, so a peer is ahead
     /// of us only by the refutations we missed. Claims beyond that are dropped rather than
     /// believed, so no single message can push a node's incarnation to where it cannot refute.
-    pub(super) fn credible(&self, node: &str, incarnation: u32) -> bool {
+    fn credible(&self, node: &str, incarnation: u32) -> bool {
         self.state_of(node)
             .is_none_or(|s| incarnation <= s.incarnation.saturating_add(MAX_INCARNATION_JUMP))
     }
 
     /// Drops a hostile or impossible message about `node`, counting it; the first of each reason
     /// is logged.
-    pub(super) fn refuse(&mut self, reason: &'static str, node: &str, incarnation: u32) {
+    fn refuse(&mut self, reason: &'static str, node: &str, incarnation: u32) {
         if self.stats.drops.record(reason) {
             warn!(
                 node = %node.escape_debug(),

@@ -9,9 +9,13 @@ use crate::messages;
 /// The four key operations of `serf keys`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyCommand {
+    /// Add a key to the keyring (`_serf_install-key`).
     Install,
+    /// Make a key the primary one (`_serf_use-key`).
     Use,
+    /// Remove a key (`_serf_remove-key`).
     Remove,
+    /// List the keys (`_serf_list-keys`).
     List,
 }
 
@@ -24,6 +28,13 @@ impl KeyCommand {
             KeyCommand::Remove => "_serf_remove-key",
             KeyCommand::List => "_serf_list-keys",
         }
+    }
+
+    /// The command a `_serf_*-key` query name carries; `None` for any other name.
+    pub fn from_query_name(name: &str) -> Option<Self> {
+        [Self::Install, Self::Use, Self::Remove, Self::List]
+            .into_iter()
+            .find(|c| c.query_name() == name)
     }
 
     /// The query payload for `key` (empty for a listing).

@@ -29,8 +29,8 @@ pub mod tags;
 pub use member::{Member, MemberEvent, MemberEventKind, MemberStatus};
 pub use messages::{SerfMessage, UserEvent};
 pub use serf::{
-    Config, Event, ForceLeaveError, Query, QueryError, QueryParams, RespondError, Serf, SerfStats,
-    UserEventError, EVENT_BUFFER_SIZE, INTERNAL_QUERY_PREFIX, PING_QUERY,
+    Config, Event, ForceLeaveError, Outcome, Query, QueryError, QueryParams, RespondError, Serf,
+    SerfStats, UserEventError, EVENT_BUFFER_SIZE, INTERNAL_QUERY_PREFIX, PING_QUERY,
     USER_EVENT_SIZE_HARD_LIMIT,
 };
 

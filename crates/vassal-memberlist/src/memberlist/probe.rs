@@ -200,6 +200,9 @@ impl Memberlist {
         }
     }
 
+    /// Go's `probe`: the next node in the (shuffled) table that is neither us nor dead or left.
+    /// Walking the table in order bounds how long any node goes unprobed (SWIM's round-robin
+    /// variant); at the end of the table, `reset_nodes` forgets long-dead nodes and reshuffles.
     fn probe_tick(&mut self, now: Instant, d: &mut impl Delegate) {
         let mut checked = 0usize;
         loop {
@@ -229,6 +232,10 @@ impl Memberlist {
         }
     }
 
+    /// Go's `probeNode`, first step: ping the target directly. A suspect target also gets the
+    /// suspicion itself, so it learns of it from us at once and can refute. The deadline for any
+    /// ack stretches with our ill health (Lifeguard §IV-A): a slow node waits longer before it
+    /// blames others.
     fn probe_node(&mut self, target: Node, incarnation: u32, now: Instant, d: &mut impl Delegate) {
         self.stats.probes = self.stats.probes.saturating_add(1);
         let seq = self.next_seq();
@@ -259,6 +266,8 @@ impl Memberlist {
         });
     }
 
+    /// Go's `probeNode`, the waits: no direct ack within the probe timeout sends the indirect
+    /// pings (and the TCP ping); no ack of any kind by the deadline makes the target suspect.
     pub(super) fn probe_timeouts(&mut self, now: Instant, d: &mut impl Delegate) {
         let Some(probe) = self.probes.current.as_mut() else {
             return;
@@ -282,12 +291,16 @@ impl Memberlist {
         let Some(probe) = self.probes.current.take() else {
             return;
         };
+        // Reachable over TCP: the node is up and something drops our UDP. Not a failure of the
+        // node, so no suspicion (Go logs the same hint about the network).
         if probe.tcp_ok {
             debug!(node = %probe.target, "reached over TCP but UDP probes failed; network may be misconfigured");
             self.awareness.apply_delta(-1);
             return;
         }
         self.stats.failed_probes = self.stats.failed_probes.saturating_add(1);
+        // Lifeguard §IV-A: each expected nack that never came suggests that we, not the
+        // helpers, are the ones not hearing; with no helper able to nack, we take the blame once.
         let delta = if probe.expected_nacks > 0 {
             probe.expected_nacks.saturating_sub(probe.nacks) as i32
         } else {
@@ -312,6 +325,9 @@ impl Memberlist {
         }
     }
 
+    /// Go's `probeNode`, indirect step (SWIM §4.1): ask `indirect_checks` random live peers to
+    /// ping the target for us, since our own path to it may be what failed, and try TCP in
+    /// case only UDP is lost.
     fn indirect_probe(
         &mut self,
         seq: u32,

@@ -655,25 +655,6 @@ impl Memberlist {
         offset
     }
 
-    /// At the end of a probe round: forget nodes dead or left for longer than the gossip-to-the-
-    /// dead time, and shuffle the rest (spec §3.4, §3.9).
-    fn reset_nodes(&mut self, now: Instant) {
-        let dead_time = self.config.gossip_to_the_dead_time;
-        self.nodes.retain(|n| {
-            !(n.dead_or_left() && now.saturating_duration_since(n.state_change) > dead_time)
-        });
-        for i in (1..self.nodes.len()).rev() {
-            let j = self.rng.gen_range(0..=i);
-            self.nodes.swap(i, j);
-        }
-        self.index = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.node.name.clone(), i))
-            .collect();
-    }
-
     /// Up to `k` distinct random nodes other than ourselves, skipping those `exclude` rejects.
     fn k_random_nodes(&mut self, k: usize, exclude: impl Fn(&NodeState) -> bool) -> Vec<Node> {
         let n = self.nodes.len();

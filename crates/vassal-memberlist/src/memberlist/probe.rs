@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use rand::Rng;
 use tracing::{debug, trace};
 
 use super::{advance, Event, Memberlist, PendingStream};
@@ -230,6 +231,25 @@ impl Memberlist {
             self.probe_node(target, incarnation, now, d);
             return;
         }
+    }
+
+    /// Go's `resetNodes`, at the end of a probe round: forget nodes dead or left for longer
+    /// than the gossip-to-the-dead time, and shuffle the rest (spec §3.4, §3.9).
+    fn reset_nodes(&mut self, now: Instant) {
+        let dead_time = self.config.gossip_to_the_dead_time;
+        self.nodes.retain(|n| {
+            !(n.dead_or_left() && now.saturating_duration_since(n.state_change) > dead_time)
+        });
+        for i in (1..self.nodes.len()).rev() {
+            let j = self.rng.gen_range(0..=i);
+            self.nodes.swap(i, j);
+        }
+        self.index = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.node.name.clone(), i))
+            .collect();
     }
 
     /// Go's `probeNode`, first step: ping the target directly. A suspect target also gets the

@@ -34,14 +34,17 @@ pub fn retransmit_limit(retransmit_mult: u32, num_nodes: usize) -> u32 {
 }
 
 impl TransmitLimitedQueue {
+    /// An empty queue.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Messages waiting, whatever their transmit counts.
     pub fn len(&self) -> usize {
         self.items.len()
     }
 
+    /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }

@@ -8,9 +8,11 @@ use thiserror::Error;
 
 use crate::wire::{Keyring, Vsn};
 
-/// memberlist's protocol range and the version this node speaks. A Serf agent always speaks 2.
+/// The oldest memberlist protocol we can speak with.
 pub const PROTOCOL_MIN: u8 = 1;
+/// The newest memberlist protocol we understand (CRC needs 5, nacks 4, TCP pings 3).
 pub const PROTOCOL_MAX: u8 = 5;
+/// The memberlist protocol we speak. A Serf agent always speaks 2.
 pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Everything the state machine needs to know about itself and its timing.
@@ -169,15 +171,21 @@ impl Config {
 /// A configuration the state machine refuses; nothing was started.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
+    /// The node has no name.
     #[error("node name is empty; pass -node NAME")]
     EmptyName,
+    /// A setting that must be positive (named) is zero.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// The probe timeout does not fit in the probe interval.
     #[error("probe timeout {timeout:?} is longer than the probe interval {interval:?}")]
     ProbeTimeout {
+        /// The configured probe timeout.
         timeout: Duration,
+        /// The configured probe interval.
         interval: Duration,
     },
+    /// The label (its length given) does not fit its one-byte length prefix.
     #[error("label is {0} bytes; limit is 255")]
     LabelTooLong(usize),
 }

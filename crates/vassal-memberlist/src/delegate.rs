@@ -9,15 +9,22 @@ use crate::wire::{NodeStateKind, Vsn};
 /// A member as the layer above sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
+    /// The node's name, unique in the cluster.
     pub name: String,
+    /// The address it gossips from.
     pub addr: IpAddr,
+    /// Its gossip port (UDP and TCP).
     pub port: u16,
+    /// Its metadata (Serf: encoded tags).
     pub meta: Vec<u8>,
+    /// The protocol versions it advertises.
     pub vsn: Vsn,
+    /// What we believe of it.
     pub state: NodeStateKind,
 }
 
 impl Node {
+    /// Where to reach it: `addr:port`.
     pub fn socket_addr(&self) -> SocketAddr {
         SocketAddr::new(self.addr, self.port)
     }

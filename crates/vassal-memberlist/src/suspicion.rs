@@ -58,6 +58,7 @@ impl Suspicion {
         true
     }
 
+    /// Independent confirmations counted so far (the first accuser excluded).
     pub fn confirmations(&self) -> u32 {
         self.n
     }
@@ -80,6 +81,7 @@ pub struct Awareness {
 }
 
 impl Awareness {
+    /// A healthy score of 0, which can rise to `max_multiplier − 1`.
     pub fn new(max_multiplier: u32) -> Self {
         Awareness {
             max: i32::try_from(max_multiplier).unwrap_or(i32::MAX),
@@ -87,16 +89,19 @@ impl Awareness {
         }
     }
 
+    /// Raises (positive) or lowers (negative) the score, kept within its range.
     pub fn apply_delta(&mut self, delta: i32) {
         // `max` is at least 1 (validated), so the range is never empty.
         let top = self.max.saturating_sub(1).max(0);
         self.score = self.score.saturating_add(delta).clamp(0, top);
     }
 
+    /// The current score: 0 is healthy.
     pub fn score(&self) -> i32 {
         self.score
     }
 
+    /// `timeout` stretched by our ill health: `timeout × (score + 1)`.
     pub fn scale(&self, timeout: Duration) -> Duration {
         // score is in [0, max − 1], so non-negative and at most max − 1 < i32::MAX.
         timeout.saturating_mul(self.score.unsigned_abs().saturating_add(1))

@@ -4,74 +4,13 @@
 // `Instant::now()` is each test's epoch; only differences from it matter.
 #![allow(clippy::disallowed_methods)]
 
-use std::net::SocketAddr;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use vassal_memberlist::wire::{
-    self, Alive, Dead, Message, Nack, ReadOptions, Suspect, Vsn, WriteOptions,
-};
-use vassal_memberlist::{Config, Memberlist, NoDelegate, NodeStateKind, Transmit};
-
-const VSN: Vsn = [1, 5, 2, 0, 0, 0];
-
-fn addr(i: u8) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, i], 7946))
-}
-
-fn node(name: &str, i: u8, now: Instant) -> Memberlist {
-    let mut c = Config::lan(name);
-    c.advertise = addr(i);
-    c.seed = i as u64;
-    Memberlist::new(c, now, &mut NoDelegate).expect("valid config")
-}
-
-fn packet(msgs: &[Message]) -> Vec<u8> {
-    let encoded: Vec<Vec<u8>> = msgs.iter().map(wire::encode_message).collect();
-    let opts = WriteOptions {
-        label: &[],
-        keyring: None,
-        compress: false,
-        crc: false,
-    };
-    wire::encode_packet(&encoded, &opts, [0; 12])
-}
-
-/// Every message `ml` has queued to send, decoded, with its destination.
-fn sent(ml: &mut Memberlist) -> Vec<(SocketAddr, Message)> {
-    let opts = ReadOptions {
-        label: &[],
-        keyring: None,
-        verify_incoming: true,
-    };
-    let mut out = Vec::new();
-    while let Some(t) = ml.poll_transmit() {
-        if let Transmit::Packet { to, bytes } = t {
-            let p = wire::decode_packet(&bytes, &opts).expect("we send what we can read");
-            out.extend(p.messages.into_iter().map(|m| (to, m)));
-        }
-    }
-    out
-}
-
-fn alive(name: &str, i: u8, incarnation: u32) -> Message {
-    Message::Alive(Alive {
-        incarnation,
-        node: name.into(),
-        addr: addr(i).ip(),
-        port: 7946,
-        meta: vec![],
-        vsn: VSN,
-    })
-}
-
-/// Drains everything due in the next `d`, one millisecond at a time.
-fn advance(ml: &mut Memberlist, now: &mut Instant, d: Duration) {
-    let end = *now + d;
-    while *now < end {
-        *now += Duration::from_millis(1);
-        ml.handle_timeout(*now, &mut NoDelegate);
-    }
-}
+use support::{addr, advance, alive, node, packet, sent, suspect};
+use vassal_memberlist::wire::{self, Dead, Message, Nack, Suspect};
+use vassal_memberlist::{NoDelegate, NodeStateKind};
 
 #[test]
 fn suspect_about_ourselves_is_refuted_with_a_higher_incarnation() {
@@ -275,14 +214,6 @@ fn graceful_leave_gossips_a_dead_from_ourselves() {
     assert!(dead, "the leave message was never sent");
     assert!(!a.leave_pending());
     assert_eq!(a.node("a").unwrap().state, NodeStateKind::Left);
-}
-
-fn suspect(node: &str, from: &str, incarnation: u32) -> Message {
-    Message::Suspect(Suspect {
-        incarnation,
-        node: node.into(),
-        from: from.into(),
-    })
 }
 
 #[test]

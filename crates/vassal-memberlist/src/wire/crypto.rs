@@ -22,10 +22,13 @@ pub const ENCRYPTION_OVERHEAD: usize = 1 + 12 + 16;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum KeyringError {
     // The texts are Go memberlist's: they reach users inside key-query responses.
+    /// A key must be 16, 24 or 32 bytes (AES-128, -192, -256); the length given was not.
     #[error("key size must be 16, 24 or 32 bytes")]
     InvalidKeySize(usize),
+    /// The key to use or remove is not installed.
     #[error("Requested key is not in the keyring")]
     KeyNotInstalled,
+    /// The primary key cannot be removed; make another key primary first.
     #[error("Removing the primary key is not allowed")]
     RemovePrimary,
 }
@@ -133,6 +136,7 @@ impl Keyring {
         &self.keys
     }
 
+    /// The key we encrypt with.
     pub fn primary(&self) -> &[u8] {
         // Never empty: `new` installs a primary and `remove_key` refuses to remove it.
         #[allow(clippy::indexing_slicing)]

@@ -221,6 +221,7 @@ struct PartialPushPull {
 }
 
 impl StreamDecoder {
+    /// A decoder at the start of a stream.
     pub fn new() -> Self {
         Self::default()
     }

@@ -1,29 +1,28 @@
-//! Well-formed messages with hostile contents. memberlist's come from its public codec; Serf's
-//! bodies are written here with memberlist's msgpack writer, keys in Go's order, because
-//! `vassal_serf`'s message encoder is private (the bytes match `vassal_serf::messages::encode`).
+//! Well-formed messages with hostile contents, built with the real encoders: memberlist's
+//! public codec and `vassal_serf::messages`. Every hostile value the scenarios and the fuzz
+//! target need (any Lamport time, name, payload, filter bytes, flags, timeout or version) fits
+//! the encoders' types, so no message here is written by hand; only `read_query` reads by hand,
+//! leniently, so a forger answers whatever query it overhears.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use vassal_memberlist::wire::msgpack::{Reader, Writer};
+use vassal_memberlist::wire::msgpack::Reader;
 use vassal_memberlist::wire::{
-    self, ip_bytes, ip_from_bytes, Alive, Dead, Message, StreamMessage, Suspect, Vsn, WriteOptions,
+    self, ip_from_bytes, Alive, Dead, Message, StreamMessage, Suspect, Vsn, WriteOptions,
 };
+use vassal_serf::messages::{
+    self as serf_msg, encode, QueryMsg, QueryResponseMsg, SerfMessage, UserEventEntry, UserEvents,
+};
+use vassal_serf::{Member, MemberStatus};
 
 use super::SeenQuery;
 
-/// Serf message type bytes (spec §4.1).
-const LEAVE: u8 = 0;
-const JOIN: u8 = 1;
-const PUSH_PULL: u8 = 2;
-const USER_EVENT: u8 = 3;
-const QUERY: u8 = 4;
-const QUERY_RESPONSE: u8 = 5;
-const CONFLICT_RESPONSE: u8 = 6;
+/// The Serf type byte of a query (spec §4.1).
+const QUERY: u8 = serf_msg::MessageType::Query as u8;
 
 /// Query flags.
-pub const QUERY_FLAG_ACK: u32 = 1;
-pub const QUERY_FLAG_NO_BROADCAST: u32 = 2;
+pub use vassal_serf::messages::{QUERY_FLAG_ACK, QUERY_FLAG_NO_BROADCAST};
 
 const PLAIN: WriteOptions<'static> = WriteOptions {
     label: &[],
@@ -89,41 +88,29 @@ pub fn coordinate_payload(vec: &[f64], error: f64, adjustment: f64, height: f64)
 
 /// A join intent (Serf type 1).
 pub fn join_intent(ltime: u64, node: &str) -> Vec<u8> {
-    let mut w = Writer::with_buf(vec![JOIN]);
-    w.map_header(2);
-    w.str("LTime");
-    w.uint(ltime);
-    w.str("Node");
-    w.str(node);
-    w.into_vec()
+    encode(&SerfMessage::Join(serf_msg::Join {
+        ltime,
+        node: node.to_owned(),
+    }))
 }
 
 /// A leave intent (Serf type 0); `prune` asks to erase the member (`force-leave -prune`).
 pub fn leave_intent(ltime: u64, node: &str, prune: bool) -> Vec<u8> {
-    let mut w = Writer::with_buf(vec![LEAVE]);
-    w.map_header(3);
-    w.str("LTime");
-    w.uint(ltime);
-    w.str("Node");
-    w.str(node);
-    w.str("Prune");
-    w.bool(prune);
-    w.into_vec()
+    encode(&SerfMessage::Leave(serf_msg::Leave {
+        ltime,
+        node: node.to_owned(),
+        prune,
+    }))
 }
 
 /// A user event (Serf type 3).
 pub fn user_event(ltime: u64, name: &str, payload: &[u8], cc: bool) -> Vec<u8> {
-    let mut w = Writer::with_buf(vec![USER_EVENT]);
-    w.map_header(4);
-    w.str("CC");
-    w.bool(cc);
-    w.str("LTime");
-    w.uint(ltime);
-    w.str("Name");
-    w.str(name);
-    w.str("Payload");
-    w.raw(payload);
-    w.into_vec()
+    encode(&SerfMessage::UserEvent(serf_msg::UserEvent {
+        ltime,
+        name: name.to_owned(),
+        payload: payload.to_vec(),
+        cc,
+    }))
 }
 
 /// A query (Serf type 4).
@@ -144,111 +131,55 @@ pub struct Query {
     pub payload: Vec<u8>,
 }
 
+/// Encodes `q`.
 pub fn query(q: &Query) -> Vec<u8> {
-    let mut w = Writer::with_buf(vec![QUERY]);
-    w.map_header(11);
-    w.str("Addr");
-    w.raw(&ip_bytes(&q.reply_to.ip()));
-    w.str("Filters");
-    if q.filters.is_empty() {
-        w.nil();
-    } else {
-        w.array_header(q.filters.len());
-        for f in &q.filters {
-            w.raw(f);
-        }
-    }
-    w.str("Flags");
-    w.uint(q.flags as u64);
-    w.str("ID");
-    w.uint(q.id as u64);
-    w.str("LTime");
-    w.uint(q.ltime);
-    w.str("Name");
-    w.str(&q.name);
-    w.str("Payload");
-    w.opt_raw((!q.payload.is_empty()).then_some(&q.payload[..]));
-    w.str("Port");
-    w.uint(q.reply_to.port() as u64);
-    w.str("RelayFactor");
-    w.uint(q.relay_factor as u64);
-    w.str("SourceNode");
-    w.str(&q.source_node);
-    w.str("Timeout");
-    w.uint(q.timeout);
-    w.into_vec()
+    encode(&SerfMessage::Query(QueryMsg {
+        ltime: q.ltime,
+        id: q.id,
+        addr: q.reply_to.ip(),
+        port: q.reply_to.port(),
+        source_node: q.source_node.clone(),
+        filters: q.filters.clone(),
+        flags: q.flags,
+        relay_factor: q.relay_factor,
+        timeout: q.timeout,
+        name: q.name.clone(),
+        payload: q.payload.clone(),
+    }))
 }
 
 /// A query filter naming nodes: `00` + msgpack array of names.
 pub fn node_filter(names: &[String]) -> Vec<u8> {
-    let mut w = Writer::with_buf(vec![0]);
-    w.array_header(names.len());
-    for n in names {
-        w.str(n);
-    }
-    w.into_vec()
+    serf_msg::node_filter(names)
 }
 
 /// A query filter on a tag: `01` + `{Expr, Tag}` (`expr` is a regular expression).
 pub fn tag_filter(tag: &str, expr: &str) -> Vec<u8> {
-    let mut w = Writer::with_buf(vec![1]);
-    w.map_header(2);
-    w.str("Expr");
-    w.str(expr);
-    w.str("Tag");
-    w.str(tag);
-    w.into_vec()
+    serf_msg::tag_filter(tag, expr)
 }
 
 /// An ack (flag [`QUERY_FLAG_ACK`]) or a response to a query (Serf type 5).
 pub fn query_response(ltime: u64, id: u32, from: &str, flags: u32, payload: &[u8]) -> Vec<u8> {
-    let mut w = Writer::with_buf(vec![QUERY_RESPONSE]);
-    w.map_header(5);
-    w.str("Flags");
-    w.uint(flags as u64);
-    w.str("From");
-    w.str(from);
-    w.str("ID");
-    w.uint(id as u64);
-    w.str("LTime");
-    w.uint(ltime);
-    w.str("Payload");
-    w.opt_raw((!payload.is_empty()).then_some(payload));
-    w.into_vec()
+    encode(&SerfMessage::QueryResponse(QueryResponseMsg {
+        ltime,
+        id,
+        from: from.to_owned(),
+        flags,
+        payload: payload.to_vec(),
+    }))
 }
 
-/// The answer to a `_serf_conflict` query: "I know `name` at `addr`" (Serf type 6, a member).
+/// The answer to a `_serf_conflict` query: "I know `name` at `addr`" (Serf type 6, a member
+/// alive with no tags).
 pub fn conflict_response(name: &str, addr: SocketAddr, vsn: Vsn) -> Vec<u8> {
-    let [pmin, pmax, pcur, dmin, dmax, dcur] = vsn;
-    let mut w = Writer::with_buf(vec![CONFLICT_RESPONSE]);
-    w.map_header(11);
-    w.str("Addr");
-    w.raw(&ip_bytes(&addr.ip()));
-    for (k, v) in [
-        ("DelegateCur", dcur),
-        ("DelegateMax", dmax),
-        ("DelegateMin", dmin),
-    ] {
-        w.str(k);
-        w.uint(v as u64);
-    }
-    w.str("Name");
-    w.str(name);
-    w.str("Port");
-    w.uint(addr.port() as u64);
-    for (k, v) in [
-        ("ProtocolCur", pcur),
-        ("ProtocolMax", pmax),
-        ("ProtocolMin", pmin),
-    ] {
-        w.str(k);
-        w.uint(v as u64);
-    }
-    w.str("Status");
-    w.uint(1);
-    w.str("Tags");
-    w.map_header(0);
-    w.into_vec()
+    serf_msg::encode_conflict_response(Some(&Member {
+        name: name.to_owned(),
+        addr: addr.ip(),
+        port: addr.port(),
+        tags: BTreeMap::new(),
+        status: MemberStatus::Alive,
+        vsn,
+    }))
 }
 
 /// One slot of Serf's user event buffer: its Lamport time and each event's name and payload.
@@ -265,43 +196,32 @@ pub struct SerfState {
     pub query_ltime: u64,
 }
 
+/// Encodes `s`; every event slot is filled (no nil slots).
 pub fn serf_push_pull(s: &SerfState) -> Vec<u8> {
-    let mut w = Writer::with_buf(vec![PUSH_PULL]);
-    w.map_header(6);
-    w.str("EventLTime");
-    w.uint(s.event_ltime);
-    w.str("Events");
-    w.array_header(s.events.len());
-    for (ltime, events) in &s.events {
-        w.map_header(2);
-        w.str("Events");
-        w.array_header(events.len());
-        for (name, payload) in events {
-            w.map_header(2);
-            w.str("Name");
-            w.str(name);
-            w.str("Payload");
-            w.raw(payload);
-        }
-        w.str("LTime");
-        w.uint(*ltime);
-    }
-    w.str("LTime");
-    w.uint(s.ltime);
-    w.str("LeftMembers");
-    w.array_header(s.left_members.len());
-    for m in &s.left_members {
-        w.str(m);
-    }
-    w.str("QueryLTime");
-    w.uint(s.query_ltime);
-    w.str("StatusLTimes");
-    w.map_header(s.status_ltimes.len());
-    for (name, t) in &s.status_ltimes {
-        w.str(name);
-        w.uint(*t);
-    }
-    w.into_vec()
+    let events = s
+        .events
+        .iter()
+        .map(|(ltime, events)| {
+            Some(UserEvents {
+                ltime: *ltime,
+                events: events
+                    .iter()
+                    .map(|(name, payload)| UserEventEntry {
+                        name: name.clone(),
+                        payload: payload.clone(),
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    encode(&SerfMessage::PushPull(serf_msg::PushPullState {
+        ltime: s.ltime,
+        status_ltimes: s.status_ltimes.clone(),
+        left_members: s.left_members.clone(),
+        event_ltime: s.event_ltime,
+        events,
+        query_ltime: s.query_ltime,
+    }))
 }
 
 /// Reads a gossiped query (Serf type 4) far enough to answer it; `None` for anything else.

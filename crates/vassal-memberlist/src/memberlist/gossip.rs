@@ -1,0 +1,137 @@
+//! Gossip (spec §3.6): every gossip interval, queued broadcasts go to a few random nodes, and
+//! every packet we send carries as many of them as fit. Go memberlist's `gossip` and
+//! `getBroadcasts`.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::advance;
+use super::Memberlist;
+use crate::broadcast::TransmitLimitedQueue;
+use crate::delegate::Delegate;
+use crate::wire::{self, Message, NodeStateKind};
+
+/// Bytes of compound framing per part, and for the compound header.
+pub(super) const COMPOUND_OVERHEAD: usize = 2;
+pub(super) const COMPOUND_HEADER_OVERHEAD: usize = 2;
+/// The `08` type byte in front of each delegate broadcast.
+pub(super) const USER_MSG_OVERHEAD: usize = 1;
+
+/// What gossip owns: memberlist's own broadcast queue and the gossip timer.
+#[derive(Debug, Clone)]
+pub(super) struct GossipState {
+    queue: TransmitLimitedQueue,
+    /// When the next gossip round is due; `None` when gossip is disabled.
+    next_at: Option<Instant>,
+}
+
+impl GossipState {
+    pub(super) fn new(next_at: Option<Instant>) -> Self {
+        GossipState {
+            queue: TransmitLimitedQueue::new(),
+            next_at,
+        }
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.next_at
+    }
+
+    /// Messages waiting to be gossiped.
+    pub(super) fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether the broadcast queued with `notify` is still waiting for its transmits.
+    pub(super) fn is_pending(&self, notify: u64) -> bool {
+        self.queue.is_pending(notify)
+    }
+}
+
+impl Memberlist {
+    /// Runs a gossip round if one is due.
+    pub(super) fn gossip_if_due(&mut self, now: Instant, d: &mut impl Delegate) {
+        if let Some(at) = self.gossip.next_at.filter(|at| now >= *at) {
+            self.gossip.next_at = Some(advance(at, self.config.gossip_interval, now));
+            self.gossip(now, d);
+        }
+    }
+
+    pub(super) fn gossip(&mut self, now: Instant, d: &mut impl Delegate) {
+        let dead_time = self.config.gossip_to_the_dead_time;
+        // Dead nodes, and (unlike Go) left ones, still hear gossip for a while: a node that a
+        // forged leave or verdict took out hears of it within a round and refutes it, inside
+        // LEFT_NODE_RECLAIM_TIME.
+        let targets = self.k_random_nodes(self.config.gossip_nodes, |n| match n.node.state {
+            NodeStateKind::Alive | NodeStateKind::Suspect => false,
+            NodeStateKind::Dead | NodeStateKind::Left => {
+                now.saturating_duration_since(n.state_change) > dead_time
+            }
+        });
+        let avail = self
+            .config
+            .udp_buffer_size
+            .saturating_sub(COMPOUND_HEADER_OVERHEAD)
+            .saturating_sub(self.packet_overhead());
+        for target in targets {
+            let msgs = self.get_broadcasts(COMPOUND_OVERHEAD, avail, d);
+            if msgs.is_empty() {
+                return;
+            }
+            self.send_packet(target.socket_addr(), &msgs, target.pmax() >= 5);
+        }
+    }
+
+    pub(super) fn broadcast(&mut self, node: &str, msg: Message, notify: Option<u64>) {
+        self.gossip
+            .queue
+            .queue(Some(node.to_owned()), wire::encode_message(&msg), notify);
+    }
+
+    fn get_broadcasts(
+        &mut self,
+        overhead: usize,
+        limit: usize,
+        d: &mut impl Delegate,
+    ) -> Vec<Vec<u8>> {
+        let n = self.nodes.len();
+        let mut msgs =
+            self.gossip
+                .queue
+                .get_broadcasts(overhead, limit, self.config.retransmit_mult, n);
+        let used = msgs
+            .iter()
+            .map(|m| m.len().saturating_add(overhead))
+            .fold(0, usize::saturating_add);
+        let avail = limit.saturating_sub(used);
+        let user_overhead = overhead.saturating_add(USER_MSG_OVERHEAD);
+        if avail > user_overhead {
+            for m in d.broadcasts(user_overhead, avail) {
+                let mut buf = Vec::with_capacity(m.len().saturating_add(1));
+                buf.push(wire::MessageType::User as u8);
+                buf.extend_from_slice(&m);
+                msgs.push(buf);
+            }
+        }
+        msgs
+    }
+
+    /// Sends one message with as much queued gossip piggybacked as fits.
+    pub(super) fn send_msg(
+        &mut self,
+        to: SocketAddr,
+        msg: Vec<u8>,
+        crc: bool,
+        d: &mut impl Delegate,
+    ) {
+        let avail = self
+            .config
+            .udp_buffer_size
+            .saturating_sub(msg.len())
+            .saturating_sub(COMPOUND_HEADER_OVERHEAD)
+            .saturating_sub(self.packet_overhead());
+        let mut msgs = vec![msg];
+        msgs.extend(self.get_broadcasts(COMPOUND_OVERHEAD, avail, d));
+        self.send_packet(to, &msgs, crc);
+    }
+}

@@ -1,0 +1,404 @@
+//! Push/pull (spec §3.7) and join (§3.8): full-state exchanges over TCP, and merging a peer's
+//! state into ours. Go memberlist's `pushPull`, `pushPullNode` and `mergeState`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{advance, Event, JoinId, Memberlist, PendingStream};
+use crate::delegate::Delegate;
+use crate::limits::later;
+use crate::wire::{Alive, Dead, NodeStateKind, PushNodeState, PushPull, StreamMessage, Suspect};
+
+/// What push/pull owns: the joins in progress and the periodic exchange's timer.
+#[derive(Debug, Clone)]
+pub(super) struct PushPullState {
+    joins: BTreeMap<JoinId, JoinProgress>,
+    /// When the next periodic push/pull is due; `None` when they are disabled.
+    next_at: Option<Instant>,
+}
+
+impl PushPullState {
+    pub(super) fn new(next_at: Option<Instant>) -> Self {
+        PushPullState {
+            joins: BTreeMap::new(),
+            next_at,
+        }
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.next_at
+    }
+}
+
+/// One [`Memberlist::join`]: exchanges still open, and how the finished ones went.
+#[derive(Debug, Clone, Default)]
+struct JoinProgress {
+    pending: usize,
+    joined: usize,
+    errors: Vec<String>,
+}
+
+impl Memberlist {
+    /// Joins the cluster through a push/pull with each address (spec §3.8). The result arrives
+    /// as [`Event::JoinFinished`].
+    pub fn join(&mut self, addrs: &[SocketAddr], now: Instant, d: &mut impl Delegate) -> JoinId {
+        let id = JoinId(self.next_id());
+        self.push_pull.joins.insert(
+            id,
+            JoinProgress {
+                pending: addrs.len(),
+                ..Default::default()
+            },
+        );
+        for &addr in addrs {
+            self.push_pull_with(addr, Some(id), now, d);
+        }
+        self.finish_join_if_done(id);
+        id
+    }
+
+    /// Runs the periodic push/pull if due; the interval grows with the cluster
+    /// ([`push_pull_scale`]).
+    pub(super) fn push_pull_if_due(&mut self, now: Instant, d: &mut impl Delegate) {
+        if let Some(at) = self.push_pull.next_at.filter(|at| now >= *at) {
+            let interval = push_pull_scale(self.config.push_pull_interval, self.nodes.len());
+            self.push_pull.next_at = Some(advance(at, interval, now));
+            self.periodic_push_pull(now, d);
+        }
+    }
+
+    /// The reply to one of our push/pulls: merge it, and count it for its join if it was one.
+    pub(super) fn push_pull_finished(
+        &mut self,
+        peer: SocketAddr,
+        join: Option<JoinId>,
+        reply: Result<StreamMessage, String>,
+        now: Instant,
+        d: &mut impl Delegate,
+    ) {
+        let result = match reply {
+            Ok(StreamMessage::PushPull(remote)) => self.merge_remote(&remote, now, d),
+            Ok(StreamMessage::Err(e)) => Err(format!("remote error: {}", e.error)),
+            Ok(other) => Err(format!("unexpected reply to push/pull: {other:?}")),
+            Err(e) => Err(e),
+        };
+        match join {
+            Some(join) => {
+                if let Some(p) = self.push_pull.joins.get_mut(&join) {
+                    p.pending = p.pending.saturating_sub(1);
+                    match result {
+                        Ok(()) => p.joined = p.joined.saturating_add(1),
+                        Err(e) => p.errors.push(format!("Failed to join {}: {e}", peer.ip())),
+                    }
+                }
+                self.finish_join_if_done(join);
+            }
+            None => {
+                if let Err(error) = result {
+                    self.events.push_back(Event::PushPullFailed { peer, error });
+                }
+            }
+        }
+    }
+
+    fn periodic_push_pull(&mut self, now: Instant, d: &mut impl Delegate) {
+        let peers = self.k_random_nodes(1, |n| n.node.state != NodeStateKind::Alive);
+        let Some(peer) = peers.into_iter().next() else {
+            return;
+        };
+        self.push_pull_with(peer.socket_addr(), None, now, d);
+    }
+
+    /// Opens a push/pull exchange with `addr`; `join` marks it as part of a [`Memberlist::join`].
+    fn push_pull_with(
+        &mut self,
+        addr: SocketAddr,
+        join: Option<JoinId>,
+        now: Instant,
+        d: &mut impl Delegate,
+    ) {
+        let msg = self.local_push_pull(join.is_some(), d);
+        let deadline = later(now, self.config.tcp_timeout);
+        self.open_stream(
+            addr,
+            &msg,
+            PendingStream::PushPull {
+                peer: addr,
+                join,
+                deadline,
+            },
+        );
+    }
+
+    pub(super) fn local_push_pull(&mut self, join: bool, d: &mut impl Delegate) -> StreamMessage {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| PushNodeState {
+                name: n.node.name.clone(),
+                addr: n.node.addr,
+                port: n.node.port,
+                meta: n.node.meta.clone(),
+                incarnation: n.incarnation,
+                state: n.node.state,
+                vsn: n.node.vsn.to_vec(),
+            })
+            .collect();
+        StreamMessage::PushPull(PushPull {
+            join,
+            nodes,
+            user_state: d.local_state(join),
+        })
+    }
+
+    /// Merges a peer's push/pull: version check, node states, then the delegate's state.
+    pub(super) fn merge_remote(
+        &mut self,
+        remote: &PushPull,
+        now: Instant,
+        d: &mut impl Delegate,
+    ) -> Result<(), String> {
+        // A peer whose cluster we cannot speak with is not merged at all (Go's
+        // `verifyProtocol`, before `mergeState`).
+        self.verify_protocol(&remote.nodes)?;
+        // Go's `mergeState`: each entry goes through the same rules as gossip, so a push/pull
+        // can teach us nothing a stream of messages could not, and stale entries lose to what
+        // we know just as stale gossip does.
+        for r in &remote.nodes {
+            let vsn: Option<[u8; 6]> = r.vsn.as_slice().try_into().ok();
+            match r.state {
+                NodeStateKind::Alive => {
+                    // An alive entry without the six version bytes cannot enter the table
+                    // (versions gate CRC, nacks and TCP pings); skip it.
+                    let Some(vsn) = vsn else {
+                        continue;
+                    };
+                    // Port 0 stands for the port we bind, as in an `alive` (protocol 1 had no port;
+                    // Go fills it in before `mergeState`).
+                    let port = if r.port == 0 {
+                        self.config.bind_port
+                    } else {
+                        r.port
+                    };
+                    let a = Alive {
+                        incarnation: r.incarnation,
+                        node: r.name.clone(),
+                        addr: r.addr,
+                        port,
+                        meta: r.meta.clone(),
+                        vsn,
+                    };
+                    self.alive_node(a, false, now, d);
+                }
+                // A left node said so itself: merge it as its own `dead`, which keeps it left
+                // rather than failed.
+                NodeStateKind::Left => {
+                    let dead = Dead {
+                        incarnation: r.incarnation,
+                        node: r.name.clone(),
+                        from: r.name.clone(),
+                    };
+                    self.dead_node(dead, None, now, d);
+                }
+                // A peer's "dead" becomes our suspicion, never an instant verdict: the peer may
+                // be the one cut off, and a suspicion gives the node the timeout to refute.
+                // The accuser is us (`from`), so it starts our own timer.
+                NodeStateKind::Dead | NodeStateKind::Suspect => {
+                    let s = Suspect {
+                        incarnation: r.incarnation,
+                        node: r.name.clone(),
+                        from: self.config.name.clone(),
+                    };
+                    self.suspect_node(s, now);
+                }
+            }
+        }
+        if !remote.user_state.is_empty() {
+            d.merge_remote_state(&remote.user_state, remote.join, now);
+        }
+        Ok(())
+    }
+
+    /// memberlist's `verifyProtocol` (spec §2.12).
+    fn verify_protocol(&self, remote: &[PushNodeState]) -> Result<(), String> {
+        let (mut max_pmin, mut min_pmax, mut max_dmin, mut min_dmax) = (0u8, u8::MAX, 0u8, u8::MAX);
+        for r in remote.iter().filter(|r| r.state == NodeStateKind::Alive) {
+            if let &[pmin, pmax, _, dmin, dmax, _, ..] = r.vsn.as_slice() {
+                max_pmin = max_pmin.max(pmin);
+                min_pmax = min_pmax.min(pmax);
+                max_dmin = max_dmin.max(dmin);
+                min_dmax = min_dmax.min(dmax);
+            }
+        }
+        for n in self
+            .nodes
+            .iter()
+            .filter(|n| n.node.state == NodeStateKind::Alive)
+        {
+            max_pmin = max_pmin.max(n.node.vsn[0]);
+            min_pmax = min_pmax.min(n.node.vsn[1]);
+            max_dmin = max_dmin.max(n.node.vsn[3]);
+            min_dmax = min_dmax.min(n.node.vsn[4]);
+        }
+        let check = |name: &str, pcur: u8, dcur: u8| -> Result<(), String> {
+            if pcur < max_pmin || pcur > min_pmax {
+                return Err(format!(
+                    "Node '{name}' protocol version ({pcur}) is incompatible: [{max_pmin}, {min_pmax}]"
+                ));
+            }
+            if dcur < max_dmin || dcur > min_dmax {
+                return Err(format!(
+                    "Node '{name}' delegate protocol version ({dcur}) is incompatible: [{max_dmin}, {min_dmax}]"
+                ));
+            }
+            Ok(())
+        };
+        for r in remote {
+            let (pcur, dcur) = match *r.vsn.as_slice() {
+                [_, _, pcur, _, _, dcur, ..] => (pcur, dcur),
+                _ => (0, 0),
+            };
+            check(&r.name, pcur, dcur)?;
+        }
+        for n in &self.nodes {
+            check(&n.node.name, n.node.vsn[2], n.node.vsn[5])?;
+        }
+        Ok(())
+    }
+
+    fn finish_join_if_done(&mut self, id: JoinId) {
+        if self
+            .push_pull
+            .joins
+            .get(&id)
+            .is_some_and(|p| p.pending == 0)
+        {
+            if let Some(p) = self.push_pull.joins.remove(&id) {
+                self.events.push_back(Event::JoinFinished {
+                    id,
+                    joined: p.joined,
+                    errors: p.errors,
+                });
+            }
+        }
+    }
+}
+/// Push/pull slows down above 32 nodes: `ceil(log2 n − log2 32) + 1` times the interval.
+pub fn push_pull_scale(interval: Duration, n: usize) -> Duration {
+    const THRESHOLD: usize = 32;
+    if n <= THRESHOLD {
+        return interval;
+    }
+    let mult = ((n as f64).log2() - (THRESHOLD as f64).log2()).ceil() + 1.0;
+    interval.saturating_mul(mult as u32)
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // `Instant::now()` is each test's epoch
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::test_support::{addr, alive, deliver, entry, node, packet};
+    use crate::wire::{self, PushPull, StreamMessage};
+    use crate::{Event, NoDelegate, NodeStateKind};
+
+    fn push_pull(nodes: Vec<wire::PushNodeState>) -> StreamMessage {
+        StreamMessage::PushPull(PushPull {
+            join: false,
+            nodes,
+            user_state: vec![],
+        })
+    }
+
+    /// `Join` → Go's `pushPullNode` and, on the other side, `mergeState` (spec §3.7, §3.8): one
+    /// exchange teaches each side the other's whole table, and the join reports one success.
+    #[test]
+    fn a_join_exchanges_whole_tables_both_ways() {
+        let now = Instant::now();
+        let mut a = node("a", 1, now);
+        a.handle_packet(addr(3), &packet(&[alive("c", 3, 4)]), now, &mut NoDelegate);
+        let mut b = node("b", 2, now);
+        let id = b.join(&[addr(1)], now, &mut NoDelegate);
+        let undelivered = deliver(&mut b, &mut a, now);
+        assert!(undelivered.is_empty());
+        assert_eq!(b.incarnation_of("c"), Some(4), "b learned of c through a");
+        assert_eq!(b.node("a").unwrap().state, NodeStateKind::Alive);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Alive);
+        assert_eq!(
+            b.poll_event(),
+            Some(Event::JoinFinished {
+                id,
+                joined: 1,
+                errors: vec![]
+            })
+        );
+    }
+
+    /// Go's `mergeState` (spec §3.3, §3.7): a peer's "dead" is merged as our own suspicion,
+    /// never as a verdict (the peer may be the one cut off); "left" stays left; a new alive
+    /// entry joins the table.
+    #[test]
+    fn a_merged_dead_entry_is_only_suspected() {
+        let now = Instant::now();
+        let mut a = node("a", 1, now);
+        let peers = packet(&[alive("b", 2, 1), alive("c", 3, 1)]);
+        a.handle_packet(addr(2), &peers, now, &mut NoDelegate);
+        let remote = push_pull(vec![
+            entry("z", 9, 1, NodeStateKind::Alive),
+            entry("b", 2, 1, NodeStateKind::Dead),
+            entry("c", 3, 1, NodeStateKind::Left),
+            entry("d", 4, 1, NodeStateKind::Alive),
+        ]);
+        let reply = a.handle_stream(addr(9), Ok(remote), now, &mut NoDelegate);
+        assert!(reply.is_some(), "a push/pull is answered with ours");
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Suspect);
+        assert_eq!(a.node("c").unwrap().state, NodeStateKind::Left);
+        assert_eq!(a.node("d").unwrap().state, NodeStateKind::Alive);
+        // The suspicion is ours, so it runs our timer; five nodes could confirm it, so it
+        // starts at the maximum (6 × 4 s on LAN) and, unconfirmed, ends there.
+        a.handle_timeout(now + Duration::from_millis(23_999), &mut NoDelegate);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Suspect);
+        a.handle_timeout(now + Duration::from_secs(24), &mut NoDelegate);
+        assert_eq!(a.node("b").unwrap().state, NodeStateKind::Dead);
+    }
+
+    /// Go's `verifyProtocol` before `mergeState` (spec §2.12): a peer whose nodes cannot all
+    /// speak with ours fails the exchange and nothing of it is merged.
+    #[test]
+    fn a_push_pull_with_incompatible_versions_merges_nothing() {
+        let now = Instant::now();
+        let mut a = node("a", 1, now);
+        let mut z = entry("z", 9, 1, NodeStateKind::Alive);
+        z.vsn = vec![3, 5, 3, 0, 0, 0]; // speaks protocol 3 at least; we speak 2
+        let reply = a.handle_stream(addr(9), Ok(push_pull(vec![z])), now, &mut NoDelegate);
+        assert!(reply.is_some());
+        assert!(a.node("z").is_none());
+        assert!(matches!(
+            a.poll_event(),
+            Some(Event::PushPullFailed { peer, .. }) if peer == addr(9)
+        ));
+    }
+
+    /// `Join` (spec §3.8): an address that never answers fails the join after the TCP timeout,
+    /// with Go's error text.
+    #[test]
+    fn a_join_to_a_silent_address_fails_at_the_tcp_timeout() {
+        let now = Instant::now();
+        let mut a = node("a", 1, now);
+        let id = a.join(&[addr(9)], now, &mut NoDelegate);
+        while a.poll_transmit().is_some() {}
+        let timeout = a.config().tcp_timeout;
+        a.handle_timeout(now + timeout - Duration::from_millis(1), &mut NoDelegate);
+        assert_eq!(a.poll_event(), None);
+        a.handle_timeout(now + timeout, &mut NoDelegate);
+        assert_eq!(
+            a.poll_event(),
+            Some(Event::JoinFinished {
+                id,
+                joined: 0,
+                errors: vec!["Failed to join 127.0.0.9: i/o timeout".into()],
+            })
+        );
+    }
+}

@@ -20,7 +20,6 @@ use vassal_rpc::LogHub;
 use crate::logging;
 
 pub use options::{flags, options, AgentOptions};
-pub(crate) use options::{parse_key, parse_max_conns, parse_profile, parse_protocol};
 
 pub async fn run(opts: AgentOptions) -> ExitCode {
     let logs = LogHub::new();

@@ -14,35 +14,10 @@ use vassal_node::NodeConfig;
 use vassal_roles::backend;
 
 use crate::config::RawConfig;
-use crate::flags::{parse_duration, FlagError, FlagSet, Kind};
+use crate::flags::{FlagError, FlagSet, Kind, Parsed};
 use crate::handlers::HandlerSpec;
 use crate::logging::LogLevel;
-
-/// `-profile` / `profile`: one of memberlist's three timing profiles.
-pub(crate) fn parse_profile(v: &str) -> Result<String, String> {
-    match v {
-        "lan" | "wan" | "local" => Ok(v.to_owned()),
-        _ => Err("must be lan, wan or local".into()),
-    }
-}
-
-/// `-protocol` / `protocol`: a Serf protocol version this build speaks.
-pub(crate) fn parse_protocol(v: &str) -> Result<u8, String> {
-    match v.parse::<u8>() {
-        Ok(n) if (vassal_serf::PROTOCOL_MIN..=vassal_serf::PROTOCOL_MAX).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "must be {} to {}",
-            vassal_serf::PROTOCOL_MIN,
-            vassal_serf::PROTOCOL_MAX
-        )),
-    }
-}
-
-/// `-encrypt` / `encrypt_key`: base64 of a 16, 24 or 32-byte key, with Go's error texts.
-pub(crate) fn parse_key(v: &str) -> Result<Keyring, String> {
-    let key = vassal_serf::keys::decode_base64(v)?;
-    Keyring::new(&key).map_err(|e| e.to_string())
-}
+use crate::parse::{parse_duration, parse_key, parse_max_conns, parse_protocol, Profile};
 
 pub fn flags() -> FlagSet {
     FlagSet::new("agent")
@@ -297,7 +272,7 @@ pub struct AgentOptions {
     pub retry_interval: Duration,
     pub retry_max: u32,
     pub keyring: Option<Keyring>,
-    pub profile: String,
+    pub profile: Profile,
     pub tags: BTreeMap<String, String>,
     pub log_level: LogLevel,
     pub protocol: u8,
@@ -389,19 +364,18 @@ impl FileOnly {
     }
 }
 
+/// Checks the flags, with the config files they name laid under them (Serf's precedence: a
+/// flag that is given wins over a file's setting; tags, joins, handlers and address ranges
+/// add to the files').
 pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
-    // Config files first, spelt as flags in front of the real ones: Serf's precedence.
-    let first = flags().parse(args)?;
-    let paths: Vec<PathBuf> = first
+    let p = flags().parse(args)?;
+    let paths: Vec<PathBuf> = p
         .values("config-file")
         .iter()
-        .chain(first.values("config-dir"))
+        .chain(p.values("config-dir"))
         .map(PathBuf::from)
         .collect();
-    let raw = RawConfig::read_paths(&paths).map_err(|e| FlagError::Config(e.to_string()))?;
-    let mut all = raw.to_flag_args();
-    all.extend(args.iter().cloned());
-    let p = flags().parse(&all)?;
+    let file = RawConfig::read_paths(&paths).map_err(|e| FlagError::Config(e.to_string()))?;
     if let Some(extra) = p.args.first() {
         return Err(FlagError::BadValue {
             flag: "agent".into(),
@@ -414,18 +388,23 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         value: value.into(),
         why,
     };
+    // A single-valued setting: the flag's value if given, else the files'.
+    fn given<'a>(p: &'a Parsed, flag: &str, file: &'a Option<String>) -> Option<&'a str> {
+        p.value(flag).or(file.as_deref())
+    }
+    let value = |flag: &str, file| given(&p, flag, file);
     let mut tags = BTreeMap::new();
-    if let Some(role) = p.value("role") {
+    if let Some(role) = value("role", &file.role) {
         tags.insert(backend::ROLE_TAG.to_owned(), role.to_owned());
     }
+    tags.extend(file.tags.clone());
     for t in p.values("tag") {
         let (k, v) = crate::cli::parse_tag(t)
             .map_err(|_| bad("tag", t, "expected key=value, the key not empty".into()))?;
         tags.insert(k, v);
     }
     // The key itself is never repeated in the message: it is secret.
-    let keyring = p
-        .value("encrypt")
+    let keyring = value("encrypt", &file.encrypt_key)
         .map(|k| {
             parse_key(k).map_err(|e| {
                 bad(
@@ -436,9 +415,10 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             })
         })
         .transpose()?;
-    let event_handlers: Vec<HandlerSpec> = p
-        .values("event-handler")
+    let event_handlers: Vec<HandlerSpec> = file
+        .event_handlers
         .iter()
+        .chain(p.values("event-handler"))
         .map(|h| HandlerSpec::parse(h).map_err(|e| bad("event-handler", h, e.to_string())))
         .collect::<Result<_, _>>()?;
     let role_addr = |flag: &str| -> Result<Option<SocketAddr>, FlagError> {
@@ -474,24 +454,29 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
     let handler_answers_load = event_handlers
         .iter()
         .any(|h| h.handles_query(vassal_roles::load::QUERY));
-    let profile = p.parse_or("profile", "lan".to_owned(), parse_profile)?;
-    let node = p
-        .value("node")
+    let profile = p.parse_or("profile", file.profile.unwrap_or_default(), Profile::parse)?;
+    let node = value("node", &file.node_name)
         .map(str::to_owned)
         .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
-    let lb_backend_cidrs = p
-        .values("lb-backend-cidr")
-        .iter()
-        .map(|c| c.parse().map_err(|why| bad("lb-backend-cidr", c, why)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut lb_backend_cidrs = file.lb_backend_cidr.clone();
+    for c in p.values("lb-backend-cidr") {
+        lb_backend_cidrs.push(c.parse().map_err(|why| bad("lb-backend-cidr", c, why))?);
+    }
     let http_limits = vassal_roles::http::ServeLimits {
-        header_timeout: Some(p.parse_or(
-            "lb-header-timeout",
-            vassal_roles::http::DEFAULT_HEADER_TIMEOUT,
-            parse_duration,
-        )?)
+        header_timeout: Some(
+            p.parse_or(
+                "lb-header-timeout",
+                file.lb_header_timeout
+                    .unwrap_or(vassal_roles::http::DEFAULT_HEADER_TIMEOUT),
+                parse_duration,
+            )?,
+        )
         .filter(|d| !d.is_zero()),
-        max_conns: p.parse_or("lb-max-conns", default_max_conns(), parse_max_conns)?,
+        max_conns: p.parse_or(
+            "lb-max-conns",
+            file.lb_max_conns.unwrap_or_else(default_max_conns),
+            parse_max_conns,
+        )?,
     };
     let roles = vassal_roles::RolesConfig {
         lb_listen,
@@ -502,64 +487,79 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         http_limits,
         ..vassal_roles::RolesConfig::new(&node)
     };
+    let list = |flag: &str, file: &[String]| -> Vec<String> {
+        file.iter().chain(p.values(flag)).cloned().collect()
+    };
     Ok(AgentOptions {
         node,
-        bind: p.value("bind").unwrap_or("0.0.0.0:7946").to_owned(),
-        advertise: p.value("advertise").map(str::to_owned),
-        join: p.values("join").to_vec(),
-        retry_join: p.values("retry-join").to_vec(),
-        retry_interval: p.parse_or("retry-interval", Duration::from_secs(30), parse_duration)?,
-        retry_max: p.parse_or("retry-max", 0, |v| v.parse().map_err(|e| format!("{e}")))?,
+        bind: value("bind", &file.bind)
+            .unwrap_or("0.0.0.0:7946")
+            .to_owned(),
+        advertise: value("advertise", &file.advertise).map(str::to_owned),
+        join: list("join", &file.start_join),
+        retry_join: list("retry-join", &file.retry_join),
+        retry_interval: p.parse_or(
+            "retry-interval",
+            file.retry_interval.unwrap_or(Duration::from_secs(30)),
+            parse_duration,
+        )?,
+        retry_max: p.parse_or("retry-max", file.retry_max_attempts.unwrap_or(0), |v| {
+            v.parse().map_err(|e| format!("{e}"))
+        })?,
         keyring,
         profile,
         tags,
-        log_level: p.parse_or("log-level", LogLevel::Info, LogLevel::parse)?,
-        protocol: p.parse_or("protocol", vassal_serf::PROTOCOL_DEFAULT, parse_protocol)?,
-        compression: !p.bool("disable-compression"),
+        log_level: p.parse_or(
+            "log-level",
+            file.log_level.unwrap_or(LogLevel::Info),
+            LogLevel::parse,
+        )?,
+        protocol: p.parse_or(
+            "protocol",
+            file.protocol.unwrap_or(vassal_serf::PROTOCOL_DEFAULT),
+            parse_protocol,
+        )?,
+        compression: !p.bool_or(
+            "disable-compression",
+            file.enable_compression == Some(false),
+        ),
         broadcast_timeout: p.parse_or(
             "broadcast-timeout",
-            Duration::from_secs(5),
+            file.broadcast_timeout.unwrap_or(Duration::from_secs(5)),
             parse_duration,
         )?,
         event_handlers,
-        handler_timeout: Some(p.parse_or(
-            "handler-timeout",
-            crate::handlers::runner::DEFAULT_TIMEOUT,
-            parse_duration,
-        )?)
+        handler_timeout: Some(
+            p.parse_or(
+                "handler-timeout",
+                file.handler_timeout
+                    .unwrap_or(crate::handlers::runner::DEFAULT_TIMEOUT),
+                parse_duration,
+            )?,
+        )
         .filter(|d| !d.is_zero()),
-        replay: p.bool("replay"),
-        snapshot: p.value("snapshot").map(PathBuf::from),
-        rejoin: p.bool("rejoin"),
-        tags_file: p.value("tags-file").map(PathBuf::from),
-        keyring_file: p.value("keyring-file").map(PathBuf::from),
+        replay: p.bool_or("replay", file.replay_on_join == Some(true)),
+        snapshot: value("snapshot", &file.snapshot_path).map(PathBuf::from),
+        rejoin: p.bool_or("rejoin", file.rejoin_after_leave == Some(true)),
+        tags_file: value("tags-file", &file.tags_file).map(PathBuf::from),
+        keyring_file: value("keyring-file", &file.keyring_file).map(PathBuf::from),
         haproxy: haproxy_options(&p)?,
         roles,
-        rpc_addr: p
-            .value("rpc-addr")
+        rpc_addr: value("rpc-addr", &file.rpc_addr)
             .unwrap_or(crate::cli::DEFAULT_RPC_ADDR)
             .to_owned(),
-        rpc_auth: p.value("rpc-auth").unwrap_or("").to_owned(),
+        rpc_auth: value("rpc-auth", &file.rpc_auth).unwrap_or("").to_owned(),
         args: args.to_vec(),
-        file_only: FileOnly::from_raw(&raw)?,
-        discover: p.value("discover").map(|cluster| DiscoverOptions {
+        file_only: FileOnly::from_raw(&file)?,
+        discover: value("discover", &file.discover).map(|cluster| DiscoverOptions {
             cluster: cluster.to_owned(),
-            iface: p
-                .value("mdns-iface")
-                .or(p.value("iface"))
+            iface: value("mdns-iface", &file.mdns_interface)
+                .or(value("iface", &file.interface))
                 .map(str::to_owned),
-            disable_ipv4: p.bool("mdns-disable-ipv4"),
-            disable_ipv6: p.bool("mdns-disable-ipv6"),
+            disable_ipv4: p.bool_or("mdns-disable-ipv4", file.mdns_disable_ipv4 == Some(true)),
+            disable_ipv6: p.bool_or("mdns-disable-ipv6", file.mdns_disable_ipv6 == Some(true)),
         }),
     })
-}
-
-/// `-lb-max-conns` / `lb_max_conns`: a connection count of at least 1.
-pub(crate) fn parse_max_conns(v: &str) -> Result<usize, String> {
-    match v.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err("must be a whole number of at least 1".into()),
-    }
 }
 
 /// [`vassal_roles::http::DEFAULT_MAX_CONNS`], or half the process's file-descriptor limit if
@@ -654,11 +654,7 @@ pub(super) async fn node_config(opts: &AgentOptions) -> Result<NodeConfig, Strin
                 .map_err(|e| format!("invalid -advertise: {e}"))?[0],
         ),
     };
-    let mut ml = match opts.profile.as_str() {
-        "wan" => vassal_memberlist::Config::wan(&opts.node),
-        "local" => vassal_memberlist::Config::local(&opts.node),
-        _ => vassal_memberlist::Config::lan(&opts.node),
-    };
+    let mut ml = opts.profile.memberlist_config(&opts.node);
     ml.seed = random_seed();
     ml.keyring = opts.keyring.clone();
     ml.enable_compression = opts.compression;

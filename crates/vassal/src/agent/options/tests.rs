@@ -10,7 +10,7 @@ fn defaults_match_serf() {
     assert_eq!(o.bind, "0.0.0.0:7946");
     assert_eq!(o.retry_interval, Duration::from_secs(30));
     assert_eq!(o.retry_max, 0);
-    assert_eq!(o.profile, "lan");
+    assert_eq!(o.profile, Profile::Lan);
     assert_eq!(o.protocol, 5);
     assert_eq!(o.rpc_addr, "127.0.0.1:7373");
     assert_eq!(o.rpc_auth, "");
@@ -282,4 +282,106 @@ fn load_is_answered_by_roles_unless_a_handler_answers_it() {
         "-tag=role=web",
         "-event-handler=query:other=x.sh"
     ]));
+}
+
+/// Writes a config file and returns the `-config-file` flag naming it.
+fn config_file(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("agent.json");
+    std::fs::write(&path, text).unwrap();
+    format!("-config-file={}", path.display())
+}
+
+// spec §5.4: a file's settings are the agent's settings; flags given after them win.
+#[test]
+fn file_settings_become_options_that_real_flags_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_file(
+        &dir,
+        r#"{"node_name": "n1", "tags": {"role": "web"}, "retry_interval": "1500ms",
+            "start_join": ["a", "b"], "replay_on_join": true, "leave_on_terminate": true,
+            "enable_compression": false}"#,
+    );
+    let o = options(&args(&[&file])).unwrap();
+    assert_eq!(o.node, "n1");
+    assert_eq!(o.retry_interval, Duration::from_millis(1500));
+    assert_eq!(o.tags["role"], "web");
+    assert_eq!(o.join, ["a", "b"]);
+    assert!(o.replay);
+    assert!(o.file_only.leave_on_terminate);
+    assert!(!o.compression);
+
+    let o = options(&args(&[
+        &file,
+        "-node=n2",
+        "-retry-interval=2s",
+        "-tag=role=lb",
+        "-tag=dc=eu",
+        "-join=c",
+        "-replay=false",
+        "-disable-compression=false",
+    ]))
+    .unwrap();
+    assert_eq!(o.node, "n2", "a flag wins over the file");
+    assert_eq!(o.retry_interval, Duration::from_secs(2));
+    assert_eq!(
+        (o.tags["role"].as_str(), o.tags["dc"].as_str()),
+        ("lb", "eu")
+    );
+    assert_eq!(o.join, ["a", "b", "c"], "joins add to the file's");
+    assert!(
+        !o.replay && o.compression,
+        "a bool flag given false wins too"
+    );
+}
+
+#[test]
+fn issue_11_limit_keys_in_a_file_reach_the_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_file(
+        &dir,
+        r#"{"handler_timeout": "90s", "lb_header_timeout": "5s", "lb_max_conns": 100,
+            "lb_backend_cidr": ["10.0.0.0/8", "192.168.0.0/16"]}"#,
+    );
+    let o = options(&args(&[&file, "-lb-backend-cidr=127.0.0.2"])).unwrap();
+    assert_eq!(o.handler_timeout, Some(Duration::from_secs(90)));
+    assert_eq!(
+        o.roles.http_limits.header_timeout,
+        Some(Duration::from_secs(5))
+    );
+    assert_eq!(o.roles.http_limits.max_conns, 100);
+    let cidrs: Vec<String> = o
+        .roles
+        .lb_backend_cidrs
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(cidrs, ["10.0.0.0/8", "192.168.0.0/16", "127.0.0.2/32"]);
+}
+
+#[test]
+fn an_unknown_profile_is_refused_in_a_flag_and_in_a_file() {
+    let e = options(&args(&["-profile=moon"])).unwrap_err().to_string();
+    assert!(
+        e.contains("-profile") && e.contains("Unknown profile: moon"),
+        "{e}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_file(&dir, r#"{"profile": "moon"}"#);
+    let e = options(&args(&[&file])).unwrap_err().to_string();
+    assert!(
+        e.contains("agent.json") && e.contains("\"profile\"") && e.contains("Unknown profile"),
+        "{e}"
+    );
+    let file = config_file(&dir, r#"{"profile": "wan"}"#);
+    assert_eq!(options(&args(&[&file])).unwrap().profile, Profile::Wan);
+    let o = options(&args(&[&file, "-profile=local"])).unwrap();
+    assert_eq!(o.profile, Profile::Local);
+}
+
+#[test]
+fn a_tag_without_a_name_is_refused_in_a_file_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_file(&dir, r#"{"tags": {"": "x"}}"#);
+    let e = options(&args(&[&file])).unwrap_err().to_string();
+    assert!(e.contains("agent.json") && e.contains("\"tags\""), "{e}");
 }

@@ -59,7 +59,11 @@ pub(super) fn start_haproxy(opts: &AgentOptions, handle: &Handle) {
             allow_loopback: handle.advertise_addr().ip().to_canonical().is_loopback(),
             cidrs: opts.roles.lb_backend_cidrs.clone(),
         };
-        tokio::spawn(vassal_haproxy::run(handle.clone(), socket.clone(), config));
+        tokio::spawn(vassal_roles::haproxy::run(
+            handle.clone(),
+            socket.clone(),
+            config,
+        ));
     }
 }
 

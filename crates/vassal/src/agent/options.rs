@@ -287,7 +287,7 @@ pub struct AgentOptions {
     pub tags_file: Option<PathBuf>,
     pub keyring_file: Option<PathBuf>,
     /// `-haproxy-socket` and the sync's settings.
-    pub haproxy: Option<(std::path::PathBuf, vassal_haproxy::SyncConfig)>,
+    pub haproxy: Option<(std::path::PathBuf, vassal_roles::haproxy::SyncConfig)>,
     /// The built-in demo roles (`-lb-listen`, `-lb-stats`, `-web-listen`).
     pub roles: vassal_roles::RolesConfig,
     pub rpc_addr: String,
@@ -613,7 +613,7 @@ pub(super) fn load_files(opts: &mut AgentOptions) -> Result<(), String> {
 /// `-haproxy-socket`, `-haproxy-backend`, `-haproxy-quiesce`: the HAProxy runtime-API sync.
 fn haproxy_options(
     p: &crate::flags::Parsed,
-) -> Result<Option<(std::path::PathBuf, vassal_haproxy::SyncConfig)>, FlagError> {
+) -> Result<Option<(std::path::PathBuf, vassal_roles::haproxy::SyncConfig)>, FlagError> {
     let Some(socket) = p.value("haproxy-socket") else {
         for flag in ["haproxy-backend", "haproxy-quiesce"] {
             if let Some(v) = p.value(flag) {
@@ -627,14 +627,14 @@ fn haproxy_options(
         return Ok(None);
     };
     let backend = p.value("haproxy-backend").unwrap_or("web");
-    if !vassal_haproxy::command::valid_server_name(backend) {
+    if !vassal_roles::haproxy::command::valid_server_name(backend) {
         return Err(FlagError::BadValue {
             flag: "haproxy-backend".into(),
             value: backend.into(),
             why: "HAProxy names allow only letters, digits, '.', '_', '-' and ':'".into(),
         });
     }
-    let mut config = vassal_haproxy::SyncConfig::new(backend);
+    let mut config = vassal_roles::haproxy::SyncConfig::new(backend);
     config.quiesce = p.parse_or("haproxy-quiesce", config.quiesce, parse_duration)?;
     Ok(Some((socket.into(), config)))
 }

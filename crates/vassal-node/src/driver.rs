@@ -16,13 +16,15 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 use vassal_memberlist::{JoinId, Transmit};
-use vassal_serf::{Event, MemberEventKind, Serf};
+use vassal_serf::{Event, MemberEventKind, Outcome, Serf};
 
 use vassal_serf::keys::{self, KeyReport};
 use vassal_serf::{ForceLeaveError, MemberStatus};
 
 use crate::files;
-use crate::handle::{Command, Handle, JoinError, KeyOutcome, NodeError, NodeStats};
+use crate::handle::{
+    Command, Handle, JoinError, KeyOutcome, NodeError, NodeStats, QueryReply, QueryResponse,
+};
 use crate::snapshot::{self, SnapshotWriter};
 use crate::stream::{self, Framing, StreamInput};
 use crate::transport::{self, AcceptBackoff, StartError};
@@ -82,6 +84,7 @@ pub async fn spawn_with_events(
         leaving: Vec::new(),
         force_leaves: HashMap::new(),
         key_ops: HashMap::new(),
+        queries: HashMap::new(),
         must_stop: false,
         snapshot,
         accept_backoff: AcceptBackoff::new("gossip TCP listener"),
@@ -114,6 +117,9 @@ struct Driver {
     force_leaves: HashMap<u64, oneshot::Sender<Result<(), ForceLeaveError>>>,
     /// Key operations collecting answers, by their query's Lamport time.
     key_ops: HashMap<u64, (KeyReport, oneshot::Sender<KeyOutcome>)>,
+    /// Queries sent through a handle, by Lamport time: their acks and answers go to the
+    /// caller's [`QueryResponse`]; dropping the sender when the query ends closes it.
+    queries: HashMap<u64, mpsc::UnboundedSender<QueryReply>>,
     /// Serf asked to stop (it lost a name-conflict vote).
     must_stop: bool,
     snapshot: Option<SnapshotWriter>,
@@ -243,7 +249,14 @@ impl Driver {
                 params,
                 done,
             } => {
-                let _ = done.send(self.serf.query(&name, &payload, &params, now));
+                let sent = self.serf.query(&name, &payload, &params, now).map(|ltime| {
+                    // Unbounded but small: Serf passes on at most one ack and one answer per
+                    // member, and the query ends at its deadline.
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    self.queries.insert(ltime, tx);
+                    QueryResponse::new(ltime, rx)
+                });
+                let _ = done.send(sent);
             }
             Command::Respond {
                 ltime,
@@ -369,6 +382,9 @@ impl Driver {
             // No subscribers is fine.
             let _ = self.events.send(e);
         }
+        while let Some(o) = self.serf.poll_outcome() {
+            self.outcome(o);
+        }
         if let Some(writer) = &self.snapshot {
             while let Some(w) = self.serf.poll_snapshot_write() {
                 writer.write(w);
@@ -376,7 +392,7 @@ impl Driver {
         }
     }
 
-    /// Logs an event the way Serf's agent does and answers handles waiting on it.
+    /// Logs a cluster event the way Serf's agent does.
     fn event(&mut self, e: &Event) {
         match e {
             Event::Member(me) => {
@@ -387,77 +403,90 @@ impl Driver {
                     }
                 }
             }
-            Event::JoinFinished { id, joined, errors } => {
-                for e in errors {
-                    error!("join: {e}");
-                }
-                let Some((addrs, done)) = self.joins.remove(id) else {
-                    return;
-                };
-                let result = if *joined > 0 {
-                    info!("joined: {joined} nodes");
-                    Ok(*joined)
-                } else {
-                    warn!("error joining {addrs:?}: no node could be contacted");
-                    Err(JoinError {
-                        errors: errors.clone(),
-                    })
-                };
-                let _ = done.send(result);
-            }
-            Event::LeaveComplete => {
-                info!("graceful leave complete");
-                for done in self.leaving.drain(..) {
-                    let _ = done.send(());
-                }
-            }
-            Event::Shutdown(reason) => {
-                error!("{reason}");
-                self.must_stop = true;
-            }
-            Event::KeyringChanged(keys) => {
-                info!("keyring changed: {} keys installed", keys.len());
-                if let Some(path) = &self.keyring_file {
-                    match files::write_keyring(path, keys) {
-                        Ok(()) => debug!(path = %path.display(), "keyring file rewritten"),
-                        Err(e) => error!("{e}"),
-                    }
-                }
-            }
             Event::Query(q) => info!("query: {} from {} ltime={}", q.name, q.source_node, q.ltime),
-            Event::QueryAck { ltime, from } => debug!("query ack from {from} ltime={ltime}"),
-            Event::QueryResponse {
-                ltime,
-                from,
-                payload,
-            } => {
-                debug!("query response from {from} ltime={ltime}");
-                if let Some((report, _)) = self.key_ops.get_mut(ltime) {
-                    report.add(from, payload);
-                    if report.is_complete() {
-                        self.finish_key_op(*ltime);
-                    }
-                }
-            }
-            Event::QueryDone { ltime } => {
-                debug!("query done ltime={ltime}");
-                self.finish_key_op(*ltime);
-            }
-            Event::ForceLeaveFinished { token, result } => {
-                if let Err(e) = result {
-                    warn!("failed to remove node: {e}");
-                }
-                if let Some(done) = self.force_leaves.remove(token) {
-                    let _ = done.send(result.clone());
-                }
-            }
             Event::User(u) => info!(
                 "user event: {} ltime={} payload={:?}",
                 u.name,
                 u.ltime,
                 String::from_utf8_lossy(&u.payload)
             ),
-            Event::Warning(w) => warn!("{w}"),
+        }
+    }
+
+    /// Hands a command's progress or completion to the handle that gave it, and acts on the
+    /// notices meant for the node itself.
+    fn outcome(&mut self, o: Outcome) {
+        match o {
+            Outcome::JoinFinished { id, joined, errors } => {
+                for e in &errors {
+                    error!("join: {e}");
+                }
+                let Some((addrs, done)) = self.joins.remove(&id) else {
+                    return;
+                };
+                let result = if joined > 0 {
+                    info!("joined: {joined} nodes");
+                    Ok(joined)
+                } else {
+                    warn!("error joining {addrs:?}: no node could be contacted");
+                    Err(JoinError { errors })
+                };
+                let _ = done.send(result);
+            }
+            Outcome::LeaveComplete => {
+                info!("graceful leave complete");
+                for done in self.leaving.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+            Outcome::Shutdown(reason) => {
+                error!("{reason}");
+                self.must_stop = true;
+            }
+            Outcome::KeyringChanged(keys) => {
+                info!("keyring changed: {} keys installed", keys.len());
+                if let Some(path) = &self.keyring_file {
+                    match files::write_keyring(path, &keys) {
+                        Ok(()) => debug!(path = %path.display(), "keyring file rewritten"),
+                        Err(e) => error!("{e}"),
+                    }
+                }
+            }
+            Outcome::QueryAck { ltime, from } => {
+                debug!("query ack from {from} ltime={ltime}");
+                if let Some(tx) = self.queries.get(&ltime) {
+                    // A caller that dropped its receiver no longer cares.
+                    let _ = tx.send(QueryReply::Ack { from });
+                }
+            }
+            Outcome::QueryResponse {
+                ltime,
+                from,
+                payload,
+            } => {
+                debug!("query response from {from} ltime={ltime}");
+                if let Some((report, _)) = self.key_ops.get_mut(&ltime) {
+                    report.add(&from, &payload);
+                    if report.is_complete() {
+                        self.finish_key_op(ltime);
+                    }
+                } else if let Some(tx) = self.queries.get(&ltime) {
+                    let _ = tx.send(QueryReply::Response { from, payload });
+                }
+            }
+            Outcome::QueryDone { ltime } => {
+                debug!("query done ltime={ltime}");
+                self.finish_key_op(ltime);
+                self.queries.remove(&ltime);
+            }
+            Outcome::ForceLeaveFinished { token, result } => {
+                if let Err(e) = &result {
+                    warn!("failed to remove node: {e}");
+                }
+                if let Some(done) = self.force_leaves.remove(&token) {
+                    let _ = done.send(result);
+                }
+            }
         }
     }
 }

@@ -38,7 +38,7 @@ pub(crate) enum Command {
         name: String,
         payload: Vec<u8>,
         params: QueryParams,
-        done: oneshot::Sender<Result<u64, QueryError>>,
+        done: oneshot::Sender<Result<QueryResponse, QueryError>>,
     },
     Respond {
         ltime: u64,
@@ -149,6 +149,39 @@ impl fmt::Display for JoinError {
 
 impl std::error::Error for JoinError {}
 
+/// One query this node sent, as Go Serf's `QueryResponse`: acks and answers arrive through
+/// [`next`](Self::next) until the deadline, after which it returns `None`.
+#[derive(Debug)]
+pub struct QueryResponse {
+    ltime: u64,
+    replies: mpsc::UnboundedReceiver<QueryReply>,
+}
+
+/// An ack or an answer to one of our queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryReply {
+    /// `from` received the query (asked for with `request_ack`).
+    Ack { from: String },
+    /// `from` answered.
+    Response { from: String, payload: Vec<u8> },
+}
+
+impl QueryResponse {
+    pub(crate) fn new(ltime: u64, replies: mpsc::UnboundedReceiver<QueryReply>) -> Self {
+        QueryResponse { ltime, replies }
+    }
+
+    /// The query's Lamport time.
+    pub fn ltime(&self) -> u64 {
+        self.ltime
+    }
+
+    /// The next ack or answer; `None` once the query has ended (or the node stopped).
+    pub async fn next(&mut self) -> Option<QueryReply> {
+        self.replies.recv().await
+    }
+}
+
 /// A cloneable handle to a running node. Dropping every handle shuts the node down.
 #[derive(Debug, Clone)]
 pub struct Handle {
@@ -187,14 +220,14 @@ impl Handle {
             .await??)
     }
 
-    /// Sends a query; its acks, answers and end arrive on [`events`](Self::events) as
-    /// `QueryAck`, `QueryResponse` and `QueryDone` with the returned Lamport time.
+    /// Sends a query (Serf's `Query`); its acks and answers arrive on the returned
+    /// [`QueryResponse`] until the query's deadline.
     pub async fn query(
         &self,
         name: &str,
         payload: &[u8],
         params: QueryParams,
-    ) -> Result<u64, NodeError> {
+    ) -> Result<QueryResponse, NodeError> {
         let (name, payload) = (name.to_owned(), payload.to_vec());
         Ok(self
             .ask(|done| Command::Query {

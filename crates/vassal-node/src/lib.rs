@@ -31,7 +31,7 @@ use std::path::PathBuf;
 
 pub use driver::{sleep_until, spawn, spawn_with_events};
 pub use files::FileError;
-pub use handle::{Handle, JoinError, KeyOutcome, NodeError, NodeStats};
+pub use handle::{Handle, JoinError, KeyOutcome, NodeError, NodeStats, QueryReply, QueryResponse};
 pub use stream::io_reason;
 pub use transport::{AcceptBackoff, StartError, Throttle, ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
 

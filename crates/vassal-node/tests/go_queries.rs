@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use vassal_node::{spawn, Handle, NodeConfig};
+use vassal_node::{spawn, Handle, NodeConfig, QueryReply};
 use vassal_serf::{Event, QueryParams};
 use vassal_testkit::{GoSerf, Loopback};
 
@@ -94,29 +94,24 @@ async fn vassal_query_is_answered_by_a_go_handler() {
         .spawn();
     let v = vassal("v1", &lo, &[]).await;
     v.join(vec![go.addr()], false).await.expect("join Go");
-    let mut events = v.events();
     let params = QueryParams {
         request_ack: true,
         timeout: Some(Duration::from_secs(2)),
         ..Default::default()
     };
-    let ltime = v.query("load", b"p1", params).await.expect("query fits");
+    let mut replies = v.query("load", b"p1", params).await.expect("query fits");
 
     let (mut acks, mut answers) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let e = tokio::time::timeout_at(deadline, events.recv()).await;
-        match e.unwrap_or_else(|_| panic!("no QueryDone; acks {acks:?}, answers {answers:?}")) {
-            Ok(Event::QueryAck { ltime: l, from }) if l == ltime => acks.push(from),
-            Ok(Event::QueryResponse {
-                ltime: l,
-                from,
-                payload,
-            }) if l == ltime => {
+        let r = tokio::time::timeout_at(deadline, replies.next()).await;
+        match r.unwrap_or_else(|_| panic!("query never ended; acks {acks:?}, answers {answers:?}"))
+        {
+            Some(QueryReply::Ack { from }) => acks.push(from),
+            Some(QueryReply::Response { from, payload }) => {
                 answers.push((from, String::from_utf8_lossy(&payload).into_owned()))
             }
-            Ok(Event::QueryDone { ltime: l }) if l == ltime => break,
-            _ => {}
+            None => break,
         }
     }
     acks.sort();

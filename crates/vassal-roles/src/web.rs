@@ -9,10 +9,10 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::sync::{broadcast, watch};
-use tracing::{debug, warn};
-use vassal_node::Handle;
-use vassal_serf::{Event, QueryParams};
+use tokio::sync::watch;
+use tracing::warn;
+use vassal_node::{Handle, QueryReply};
+use vassal_serf::QueryParams;
 
 use crate::http::{self, escape, Body};
 use crate::load;
@@ -156,10 +156,9 @@ pub async fn run_load_queries(web: Arc<Web>, handle: Handle, mut stop: watch::Re
             _ = tick.tick() => {}
             () = http::stopped(&mut stop) => return,
         }
-        let mut events = handle.events();
         let asked = load::now_secs();
-        let ltime = match handle.query(load::QUERY, b"", QueryParams::default()).await {
-            Ok(l) => l,
+        let mut replies = match handle.query(load::QUERY, b"", QueryParams::default()).await {
+            Ok(r) => r,
             Err(vassal_node::NodeError::Stopped) => return,
             Err(e) => {
                 warn!("web: load query not sent: {e}");
@@ -168,16 +167,12 @@ pub async fn run_load_queries(web: Arc<Web>, handle: Handle, mut stop: watch::Re
         };
         let mut answered = BTreeSet::new();
         loop {
-            let e = tokio::select! {
-                e = events.recv() => e,
+            let reply = tokio::select! {
+                r = replies.next() => r,
                 () = http::stopped(&mut stop) => return,
             };
-            match e {
-                Ok(Event::QueryResponse {
-                    ltime: l,
-                    from,
-                    payload,
-                }) if l == ltime => {
+            match reply {
+                Some(QueryReply::Response { from, payload }) => {
                     let line = String::from_utf8_lossy(&payload).into_owned();
                     answered.insert(from.clone());
                     web.table
@@ -185,12 +180,8 @@ pub async fn run_load_queries(web: Arc<Web>, handle: Handle, mut stop: watch::Re
                         .unwrap_or_else(|e| e.into_inner())
                         .answer(from, line);
                 }
-                Ok(Event::QueryDone { ltime: l }) if l == ltime => break,
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    debug!("web: missed {n} events while collecting load answers");
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Some(QueryReply::Ack { .. }) => {}
+                None => break,
             }
         }
         web.table

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
-use vassal_node::{Handle, NodeError};
+use vassal_node::{Handle, NodeError, QueryReply, QueryResponse};
 use vassal_serf::keys::KeyCommand;
 use vassal_serf::{Event, QueryParams, INTERNAL_QUERY_PREFIX};
 
@@ -605,18 +605,12 @@ impl Connection {
             req.name,
             String::from_utf8_lossy(&payload)
         );
-        // Subscribe first: acks can arrive before `query` returns.
-        let events = self.handle.events();
         match self.handle.query(&req.name, &payload, params).await {
-            Ok(ltime) => {
+            Ok(replies) => {
                 self.out.send(seq, "", None).await?;
                 self.queries.retain(|t| !t.is_finished());
-                self.queries.push(tokio::spawn(query_stream(
-                    seq,
-                    ltime,
-                    events,
-                    self.out.clone(),
-                )));
+                self.queries
+                    .push(tokio::spawn(query_stream(seq, replies, self.out.clone())));
             }
             Err(e) => {
                 warn!("agent: failed to start user query: {e}");
@@ -809,7 +803,6 @@ impl EventFilter {
             Event::Member(m) => (m.kind.as_str(), None),
             Event::User(u) => ("user", Some(u.name.as_str())),
             Event::Query(q) => ("query", Some(q.name.as_str())),
-            _ => return false,
         };
         if self.event == "*" {
             return true;
@@ -853,7 +846,6 @@ fn event_record(e: &Event, pending: &Mutex<PendingQueries>) -> Option<Value> {
                 ("Payload", Value::Bin(q.payload.clone())),
             ])
         }
-        _ => return None,
     })
 }
 
@@ -904,7 +896,8 @@ async fn log_stream(seq: u64, level: &'static str, mut sub: monitor::LogSubscrip
     }
 }
 
-async fn query_stream(seq: u64, ltime: u64, mut events: broadcast::Receiver<Event>, out: Outbox) {
+/// Relays one query's acks and answers to the client, then its `done` record.
+async fn query_stream(seq: u64, mut replies: QueryResponse, out: Outbox) {
     let record = |kind: &str, from: &str, payload: Option<Vec<u8>>| {
         QueryRecord {
             kind: kind.to_owned(),
@@ -913,38 +906,20 @@ async fn query_stream(seq: u64, ltime: u64, mut events: broadcast::Receiver<Even
         }
         .to_value()
     };
-    loop {
-        let rec = match events.recv().await {
-            Ok(Event::QueryAck { ltime: l, from }) if l == ltime => {
-                record(query_record::ACK, &from, None)
-            }
-            Ok(Event::QueryResponse {
-                ltime: l,
-                from,
-                payload,
-            }) if l == ltime => record(query_record::RESPONSE, &from, Some(payload)),
-            Ok(Event::QueryDone { ltime: l }) if l == ltime => {
-                let _ = out
-                    .send(seq, "", Some(record(query_record::DONE, "", None)))
-                    .await;
-                return;
-            }
-            Ok(_) => continue,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                warn!("agent.ipc: query stream missed {n} events");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => {
-                let _ = out
-                    .send(seq, "", Some(record(query_record::DONE, "", None)))
-                    .await;
-                return;
+    while let Some(reply) = replies.next().await {
+        let rec = match reply {
+            QueryReply::Ack { from } => record(query_record::ACK, &from, None),
+            QueryReply::Response { from, payload } => {
+                record(query_record::RESPONSE, &from, Some(payload))
             }
         };
         if out.send(seq, "", Some(rec)).await.is_err() {
             return;
         }
     }
+    let _ = out
+        .send(seq, "", Some(record(query_record::DONE, "", None)))
+        .await;
 }
 
 #[cfg(test)]

@@ -15,10 +15,12 @@ pub const MAX_LTIME_JUMP: u64 = 1 << 32;
 pub struct LamportClock(u64);
 
 impl LamportClock {
+    /// A clock at time 0.
     pub fn new() -> Self {
         Self(0)
     }
 
+    /// The current time.
     pub fn time(&self) -> u64 {
         self.0
     }

@@ -12,6 +12,7 @@ use vassal_memberlist::wire::DecodeError;
 
 /// Version byte in front of the coordinate in an ack payload.
 pub const PING_VERSION: u8 = 1;
+/// Dimensions of the Vivaldi space (Go's `Dimensionality`).
 pub const DIMENSIONALITY: usize = 8;
 const ERROR_MAX: f64 = 1.5;
 const CE: f64 = 0.25;
@@ -23,7 +24,7 @@ const GRAVITY_RHO: f64 = 150.0;
 const ZERO: f64 = 1.0e-6;
 const MAX_RTT: Duration = Duration::from_secs(10);
 /// Largest magnitude, in seconds, that any component of a peer's coordinate may have. Our own
-/// coordinates stay within a few times [`MAX_RTT`]; a peer claiming more is lying or broken, and
+/// coordinates stay within a few times `MAX_RTT` (10 s); a peer claiming more is lying or broken, and
 /// its values would overflow the arithmetic (a height of 1e300 makes a distance no `Duration`
 /// holds). Go Serf checks only for NaN and infinities; we also refuse the absurd.
 pub const MAX_COORDINATE_COMPONENT: f64 = 1.0e4;
@@ -32,9 +33,13 @@ pub const MAX_COORDINATE_COMPONENT: f64 = 1.0e4;
 /// seconds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Coordinate {
+    /// The Euclidean part, [`DIMENSIONALITY`] components.
     pub vec: Vec<f64>,
+    /// How confident the node is in its coordinate (lower is better).
     pub error: f64,
+    /// A per-node offset learnt from the RTTs it sees.
     pub adjustment: f64,
+    /// The access-link latency added to every distance.
     pub height: f64,
 }
 
@@ -172,6 +177,7 @@ impl Default for Client {
 }
 
 impl Client {
+    /// Our current coordinate.
     pub fn coordinate(&self) -> &Coordinate {
         &self.coord
     }

@@ -1,6 +1,6 @@
 //! Keyring operations started by this node (spec §4.9): the `_serf_*-key` query to send, and
 //! the tally of the answers, as Serf's key manager keeps it. The answering side is
-//! [`Serf`](crate::Serf)'s own (`answer_key_query`).
+//! [`Serf`](crate::Serf)'s own (`answer_key_query` in `serf/internal_query.rs`).
 
 use std::collections::BTreeMap;
 
@@ -9,9 +9,13 @@ use crate::messages;
 /// The four key operations of `serf keys`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyCommand {
+    /// Add a key to the keyring (`_serf_install-key`).
     Install,
+    /// Make a key the primary one (`_serf_use-key`).
     Use,
+    /// Remove a key (`_serf_remove-key`).
     Remove,
+    /// List the keys (`_serf_list-keys`).
     List,
 }
 
@@ -24,6 +28,13 @@ impl KeyCommand {
             KeyCommand::Remove => "_serf_remove-key",
             KeyCommand::List => "_serf_list-keys",
         }
+    }
+
+    /// The command a `_serf_*-key` query name carries; `None` for any other name.
+    pub fn from_query_name(name: &str) -> Option<Self> {
+        [Self::Install, Self::Use, Self::Remove, Self::List]
+            .into_iter()
+            .find(|c| c.query_name() == name)
     }
 
     /// The query payload for `key` (empty for a listing).
@@ -127,7 +138,9 @@ pub fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
 pub struct KeyReport {
     /// Alive (and suspect) members when the query was sent: the answers we wait for.
     pub num_nodes: usize,
+    /// Answers received.
     pub num_resp: usize,
+    /// Answers that report a failure.
     pub num_err: usize,
     /// Node → its error, or its warning on success (a truncated key list).
     pub messages: BTreeMap<String, String>,
@@ -138,6 +151,7 @@ pub struct KeyReport {
 }
 
 impl KeyReport {
+    /// An empty tally waiting for `num_nodes` answers.
     pub fn new(num_nodes: usize) -> Self {
         KeyReport {
             num_nodes,

@@ -12,63 +12,91 @@ use vassal_memberlist::wire::{ip_bytes, ip_from_bytes, DecodeError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum MessageType {
+    /// [`Leave`] intent.
     Leave = 0,
+    /// [`Join`] intent.
     Join = 1,
+    /// [`PushPullState`].
     PushPull = 2,
+    /// [`UserEvent`].
     UserEvent = 3,
+    /// [`QueryMsg`].
     Query = 4,
+    /// [`QueryResponseMsg`].
     QueryResponse = 5,
+    /// The body of a `_serf_conflict` answer.
     ConflictResponse = 6,
+    /// The body of a `_serf_*-key` query.
     KeyRequest = 7,
+    /// The body of a key query's answer, [`KeyResponse`].
     KeyResponse = 8,
+    /// [`Relay`].
     Relay = 9,
 }
 
 /// A join intent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Join {
+    /// The member clock time of the intent.
     pub ltime: u64,
+    /// The node that joined.
     pub node: String,
 }
 
 /// A leave intent; `prune` erases the member at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leave {
+    /// The member clock time of the intent.
     pub ltime: u64,
+    /// The node that leaves.
     pub node: String,
+    /// Erase the member too (`force-leave -prune`).
     pub prune: bool,
 }
 
 /// One user event in the push/pull event buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserEventEntry {
+    /// The event's name.
     pub name: String,
+    /// The event's payload.
     pub payload: Vec<u8>,
 }
 
 /// The events seen at one Lamport time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserEvents {
+    /// The event clock time.
     pub ltime: u64,
+    /// The distinct events seen at that time.
     pub events: Vec<UserEventEntry>,
 }
 
 /// Serf's push/pull state (spec §4.11).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PushPullState {
+    /// The sender's member clock.
     pub ltime: u64,
+    /// Each member's status time (the time of the last intent about it).
     pub status_ltimes: BTreeMap<String, u64>,
+    /// The members that have left.
     pub left_members: Vec<String>,
+    /// The sender's event clock.
     pub event_ltime: u64,
+    /// The sender's user event buffer, replayed by the receiver.
     pub events: Vec<Option<UserEvents>>,
+    /// The sender's query clock.
     pub query_ltime: u64,
 }
 
 /// A user event as gossiped (type 3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserEvent {
+    /// The event clock time it was sent at.
     pub ltime: u64,
+    /// The event's name.
     pub name: String,
+    /// The event's payload.
     pub payload: Vec<u8>,
     /// May be coalesced with later events of the same name.
     pub cc: bool,
@@ -82,53 +110,78 @@ pub const QUERY_FLAG_NO_BROADCAST: u32 = 2;
 /// A query as gossiped (type 4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryMsg {
+    /// The query clock time it was sent at.
     pub ltime: u64,
+    /// The sender's random ID for it.
     pub id: u32,
     /// Where responses go.
     pub addr: IpAddr,
+    /// Where responses go (port).
     pub port: u16,
+    /// The sending node's name.
     pub source_node: String,
     /// Each filter is its own byte string: `00` + node names, `01` + `{Expr, Tag}`.
     pub filters: Vec<Vec<u8>>,
+    /// [`QUERY_FLAG_ACK`], [`QUERY_FLAG_NO_BROADCAST`].
     pub flags: u32,
+    /// Through how many other nodes each answer is also sent.
     pub relay_factor: u8,
     /// Nanoseconds.
     pub timeout: u64,
+    /// The query's name.
     pub name: String,
+    /// The query's payload.
     pub payload: Vec<u8>,
 }
 
 /// An ack (flag 1) or a response to a query (type 5), sent straight to the query's source.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct QueryResponseMsg {
+    /// The query's time.
     pub ltime: u64,
+    /// The query's ID.
     pub id: u32,
+    /// The answering node.
     pub from: String,
+    /// [`QUERY_FLAG_ACK`] for an ack, 0 for an answer.
     pub flags: u32,
+    /// The answer (empty for an ack).
     pub payload: Vec<u8>,
 }
 
 /// A response to forward (type 9): the relay sends `inner` (`05 …`) to `dest` unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relay {
+    /// Where to send `inner`.
     pub dest: SocketAddr,
+    /// The destination's name (informational; Go leaves it empty).
     pub dest_name: String,
+    /// An encoded query response.
     pub inner: Vec<u8>,
 }
 
 /// A decoded Serf message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SerfMessage {
+    /// Type 0.
     Leave(Leave),
+    /// Type 1.
     Join(Join),
+    /// Type 2 (in push/pull exchanges, not gossip).
     PushPull(PushPullState),
+    /// Type 3.
     UserEvent(UserEvent),
+    /// Type 4.
     Query(QueryMsg),
+    /// Type 5.
     QueryResponse(QueryResponseMsg),
+    /// Type 9.
     Relay(Relay),
     /// A type this version does not handle yet; kept raw.
     Other {
+        /// The type byte.
         kind: u8,
+        /// The msgpack body.
         body: Vec<u8>,
     },
 }
@@ -488,12 +541,17 @@ pub fn decode_key_response(payload: &[u8]) -> Result<KeyResponse, DecodeError> {
 /// A key-query answer (`08 {Keys, Message, PrimaryKey, Result}`); keys are base64.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyResponse {
+    /// Whether the operation succeeded.
     pub result: bool,
+    /// Why it failed, or a warning (a truncated list).
     pub message: String,
+    /// The installed keys (listings).
     pub keys: Vec<String>,
+    /// The primary key (listings).
     pub primary_key: String,
 }
 
+/// Encodes a key-query answer, type byte first.
 pub fn encode_key_response(k: &KeyResponse) -> Vec<u8> {
     let mut w = Writer::with_buf(vec![MessageType::KeyResponse as u8]);
     w.map_header(4);
@@ -602,8 +660,15 @@ pub fn tag_filter(tag: &str, expr: &str) -> Vec<u8> {
 /// A decoded query filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Filter {
+    /// Only these nodes.
     Nodes(Vec<String>),
-    Tag { tag: String, expr: String },
+    /// Only nodes whose tag `tag` matches the regular expression `expr`.
+    Tag {
+        /// The tag's name.
+        tag: String,
+        /// An unanchored regular expression.
+        expr: String,
+    },
 }
 
 /// Decodes one filter; `None` for an unknown type or bad encoding (the query is then not
@@ -720,59 +785,4 @@ fn decode_user_events(r: &mut Reader<'_>) -> Result<Option<UserEvents>, DecodeEr
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn join_intent_matches_go_bytes() {
-        // spec A.6: 08 01 {LTime:2, Node:"c"} (the 08 is memberlist's).
-        let bytes = encode(&SerfMessage::Join(Join {
-            ltime: 2,
-            node: "c".into(),
-        }));
-        assert_eq!(bytes, b"\x01\x82\xa5LTime\x02\xa4Node\xa1c");
-        assert_eq!(
-            decode(&bytes).unwrap(),
-            SerfMessage::Join(Join {
-                ltime: 2,
-                node: "c".into()
-            })
-        );
-    }
-
-    #[test]
-    fn push_pull_state_round_trips_with_nil_event_slots() {
-        let state = PushPullState {
-            ltime: 5,
-            status_ltimes: [("a".to_string(), 3u64), ("b".to_string(), 1)].into(),
-            left_members: vec!["b".into()],
-            event_ltime: 2,
-            events: vec![
-                None,
-                Some(UserEvents {
-                    ltime: 1,
-                    events: vec![UserEventEntry {
-                        name: "deploy".into(),
-                        payload: b"v1".to_vec(),
-                    }],
-                }),
-            ],
-            query_ltime: 1,
-        };
-        let msg = SerfMessage::PushPull(state);
-        assert_eq!(decode(&encode(&msg)).unwrap(), msg);
-    }
-
-    #[test]
-    fn truncated_and_garbage_input_is_an_error_not_a_panic() {
-        let bytes = encode(&SerfMessage::Leave(Leave {
-            ltime: 9,
-            node: "n".into(),
-            prune: true,
-        }));
-        for cut in 0..bytes.len() {
-            let _ = decode(&bytes[..cut]);
-        }
-        assert!(decode(&[0, 0xc1]).is_err());
-    }
-}
+mod tests;

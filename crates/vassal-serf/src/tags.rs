@@ -11,6 +11,7 @@ pub const META_MAX_SIZE: usize = 512;
 /// The first byte of the tags form of metadata (Serf protocol ≥ 3).
 const TAG_MAGIC: u8 = 0xff;
 
+/// Why tags could not be set.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TagsError {
     /// Nothing was changed.

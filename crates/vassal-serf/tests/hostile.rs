@@ -5,82 +5,21 @@
 // `Instant::now()` is each test's epoch; only differences from it matter.
 #![allow(clippy::disallowed_methods)]
 
-use std::net::SocketAddr;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use vassal_memberlist::wire::{self, Alive, Message, WriteOptions};
-use vassal_memberlist::Config as MlConfig;
+use support::{addr, events, node, packet, run_for, serf_packet, user_event, user_names, VSN};
+use vassal_memberlist::wire::{Alive, Message};
 use vassal_serf::messages::{self, QueryMsg};
-use vassal_serf::{Config, Event, Serf, SerfMessage, UserEvent};
-
-const VSN: [u8; 6] = [1, 5, 2, 2, 5, 4];
-
-fn addr(i: u8) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, i], 7946))
-}
-
-fn node(name: &str, now: Instant) -> Serf {
-    let mut ml = MlConfig::lan(name);
-    ml.advertise = addr(1);
-    ml.seed = 7;
-    Serf::new(Config::new(ml), now).expect("valid config")
-}
-
-fn packet(msg: Message) -> Vec<u8> {
-    let opts = WriteOptions {
-        label: &[],
-        keyring: None,
-        compress: false,
-        crc: false,
-    };
-    wire::encode_packet(&[wire::encode_message(&msg)], &opts, [0; 12])
-}
-
-fn serf_packet(msg: &SerfMessage) -> Vec<u8> {
-    packet(Message::User(messages::encode(msg)))
-}
-
-fn user_event(ltime: u64, name: &str) -> Vec<u8> {
-    serf_packet(&SerfMessage::UserEvent(UserEvent {
-        ltime,
-        name: name.into(),
-        payload: b"p".to_vec(),
-        cc: false,
-    }))
-}
-
-fn events(s: &mut Serf) -> Vec<Event> {
-    std::iter::from_fn(|| s.poll_event()).collect()
-}
-
-fn user_names(evs: &[Event]) -> Vec<String> {
-    evs.iter()
-        .filter_map(|e| match e {
-            Event::User(u) => Some(u.name.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Runs `s`'s timers for `d`, 10 ms at a time, and returns what it reported.
-fn run_for(s: &mut Serf, now: &mut Instant, d: Duration) -> Vec<Event> {
-    let end = *now + d;
-    let mut out = Vec::new();
-    while *now < end {
-        *now += Duration::from_millis(10);
-        s.handle_timeout(*now);
-        while s.poll_transmit().is_some() {}
-        out.extend(events(s));
-    }
-    out
-}
+use vassal_serf::{Event, Outcome, SerfMessage};
 
 #[test]
 fn far_future_event_is_dropped_and_later_events_still_arrive() {
     // "Silenced events": one event at 2^64−2 once moved the clock to the top; the next
     // increment wrapped it and every later event was dropped as old.
     let now = Instant::now();
-    let mut s = node("a", now);
+    let mut s = node("a", 1, now);
     s.handle_packet(addr(9), &user_event(u64::MAX - 1, "evil"), now);
     assert!(user_names(&events(&mut s)).is_empty());
     assert!(
@@ -98,7 +37,7 @@ fn far_future_event_is_dropped_and_later_events_still_arrive() {
 #[test]
 fn far_future_query_and_intents_are_dropped() {
     let now = Instant::now();
-    let mut s = node("a", now);
+    let mut s = node("a", 1, now);
     let (member, query) = (s.member_clock(), s.query_clock());
     let q = QueryMsg {
         ltime: u64::MAX - 1,
@@ -131,7 +70,7 @@ fn far_future_query_and_intents_are_dropped() {
 fn a_lone_node_keeps_its_name_when_a_forged_alive_claims_it() {
     // "Remote shutdown": Go Serf 0.9.4 counts 0 answers of 0 as a lost vote and exits.
     let mut now = Instant::now();
-    let mut s = node("a", now);
+    let mut s = node("a", 1, now);
     let forged = Message::Alive(Alive {
         incarnation: 2,
         node: "a".into(),
@@ -141,10 +80,10 @@ fn a_lone_node_keeps_its_name_when_a_forged_alive_claims_it() {
         vsn: VSN,
     });
     s.handle_packet(addr(9), &packet(forged), now);
-    let evs = run_for(&mut s, &mut now, Duration::from_secs(30));
+    let outcomes = run_for(&mut s, &mut now, Duration::from_secs(30));
     assert!(
-        !evs.iter().any(|e| matches!(e, Event::Shutdown(_))),
-        "lone node shut down: {evs:?}"
+        !outcomes.iter().any(|o| matches!(o, Outcome::Shutdown(_))),
+        "lone node shut down: {outcomes:?}"
     );
     assert_eq!(s.local_member().addr, addr(1).ip());
 }
@@ -153,7 +92,7 @@ fn a_lone_node_keeps_its_name_when_a_forged_alive_claims_it() {
 fn query_timeouts_are_capped_and_pending_queries_bounded() {
     // "Queries with an enormous Timeout are kept for centuries".
     let now = Instant::now();
-    let mut s = node("a", now);
+    let mut s = node("a", 1, now);
     for i in 0..1500u32 {
         let q = QueryMsg {
             ltime: u64::from(i) + 1,
@@ -198,7 +137,7 @@ fn query_timeouts_are_capped_and_pending_queries_bounded() {
 fn a_flood_of_events_keeps_the_queue_within_max_queue_depth() {
     // Go prunes its queues to MaxQueueDepth (4,096); Vassal defined the bound and never used it.
     let now = Instant::now();
-    let mut s = node("a", now);
+    let mut s = node("a", 1, now);
     let max = s.config().max_queue_depth;
     for i in 0..(max as u64 + 500) {
         s.handle_packet(addr(9), &user_event(i + 1, &format!("e{i}")), now);

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vassal_memberlist::{self as ml, NodeStateKind, StreamId, Transmit};
 use vassal_serf::snapshot::{self, SnapshotConfig, SnapshotWrite};
-use vassal_serf::{Config, Event, MemberEventKind, Serf};
+use vassal_serf::{Config, Event, MemberEventKind, Outcome, Serf};
 
 pub use invariants::{Invariants, Violation};
 
@@ -59,6 +59,8 @@ struct SimNode {
     paused_until: Option<Duration>,
     /// `(when, event)` for every Serf event this node produced, if recording is on.
     events: Vec<(Duration, Event)>,
+    /// `(when, outcome)` for every command outcome and notice, if recording is on.
+    outcomes: Vec<(Duration, Outcome)>,
     /// The node's snapshot file (spec §5.3), kept across restarts, if it has one.
     snapshot: Option<Vec<u8>>,
 }
@@ -196,6 +198,7 @@ impl Sim {
                 up: true,
                 paused_until: None,
                 events: Vec::new(),
+                outcomes: Vec::new(),
                 snapshot: None,
             });
         }
@@ -345,6 +348,11 @@ impl Sim {
         &self.nodes[i].events
     }
 
+    /// Node `i`'s command outcomes and notices so far (see [`Sim::record_events`]).
+    pub fn outcomes(&self, i: usize) -> &[(Duration, Outcome)] {
+        &self.nodes[i].outcomes
+    }
+
     /// Check the invariants after every step (costs O(n) per step).
     pub fn check_invariants(&mut self) {
         self.invariants = Some(Invariants::new(self.nodes.len()));
@@ -395,15 +403,15 @@ impl Sim {
     /// Who acked and who answered node `i`'s query `ltime`, and whether it finished.
     pub fn query_results(&self, i: usize, ltime: u64) -> QueryResults {
         let mut r = QueryResults::default();
-        for (_, e) in &self.nodes[i].events {
-            match e {
-                Event::QueryAck { ltime: l, from } if *l == ltime => r.acks.push(from.clone()),
-                Event::QueryResponse {
+        for (_, o) in &self.nodes[i].outcomes {
+            match o {
+                Outcome::QueryAck { ltime: l, from } if *l == ltime => r.acks.push(from.clone()),
+                Outcome::QueryResponse {
                     ltime: l,
                     from,
                     payload,
                 } if *l == ltime => r.responses.push((from.clone(), payload.clone())),
-                Event::QueryDone { ltime: l } if *l == ltime => r.done = true,
+                Outcome::QueryDone { ltime: l } if *l == ltime => r.done = true,
                 _ => {}
             }
         }
@@ -910,7 +918,6 @@ impl Sim {
         let mut answers = Vec::new();
         let mut stop = false;
         while let Some(e) = self.nodes[i].serf.poll_event() {
-            stop |= matches!(e, Event::Shutdown(_));
             if let (true, Event::Query(q)) = (self.auto_respond, &e) {
                 answers.push((q.ltime, q.id));
             }
@@ -924,6 +931,13 @@ impl Sim {
             self.log(i, what);
             if self.record_events {
                 self.nodes[i].events.push((self.now, e));
+            }
+        }
+        while let Some(o) = self.nodes[i].serf.poll_outcome() {
+            stop |= matches!(o, Outcome::Shutdown(_));
+            self.log(i, format!("{o:?}"));
+            if self.record_events {
+                self.nodes[i].outcomes.push((self.now, o));
             }
         }
         if stop {

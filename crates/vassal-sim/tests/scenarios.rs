@@ -361,9 +361,9 @@ fn newcomer_reusing_a_live_name_loses_the_vote_and_stops() {
     );
     assert!(sim.is_up(1), "the original n1 must stay; SIM_SEED={s}");
     let shut = |i: usize| {
-        sim.events(i)
+        sim.outcomes(i)
             .iter()
-            .any(|(_, e)| matches!(e, vassal_serf::Event::Shutdown(_)))
+            .any(|(_, o)| matches!(o, vassal_serf::Outcome::Shutdown(_)))
     };
     assert!(
         shut(5) && !shut(1),

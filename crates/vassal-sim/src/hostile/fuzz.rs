@@ -751,8 +751,8 @@ impl Harness {
     fn check(&self) {
         for i in 0..HONEST {
             if !self.sim.is_up(i) {
-                let why = self.sim.events(i).iter().find_map(|(_, e)| match e {
-                    Event::Shutdown(why) => Some(why.as_str()),
+                let why = self.sim.outcomes(i).iter().find_map(|(_, o)| match o {
+                    vassal_serf::Outcome::Shutdown(why) => Some(why.as_str()),
                     _ => None,
                 });
                 panic!(

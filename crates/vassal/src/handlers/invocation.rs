@@ -24,7 +24,6 @@ impl HandlerEvent {
             Event::Member(m) => Some(HandlerEvent::Member(m.clone())),
             Event::User(u) => Some(HandlerEvent::User(u.clone())),
             Event::Query(q) => Some(HandlerEvent::Query(q.clone())),
-            _ => None,
         }
     }
 
@@ -305,11 +304,5 @@ mod tests {
             ]
         );
         assert_eq!(inv.stdin, b"x\n");
-    }
-
-    #[test]
-    fn only_member_and_user_events_reach_handlers() {
-        assert!(HandlerEvent::from_serf(&Event::LeaveComplete).is_none());
-        assert!(HandlerEvent::from_serf(&Event::Warning("w".into())).is_none());
     }
 }

@@ -1,5 +1,5 @@
 //! Which members are web backends, and at what address: the demo's convention, shared by the
-//! built-in balancer ([`crate::lb`]) and the HAProxy sync (`vassal-haproxy`).
+//! built-in balancer ([`crate::lb`]) and the HAProxy sync ([`crate::haproxy`]).
 //!
 //! A member is a backend when its tag `role` is `web`; its web server is at its member address
 //! and the port in its tag `http_port`, 80 without one (Apache, in Serf's demo).

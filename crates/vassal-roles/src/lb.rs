@@ -37,7 +37,7 @@ const MAX_BODY: usize = 1 << 20;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// A backend must start its answer within this.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A client must send its whole request body (at most [`MAX_BODY`]) within this once its
+/// A client must send its whole request body (at most `MAX_BODY`) within this once its
 /// headers are in (the header timeout covers only the headers): a body trickled in byte by
 /// byte must not hold a connection slot for ever.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);

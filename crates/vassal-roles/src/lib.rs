@@ -5,7 +5,9 @@
 //!   on graceful leave, and retries on another backend; [`stats`] is its live stats page;
 //! - [`web`]: a page naming this node with the cluster's load table from a periodic `load`
 //!   query, every response marked `X-Served-By`;
-//! - [`load`]: the answer to the `load` query (`uptime`'s line).
+//! - [`load`]: the answer to the `load` query (`uptime`'s line);
+//! - [`haproxy`]: keeps a real HAProxy's backend in step with the same members through its
+//!   runtime API (`vassal agent -haproxy-socket`), instead of the built-in balancer.
 //!
 //! [`pool`] is the pure rotation and health state machine under the balancer; [`backend`] says
 //! which members are backends, and where.
@@ -24,6 +26,7 @@
 //! ```
 
 pub mod backend;
+pub mod haproxy;
 pub mod http;
 pub mod lb;
 pub mod load;

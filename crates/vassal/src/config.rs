@@ -6,7 +6,9 @@
 //! when it is set, tags merge key by key, and the handler and join lists concatenate.
 //!
 //! Decoding is strict, like Serf's: an unknown key, a value of the wrong type or a duration
-//! Go cannot parse is an error naming the file, the key and the problem.
+//! Go cannot parse is an error naming the file, the key and the problem. Values are typed
+//! here (durations, profiles, log levels, address ranges), and the agent lays its flags over
+//! the merged result (`agent::options`), so a file's setting is never spelt as a flag.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,8 +17,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::agent;
-use crate::flags::parse_duration;
+use vassal_roles::backend::Cidr;
+
+use crate::logging::LogLevel;
+use crate::parse::{parse_duration, parse_key, parse_max_conns, parse_protocol, Profile};
 
 /// One configuration source, before defaults are applied.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -30,7 +34,7 @@ pub struct RawConfig {
     pub advertise: Option<String>,
     pub encrypt_key: Option<String>,
     pub keyring_file: Option<String>,
-    pub log_level: Option<String>,
+    pub log_level: Option<LogLevel>,
     pub rpc_addr: Option<String>,
     pub rpc_auth: Option<String>,
     pub protocol: Option<u8>,
@@ -43,7 +47,7 @@ pub struct RawConfig {
     pub retry_max_attempts: Option<u32>,
     pub retry_interval: Option<Duration>,
     pub event_handlers: Vec<String>,
-    pub profile: Option<String>,
+    pub profile: Option<Profile>,
     pub snapshot_path: Option<String>,
     pub leave_on_terminate: Option<bool>,
     pub skip_leave_on_interrupt: Option<bool>,
@@ -68,7 +72,7 @@ pub struct RawConfig {
     pub handler_timeout: Option<Duration>,
     pub lb_header_timeout: Option<Duration>,
     pub lb_max_conns: Option<usize>,
-    pub lb_backend_cidr: Vec<String>,
+    pub lb_backend_cidr: Vec<Cidr>,
 }
 
 /// A configuration file that could not be used.
@@ -251,92 +255,29 @@ impl RawConfig {
                 }
             }
         }
-        if let Some(p) = &self.profile {
-            agent::parse_profile(p).map_err(|e| err("profile", format!("{p:?}: {e}")))?;
-        }
-        if let Some(l) = &self.log_level {
-            crate::logging::LogLevel::parse(l)
-                .map_err(|e| err("log_level", format!("{l:?}: {e}")))?;
+        // A flag's `-tag =v` is refused the same way.
+        if let Some(v) = self.tags.get("") {
+            return Err(err(
+                "tags",
+                format!("a tag's name is empty (its value is {v:?}); give it a name"),
+            ));
         }
         if let Some(p) = self.protocol {
-            agent::parse_protocol(&p.to_string())
-                .map_err(|e| err("protocol", format!("{p}: {e}")))?;
+            parse_protocol(&p.to_string()).map_err(|e| err("protocol", format!("{p}: {e}")))?;
         }
         if let Some(k) = &self.encrypt_key {
-            agent::parse_key(k)
+            parse_key(k)
                 .map_err(|e| err("encrypt_key", format!("{e}; make one with `vassal keygen`")))?;
         }
         for h in &self.event_handlers {
             crate::handlers::HandlerSpec::parse(h)
                 .map_err(|e| err("event_handlers", format!("{h:?}: {e}")))?;
         }
-        for c in &self.lb_backend_cidr {
-            c.parse::<vassal_roles::backend::Cidr>()
-                .map_err(|e| err("lb_backend_cidr", format!("{c:?}: {e}")))?;
-        }
         if let Some(n) = self.lb_max_conns {
-            agent::parse_max_conns(&n.to_string())
+            parse_max_conns(&n.to_string())
                 .map_err(|e| err("lb_max_conns", format!("{n}: {e}")))?;
         }
         Ok(self)
-    }
-
-    /// The settings that have a command-line flag, spelt as flags. Put in front of the real
-    /// arguments, they give Serf's precedence for free: a later flag overrides a scalar, and
-    /// repeated flags (tags, joins, handlers) add to what the files said.
-    pub fn to_flag_args(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut value = |flag: &str, v: &Option<String>| {
-            if let Some(v) = v {
-                out.push(format!("-{flag}={v}"));
-            }
-        };
-        value("node", &self.node_name);
-        value("role", &self.role);
-        value("tags-file", &self.tags_file);
-        value("bind", &self.bind);
-        value("advertise", &self.advertise);
-        value("encrypt", &self.encrypt_key);
-        value("keyring-file", &self.keyring_file);
-        value("log-level", &self.log_level);
-        value("rpc-addr", &self.rpc_addr);
-        value("rpc-auth", &self.rpc_auth);
-        value("profile", &self.profile);
-        value("snapshot", &self.snapshot_path);
-        value("discover", &self.discover);
-        value("iface", &self.interface);
-        value("mdns-iface", &self.mdns_interface);
-        let dur = |d: &Option<Duration>| d.map(|d| format!("{}ns", d.as_nanos()));
-        value("retry-interval", &dur(&self.retry_interval));
-        value("broadcast-timeout", &dur(&self.broadcast_timeout));
-        value("handler-timeout", &dur(&self.handler_timeout));
-        value("lb-header-timeout", &dur(&self.lb_header_timeout));
-        value("lb-max-conns", &self.lb_max_conns.map(|n| n.to_string()));
-        value("protocol", &self.protocol.map(|p| p.to_string()));
-        value("retry-max", &self.retry_max_attempts.map(|n| n.to_string()));
-        for (k, v) in &self.tags {
-            out.push(format!("-tag={k}={v}"));
-        }
-        for (flag, list) in [
-            ("join", &self.start_join),
-            ("retry-join", &self.retry_join),
-            ("event-handler", &self.event_handlers),
-            ("lb-backend-cidr", &self.lb_backend_cidr),
-        ] {
-            out.extend(list.iter().map(|v| format!("-{flag}={v}")));
-        }
-        for (flag, on) in [
-            ("replay", self.replay_on_join),
-            ("rejoin", self.rejoin_after_leave),
-            ("mdns-disable-ipv4", self.mdns_disable_ipv4),
-            ("mdns-disable-ipv6", self.mdns_disable_ipv6),
-            ("disable-compression", self.enable_compression.map(|on| !on)),
-        ] {
-            if on == Some(true) {
-                out.push(format!("-{flag}"));
-            }
-        }
-        out
     }
 
     /// Lays `later` over `self` with Serf's merge rules.
@@ -459,6 +400,20 @@ impl Decoder<'_> {
         })
     }
 
+    /// A string value read by `parse`, which says what is wrong with a bad one.
+    fn parsed<T>(
+        &self,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(s) = self.string(key)? else {
+            return Ok(None);
+        };
+        parse(&s)
+            .map(Some)
+            .map_err(|e| self.err(key, format!("{s:?}: {e}")))
+    }
+
     fn strings(&self, key: &str) -> Result<Vec<String>, ConfigError> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(Vec::new()),
@@ -492,7 +447,7 @@ impl Decoder<'_> {
             advertise: self.string("advertise")?,
             encrypt_key: self.string("encrypt_key")?,
             keyring_file: self.string("keyring_file")?,
-            log_level: self.string("log_level")?,
+            log_level: self.parsed("log_level", LogLevel::parse)?,
             rpc_addr: self.string("rpc_addr")?,
             rpc_auth: self.string("rpc_auth")?,
             protocol: self.uint("protocol")?,
@@ -505,7 +460,7 @@ impl Decoder<'_> {
             retry_max_attempts: self.uint("retry_max_attempts")?,
             retry_interval: self.duration("retry_interval")?,
             event_handlers: self.strings("event_handlers")?,
-            profile: self.string("profile")?,
+            profile: self.parsed("profile", Profile::parse)?,
             snapshot_path: self.string("snapshot_path")?,
             leave_on_terminate: self.bool("leave_on_terminate")?,
             skip_leave_on_interrupt: self.bool("skip_leave_on_interrupt")?,
@@ -526,7 +481,14 @@ impl Decoder<'_> {
             handler_timeout: self.duration("handler_timeout")?,
             lb_header_timeout: self.duration("lb_header_timeout")?,
             lb_max_conns: self.uint("lb_max_conns")?,
-            lb_backend_cidr: self.strings("lb_backend_cidr")?,
+            lb_backend_cidr: self
+                .strings("lb_backend_cidr")?
+                .iter()
+                .map(|c| {
+                    c.parse()
+                        .map_err(|e| self.err("lb_backend_cidr", format!("{c:?}: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
             ..RawConfig::default()
         };
         match self.map.get("tags") {
@@ -628,7 +590,7 @@ mod tests {
     }
 
     #[test]
-    fn issue_11_limit_keys_become_their_flags() {
+    fn issue_11_limit_keys_decode_typed() {
         let c = parse(
             r#"{"handler_timeout": "90s", "lb_header_timeout": "5s", "lb_max_conns": 100,
                 "lb_backend_cidr": ["10.0.0.0/8", "192.168.0.0/16"]}"#,
@@ -636,16 +598,11 @@ mod tests {
         .unwrap()
         .validated(Path::new("a.json"))
         .unwrap();
-        let flags = c.to_flag_args();
-        for f in [
-            "-handler-timeout=90000000000ns",
-            "-lb-header-timeout=5000000000ns",
-            "-lb-max-conns=100",
-            "-lb-backend-cidr=10.0.0.0/8",
-            "-lb-backend-cidr=192.168.0.0/16",
-        ] {
-            assert!(flags.contains(&f.to_owned()), "{f} not in {flags:?}");
-        }
+        assert_eq!(c.handler_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(c.lb_header_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(c.lb_max_conns, Some(100));
+        let cidrs: Vec<String> = c.lb_backend_cidr.iter().map(|c| c.to_string()).collect();
+        assert_eq!(cidrs, ["10.0.0.0/8", "192.168.0.0/16"]);
         for (text, key) in [
             (r#"{"lb_backend_cidr": ["10.0.0.1/8"]}"#, "lb_backend_cidr"),
             (r#"{"lb_backend_cidr": "10.0.0.0/8"}"#, "lb_backend_cidr"),
@@ -774,28 +731,6 @@ mod tests {
                 "{msg}"
             );
         }
-    }
-
-    #[test]
-    fn file_settings_become_flags_that_real_flags_follow() {
-        let c = parse(
-            r#"{"node_name": "n1", "tags": {"role": "web"}, "retry_interval": "1500ms",
-                "start_join": ["a", "b"], "replay_on_join": true, "leave_on_terminate": true,
-                "enable_compression": false}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            c.to_flag_args(),
-            [
-                "-node=n1",
-                "-retry-interval=1500000000ns",
-                "-tag=role=web",
-                "-join=a",
-                "-join=b",
-                "-replay",
-                "-disable-compression"
-            ]
-        );
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub struct DemoOptions {
     pub lb_stats: SocketAddr,
     pub base: Ipv4Addr,
     pub web_port: u16,
-    pub profile: String,
+    pub profile: crate::parse::Profile,
     pub log_dir: Option<PathBuf>,
 }
 
@@ -108,7 +108,11 @@ pub fn options(args: &[String]) -> Result<DemoOptions, FlagError> {
             ),
         });
     }
-    let profile = p.parse_or("profile", "lan".to_owned(), crate::agent::parse_profile)?;
+    let profile = p.parse_or(
+        "profile",
+        crate::parse::Profile::Lan,
+        crate::parse::Profile::parse,
+    )?;
     Ok(DemoOptions {
         web,
         lb_listen: p.parse_or("lb-listen", ([127, 0, 0, 1], 8080).into(), addr)?,

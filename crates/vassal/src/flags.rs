@@ -8,7 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
+
+/// Go's durations, for the commands that take one (`-timeout`); it lives with the other
+/// value parsers.
+pub use crate::parse::parse_duration;
 
 /// How a flag takes its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,7 +250,13 @@ impl Parsed {
     }
 
     pub fn bool(&self, name: &str) -> bool {
-        self.value(name).and_then(parse_bool).unwrap_or(false)
+        self.bool_or(name, false)
+    }
+
+    /// A bool flag's last value, or `default` if it was not given (a config file's setting,
+    /// which a flag overrides either way).
+    pub fn bool_or(&self, name: &str, default: bool) -> bool {
+        self.value(name).and_then(parse_bool).unwrap_or(default)
     }
 
     /// A value parsed by `parse`, or `default` if the flag was not given.
@@ -266,45 +275,6 @@ impl Parsed {
             }),
         }
     }
-}
-
-/// Go's `time.ParseDuration`: `300ms`, `1.5h`, `2h45m`, `0`; units ns, us, µs, ms, s, m, h.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("time: invalid duration {s:?}");
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.starts_with('-') {
-        return Err("duration must not be negative".into());
-    }
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("time: missing unit in duration {s:?}"))?;
-        let number: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            "" => return Err(format!("time: missing unit in duration {s:?}")),
-            u => return Err(format!("time: unknown unit {u:?} in duration {s:?}")),
-        };
-        total += number * nanos;
-        rest = &rest[unit_len..];
-    }
-    Ok(Duration::from_nanos(total.round() as u64))
 }
 
 #[cfg(test)]
@@ -417,20 +387,5 @@ mod tests {
     fn help_is_its_own_outcome() {
         assert_eq!(set().parse(&["-h"]), Err(FlagError::Help));
         assert_eq!(set().parse(&["--help"]), Err(FlagError::Help));
-    }
-
-    #[test]
-    fn go_durations_parse() {
-        let ms = Duration::from_millis;
-        assert_eq!(parse_duration("30s"), Ok(ms(30_000)));
-        assert_eq!(parse_duration("500ms"), Ok(ms(500)));
-        assert_eq!(parse_duration("1m30s"), Ok(ms(90_000)));
-        assert_eq!(parse_duration("1.5h"), Ok(ms(5_400_000)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("10us"), Ok(Duration::from_micros(10)));
-        assert!(parse_duration("30").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("-1s").is_err());
     }
 }

@@ -92,11 +92,12 @@ fn level_and_component(meta: &Metadata<'_>) -> (&'static str, &'static str) {
         Level::DEBUG => "DEBUG",
         Level::TRACE => "TRACE",
     };
-    let crate_name = meta.target().split("::").next().unwrap_or("");
+    let target = meta.target();
+    let crate_name = target.split("::").next().unwrap_or("");
     let component = match crate_name {
         "vassal_node" | "vassal_serf" => "serf",
         "vassal_memberlist" => "memberlist",
-        "vassal_haproxy" => "haproxy",
+        "vassal_roles" if target.starts_with("vassal_roles::haproxy") => "haproxy",
         // The RPC server names its own component (`agent.ipc: …`, `agent: …`), as Serf does.
         "vassal_rpc" => "",
         _ => "agent",

@@ -9,6 +9,7 @@ mod discover;
 mod flags;
 mod handlers;
 mod logging;
+mod parse;
 
 use std::process::ExitCode;
 

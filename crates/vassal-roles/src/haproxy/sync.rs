@@ -25,11 +25,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use vassal_roles::backend::{is_web, web_backend, BackendPolicy, RefusedOnce};
+use crate::backend::{is_web, web_backend, BackendPolicy, RefusedOnce};
 use vassal_serf::{Member, MemberEvent, MemberEventKind, MemberStatus};
 
-use crate::command::{valid_server_name, Command, Op};
-use crate::state::ServerState;
+use super::command::{valid_server_name, Command, Op};
+use super::state::ServerState;
 
 /// Settings for the sync. [`SyncConfig::new`] gives the defaults the agent uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub struct SyncConfig {
 
 impl SyncConfig {
     /// The defaults: 200 ms quiescence. Which members are servers, at what port, is
-    /// [`vassal_roles::backend`]'s rule (tag `role=web`, port from `http_port`, else 80).
+    /// [`crate::backend`]'s rule (tag `role=web`, port from `http_port`, else 80).
     pub fn new(backend: &str) -> Self {
         SyncConfig {
             backend: backend.to_owned(),
@@ -486,7 +486,7 @@ impl BackendSync {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{ADMIN_FDRAIN, ADMIN_FMAINT};
+    use crate::haproxy::state::{ADMIN_FDRAIN, ADMIN_FMAINT};
     use std::collections::BTreeMap;
     use std::net::IpAddr;
     use MemberEventKind::{Failed, Join, Leave, Update};

@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! # async fn demo(handle: vassal_node::Handle) {
-//! use vassal_haproxy::{run, SyncConfig};
+//! use vassal_roles::haproxy::{run, SyncConfig};
 //! tokio::spawn(run(handle, "/run/haproxy/admin.sock".into(), SyncConfig::new("web")));
 //! # }
 //! ```

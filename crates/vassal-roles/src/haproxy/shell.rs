@@ -8,8 +8,8 @@ use tracing::{info, warn};
 use vassal_node::Handle;
 use vassal_serf::Event;
 
-use crate::runtime_api::{ApiError, RuntimeApi};
-use crate::sync::{BackendSync, Output, RunError, SyncConfig};
+use super::runtime_api::{ApiError, RuntimeApi};
+use super::sync::{BackendSync, Output, RunError, SyncConfig};
 
 /// Keeps HAProxy's backend `config.backend`, reached through the admin socket at `socket`, in
 /// step with `node`'s web members, until the node stops. Errors are logged and retried; this

@@ -1,4 +1,4 @@
-//! `cargo bench -p vassal-haproxy --bench lb_vs_haproxy` (after `cargo build --release -p
+//! `cargo bench -p vassal-roles --bench lb_vs_haproxy` (after `cargo build --release -p
 //! vassal`): the load-balancer figures of bench/RESULTS.md, all on loopback with wrk.
 //!
 //! 1. Throughput and p99 latency through HAProxy (kept in step by `-haproxy-socket`) and
@@ -190,9 +190,7 @@ fn main() {
     // `cargo bench` passes --bench; anything else (`cargo test --all-targets`, nextest's
     // listing) must not start a minute of load.
     if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "lb_vs_haproxy: run it with `cargo bench -p vassal-haproxy --bench lb_vs_haproxy`"
-        );
+        println!("lb_vs_haproxy: run it with `cargo bench -p vassal-roles --bench lb_vs_haproxy`");
         return;
     }
     println!(

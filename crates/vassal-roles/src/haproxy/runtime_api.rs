@@ -10,8 +10,8 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::command::Command;
-use crate::state::{parse_servers_state, parse_sessions, ServerState};
+use super::command::Command;
+use super::state::{parse_servers_state, parse_sessions, ServerState};
 
 /// How long one command may take, connect to last byte.
 const TIMEOUT: Duration = Duration::from_secs(5);

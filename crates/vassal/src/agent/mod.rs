@@ -1,0 +1,57 @@
+//! `vassal agent`: parse Serf's agent flags, start a node, join, log membership, and shut down on
+//! signals the way Serf does (spec §5.1, §5.5, §5.6).
+//!
+//! The flow, one module a step: `options` checks the flags and config files and turns them
+//! into the node's config; `start` binds RPC, prints Serf's banner and spawns the tasks beside
+//! the node; `events` fans the node's events out to the handlers, RPC streams and the HAProxy
+//! sync; `signals` waits for SIGINT/SIGTERM/SIGHUP/SIGUSR1 (or an RPC leave) and says how the
+//! agent exits.
+
+mod events;
+mod options;
+mod signals;
+mod start;
+
+use std::process::ExitCode;
+
+use tracing::warn;
+use vassal_rpc::LogHub;
+
+use crate::logging;
+
+pub use options::{flags, options, AgentOptions};
+
+pub async fn run(opts: AgentOptions) -> ExitCode {
+    let logs = LogHub::new();
+    let level = logging::init(opts.log_level, logs.clone());
+    match run_until_exit(opts, logs, level).await {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the agent, waits for the signal (or RPC leave) that ends it, and stops it: the exit
+/// status, or why it could not start.
+async fn run_until_exit(
+    mut opts: AgentOptions,
+    logs: LogHub,
+    level: logging::LevelControl,
+) -> Result<ExitCode, String> {
+    for key in &opts.file_only.ignored {
+        warn!("agent: config key {key:?} is not supported by vassal and is ignored");
+    }
+    if opts.rejoin && opts.snapshot.is_none() {
+        println!("Warning: 'RejoinAfterLeave' enabled without snapshot file");
+    }
+    options::load_files(&mut opts)?;
+    let config = options::node_config(&opts).await?;
+    let mut agent = start::start(&opts, config, logs).await?;
+    let code = signals::wait(&opts, &level, &mut agent).await?;
+    // After the leave: the balancer has stopped sending here, so open requests can finish.
+    agent.roles.stop().await;
+    agent.handle.shutdown().await;
+    Ok(code)
+}

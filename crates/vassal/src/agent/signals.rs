@@ -1,0 +1,195 @@
+//! The agent's signal loop, Serf's `handleSignals`: SIGINT and SIGTERM leave (or not) and end
+//! the agent, SIGHUP reloads the config, SIGUSR1 logs the node's figures; an RPC `leave`, a
+//! retry-join that gave up, or a stopped node end it too.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+use vassal_node::Handle;
+
+use super::options::{options, AgentOptions};
+use super::start::Agent;
+use crate::handlers::{DispatchStats, HandlerSpec, SelfInfo};
+use crate::logging;
+
+/// How long a graceful leave may take before we exit anyway (Serf's `gracefulTimeout`).
+const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Waits for what ends the agent, handling SIGHUP and SIGUSR1 meanwhile: the exit status
+/// (after a graceful leave where Serf leaves).
+pub(super) async fn wait(
+    opts: &AgentOptions,
+    level: &logging::LevelControl,
+    agent: &mut Agent,
+) -> Result<ExitCode, String> {
+    let Agent {
+        handle,
+        task,
+        left,
+        gave_up,
+        scripts_tx,
+        handler_stats,
+        ..
+    } = agent;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    // Serf dumps its metrics on SIGUSR1; without a handler the signal would kill us.
+    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
+    let mut retry_running = true;
+    let mut tags = opts.tags.clone();
+    let code = loop {
+        tokio::select! {
+            // Serf's handleSignals: SIGINT leaves unless skip_leave_on_interrupt, SIGTERM
+            // only with leave_on_terminate; not leaving is exit status 1.
+            _ = sigint.recv() => {
+                println!("==> Caught signal: interrupt");
+                if opts.file_only.skip_leave_on_interrupt {
+                    break ExitCode::FAILURE;
+                }
+                break graceful_leave(handle, &mut sigint).await;
+            }
+            _ = sigterm.recv() => {
+                println!("==> Caught signal: terminated");
+                if !opts.file_only.leave_on_terminate {
+                    break ExitCode::FAILURE;
+                }
+                break graceful_leave(handle, &mut sigterm).await;
+            }
+            _ = sighup.recv() => {
+                println!("==> Caught signal: hangup");
+                reload(opts, level, scripts_tx, handle, &mut tags).await;
+            }
+            _ = sigusr1.recv() => telemetry_dump(handle, handler_stats).await,
+            r = &mut *gave_up, if retry_running => match r {
+                Ok(()) => break ExitCode::FAILURE,
+                Err(_) => retry_running = false,
+            },
+            // An RPC client's `leave` finished: Serf's agent then shuts down, status 0.
+            () = left.notified() => break ExitCode::SUCCESS,
+            _ = &mut *task => {
+                error!("serf driver stopped unexpectedly");
+                break ExitCode::FAILURE;
+            }
+        }
+    };
+    Ok(code)
+}
+
+/// Serf's `handleReload`: read the same flags and files again, then apply what Serf applies
+/// while running (the log level, the event handlers, the tags). A bad file keeps the old
+/// settings and says why.
+async fn reload(
+    opts: &AgentOptions,
+    level: &logging::LevelControl,
+    scripts: &watch::Sender<(Vec<HandlerSpec>, SelfInfo)>,
+    handle: &Handle,
+    tags: &mut BTreeMap<String, String>,
+) {
+    println!("==> Reloading configuration...");
+    let new = match options(&opts.args) {
+        Ok(new) => new,
+        Err(e) => {
+            error!("agent: Failed to reload configs: {e}");
+            return;
+        }
+    };
+    level.set(new.log_level);
+    scripts.send_modify(|(handlers, _)| *handlers = new.event_handlers.clone());
+    info!(
+        "agent: Reloaded configuration: {} event handler(s)",
+        new.event_handlers.len()
+    );
+    // With a tags file, the file (kept by the agent) is the source of truth, as in Serf.
+    if opts.tags_file.is_none() && new.tags != *tags {
+        match handle.set_tags(new.tags.clone()).await {
+            Ok(()) => *tags = new.tags,
+            Err(e) => error!("agent: Failed to update tags: {e}"),
+        }
+    }
+}
+
+/// What SIGUSR1 logs (Serf's go-metrics `InmemSignal` dump): the figures the node and the
+/// handler dispatcher keep, one `telemetry:` line each. The metrics issue fills in more.
+async fn telemetry_dump(handle: &Handle, handlers: &DispatchStats) {
+    use std::sync::atomic::Ordering;
+    let (stats, members) = match (handle.stats().await, handle.members().await) {
+        (Ok(s), Ok(m)) => (s, m),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!("telemetry: the node did not answer: {e}");
+            return;
+        }
+    };
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &members {
+        *by_status.entry(m.status.to_string()).or_insert(0) += 1;
+    }
+    let counts: Vec<String> = by_status.iter().map(|(s, n)| format!("{s}={n}")).collect();
+    info!(
+        "telemetry: members {} ({})",
+        members.len(),
+        counts.join(" ")
+    );
+    info!(
+        "telemetry: health_score={} encrypted={} coordinate_resets={}",
+        stats.health_score,
+        stats.encrypted,
+        stats
+            .coordinate_resets
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "disabled".into())
+    );
+    info!(
+        "telemetry: queues intent={} event={} query={} handlers={} (handler events dropped={}, \
+         handlers killed at timeout={})",
+        stats.intent_queue,
+        stats.event_queue,
+        stats.query_queue,
+        handlers.queued.load(Ordering::Relaxed),
+        handlers.dropped.load(Ordering::Relaxed),
+        handlers.killed.load(Ordering::Relaxed)
+    );
+    info!(
+        "telemetry: clocks member={} event={} query={}",
+        stats.member_time, stats.event_time, stats.query_time
+    );
+    let drops: Vec<String> = stats
+        .drops
+        .iter()
+        .map(|(reason, n)| format!("{}={n}", reason.replace(' ', "_")))
+        .collect();
+    info!(
+        "telemetry: network malformed_packets={} malformed_streams={} dropped: {}",
+        stats.malformed_packets,
+        stats.malformed_streams,
+        if drops.is_empty() {
+            "none".to_owned()
+        } else {
+            drops.join(" ")
+        }
+    );
+}
+
+/// Serf's `handleSignals` for a graceful leave: 0 once it completes; 1 on timeout or a second
+/// signal.
+async fn graceful_leave(handle: &Handle, sigint: &mut tokio::signal::unix::Signal) -> ExitCode {
+    println!("==> Gracefully shutting down agent...");
+    tokio::select! {
+        r = handle.leave() => match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        _ = tokio::time::sleep(GRACEFUL_TIMEOUT) => {
+            warn!("graceful leave did not finish in {GRACEFUL_TIMEOUT:?}; exiting");
+            ExitCode::FAILURE
+        }
+        _ = sigint.recv() => ExitCode::FAILURE,
+    }
+}

@@ -135,7 +135,7 @@ impl Adversary {
         }
     }
 
-    /// Queries gossiped to the adversary, oldest first (the last [`SEEN_QUERIES`]).
+    /// Queries gossiped to the adversary, oldest first (at most the last 16).
     pub fn seen_queries(&self) -> &[SeenQuery] {
         &self.seen_queries
     }

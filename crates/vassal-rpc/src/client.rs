@@ -144,14 +144,15 @@ impl Client {
     }
 
     async fn send(&self, cmd: &str, seq: u64, body: Option<Value>) -> Result<(), ClientError> {
-        let mut bytes = RequestHeader {
-            command: cmd.to_owned(),
-            seq,
-        }
-        .to_value()
-        .to_bytes();
+        let mut bytes = msgpack::encode(
+            &RequestHeader {
+                command: cmd.to_owned(),
+                seq,
+            }
+            .to_value(),
+        );
         if let Some(b) = body {
-            b.encode(&mut bytes);
+            msgpack::encode_into(&b, &mut bytes);
         }
         let mut w = self.writer.lock().await;
         w.write_all(&bytes).await.map_err(|_| ClientError::Closed)

@@ -136,14 +136,15 @@ struct Outbox(mpsc::Sender<Write>);
 
 impl Outbox {
     fn bytes(seq: u64, error: &str, body: Option<Value>) -> Vec<u8> {
-        let mut bytes = ResponseHeader {
-            seq,
-            error: error.to_owned(),
-        }
-        .to_value()
-        .to_bytes();
+        let mut bytes = msgpack::encode(
+            &ResponseHeader {
+                seq,
+                error: error.to_owned(),
+            }
+            .to_value(),
+        );
         if let Some(b) = body {
-            b.encode(&mut bytes);
+            msgpack::encode_into(&b, &mut bytes);
         }
         bytes
     }
@@ -247,7 +248,10 @@ impl Connection {
     async fn next_value(&mut self) -> Result<Value, Close> {
         let mut scanner = msgpack::Scanner::default();
         loop {
-            if let Some(end) = scanner.scan(&self.buf)? {
+            if let Some(end) = scanner
+                .scan(&self.buf)
+                .map_err(msgpack::DecodeError::from)?
+            {
                 let whole = self.buf.get(..end).unwrap_or_default();
                 let Some((v, used)) = msgpack::decode(whole)? else {
                     return Err(msgpack::DecodeError("object ended early".into()).into());

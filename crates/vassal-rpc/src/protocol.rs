@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use vassal_serf::MemberStatus;
+
 use crate::msgpack::Value;
 
 /// The only IPC version there is.
@@ -620,6 +622,55 @@ impl CoordinateResponse {
     }
 }
 
+/// A member's status as the RPC carries it: one of Serf's words ("none", "alive", "leaving",
+/// "left", "failed"), or whatever else a peer sent, kept as sent rather than refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Known(MemberStatus),
+    Unknown(String),
+}
+
+impl Status {
+    /// The status Serf calls `word`.
+    pub fn from_word(word: &str) -> Self {
+        let known = [
+            MemberStatus::None,
+            MemberStatus::Alive,
+            MemberStatus::Leaving,
+            MemberStatus::Left,
+            MemberStatus::Failed,
+        ];
+        known
+            .into_iter()
+            .find(|s| s.as_str() == word)
+            .map_or_else(|| Status::Unknown(word.to_owned()), Status::Known)
+    }
+
+    /// Serf's word for it (an unknown one as it came).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Status::Known(s) => s.as_str(),
+            Status::Unknown(w) => w,
+        }
+    }
+
+    pub fn is(&self, status: MemberStatus) -> bool {
+        *self == Status::Known(status)
+    }
+}
+
+impl From<MemberStatus> for Status {
+    fn from(s: MemberStatus) -> Self {
+        Status::Known(s)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A member as the RPC shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -627,7 +678,7 @@ pub struct Member {
     pub addr: IpAddr,
     pub port: u16,
     pub tags: BTreeMap<String, String>,
-    pub status: String,
+    pub status: Status,
     pub protocol_min: u8,
     pub protocol_max: u8,
     pub protocol_cur: u8,
@@ -644,7 +695,7 @@ impl Member {
             addr: m.addr,
             port: m.port,
             tags: m.tags.clone(),
-            status: m.status.as_str().to_owned(),
+            status: m.status.into(),
             protocol_min: pmin,
             protocol_max: pmax,
             protocol_cur: pcur,
@@ -669,7 +720,7 @@ impl Member {
             ("ProtocolCur", Value::Uint(self.protocol_cur.into())),
             ("ProtocolMax", Value::Uint(self.protocol_max.into())),
             ("ProtocolMin", Value::Uint(self.protocol_min.into())),
-            ("Status", str_value(&self.status)),
+            ("Status", str_value(self.status.as_str())),
             ("Tags", string_map_value(&self.tags)),
         ])
     }
@@ -696,7 +747,7 @@ impl Member {
             addr,
             port: f.narrow_uint("Port")?,
             tags: f.string_map("Tags")?,
-            status: f.string("Status")?,
+            status: Status::from_word(&f.string("Status")?),
             protocol_min: small("ProtocolMin")?,
             protocol_max: small("ProtocolMax")?,
             protocol_cur: small("ProtocolCur")?,
@@ -740,7 +791,7 @@ impl MembersFilter {
     pub fn to_value(&self) -> Value {
         map(vec![
             ("Name", str_value(&self.name)),
-            ("Status", str_value(&self.status)),
+            ("Status", str_value(self.status.as_str())),
             ("Tags", string_map_value(&self.tags)),
         ])
     }
@@ -1013,7 +1064,7 @@ mod tests {
             addr: "127.0.0.1".parse().unwrap(),
             port: 7946,
             tags: [("role".to_string(), "web".to_string())].into(),
-            status: "alive".into(),
+            status: MemberStatus::Alive.into(),
             protocol_min: 1,
             protocol_max: 5,
             protocol_cur: 2,
@@ -1026,6 +1077,28 @@ mod tests {
         assert!(bytes.windows(6).any(|w| w == b"\xc4\x04\x7f\x00\x00\x01"));
         let (back, _) = crate::msgpack::decode(&bytes).unwrap().unwrap();
         assert_eq!(members_from_value(&back).unwrap(), vec![m]);
+    }
+
+    #[test]
+    fn member_statuses_keep_serfs_words_and_unknown_ones_as_sent() {
+        for word in ["none", "alive", "leaving", "left", "failed"] {
+            let s = Status::from_word(word);
+            assert!(matches!(s, Status::Known(_)), "{word}");
+            assert_eq!(s.to_string(), word);
+        }
+        assert!(Status::from_word("alive").is(MemberStatus::Alive));
+        let odd = Status::from_word("reaped?");
+        assert_eq!(odd, Status::Unknown("reaped?".into()));
+        assert_eq!(odd.as_str(), "reaped?");
+        let m = map(vec![
+            ("Addr", Value::Bin(vec![10, 0, 0, 1])),
+            ("Status", Value::str("dazed")),
+        ]);
+        let back = Member::from_value(&m).unwrap();
+        assert_eq!(back.status, Status::Unknown("dazed".into()));
+        assert!(crate::msgpack::encode(&back.to_value())
+            .windows(6)
+            .any(|w| w == b"\xa5dazed"));
     }
 
     #[test]

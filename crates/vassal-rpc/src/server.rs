@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 use vassal_node::{Handle, NodeError};
 use vassal_serf::keys::KeyCommand;
-use vassal_serf::{Event, QueryParams, INTERNAL_QUERY_PREFIX};
+use vassal_serf::{Event, EventFilter, QueryParams, INTERNAL_QUERY_PREFIX};
 
 use crate::monitor::{self, LogHub};
 use crate::msgpack::{self, Value};
@@ -411,7 +411,8 @@ impl Connection {
 
     async fn stream(&mut self, seq: u64) -> Result<Flow, Close> {
         let kind = self.body(StreamRequest::from_value).await?.kind;
-        let filters = EventFilter::parse_list(&kind);
+        // Serf's ParseEventFilter and Valid: one unknown type refuses the whole list.
+        let filters = EventFilter::parse_list(&kind).ok();
         let error = if filters.is_none() {
             errors::INVALID_FILTER
         } else if self.streams.contains_key(&seq) {
@@ -755,62 +756,6 @@ fn runtime_stats() -> BTreeMap<String, String> {
     .collect()
 }
 
-/// One comma-separated part of a stream's `Type` (Serf's `EventFilter`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventFilter {
-    pub event: String,
-    /// For `user:NAME` and `query:NAME`; empty matches any name.
-    pub name: String,
-}
-
-impl EventFilter {
-    /// Serf's `ParseEventFilter` plus its validity check: `None` if any part names an unknown
-    /// event. Empty means `*`.
-    pub fn parse_list(s: &str) -> Option<Vec<EventFilter>> {
-        let s = if s.is_empty() { "*" } else { s };
-        s.split(',')
-            .map(|part| {
-                let (event, name) = if let Some(n) = part.strip_prefix("user:") {
-                    ("user", n)
-                } else if let Some(n) = part.strip_prefix("query:") {
-                    ("query", n)
-                } else {
-                    (part, "")
-                };
-                let valid = matches!(
-                    event,
-                    "member-join"
-                        | "member-leave"
-                        | "member-failed"
-                        | "member-update"
-                        | "member-reap"
-                        | "user"
-                        | "query"
-                        | "*"
-                );
-                valid.then(|| EventFilter {
-                    event: event.to_owned(),
-                    name: name.to_owned(),
-                })
-            })
-            .collect()
-    }
-
-    /// Whether the event passes; only member, user and query events ever do.
-    pub fn matches(&self, e: &Event) -> bool {
-        let (kind, name) = match e {
-            Event::Member(m) => (m.kind.as_str(), None),
-            Event::User(u) => ("user", Some(u.name.as_str())),
-            Event::Query(q) => ("query", Some(q.name.as_str())),
-            _ => return false,
-        };
-        if self.event == "*" {
-            return true;
-        }
-        self.event == kind && (self.name.is_empty() || name == Some(self.name.as_str()))
-    }
-}
-
 /// The record a stream sends for an event (`None` for events streams never carry).
 fn event_record(e: &Event, pending: &Mutex<PendingQueries>) -> Option<Value> {
     Some(match e {
@@ -948,9 +893,9 @@ mod tests {
     fn stream_filters_parse_like_serf() {
         let f = EventFilter::parse_list("member-join,user:deploy").unwrap();
         assert_eq!(f.len(), 2);
-        assert_eq!(f[1].name, "deploy");
-        assert_eq!(EventFilter::parse_list("").unwrap()[0].event, "*");
-        assert!(EventFilter::parse_list("member-jion").is_none());
-        assert!(EventFilter::parse_list("user,bogus").is_none());
+        assert_eq!(f[1].name(), "deploy");
+        assert_eq!(EventFilter::parse_list("").unwrap()[0].event(), "*");
+        assert!(EventFilter::parse_list("member-jion").is_err());
+        assert!(EventFilter::parse_list("user,bogus").is_err());
     }
 }

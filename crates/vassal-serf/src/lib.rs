@@ -18,6 +18,7 @@
 pub mod clock;
 pub mod coalesce;
 pub mod coordinate;
+pub mod filter;
 pub mod fuzzing;
 pub mod keys;
 mod member;
@@ -26,6 +27,7 @@ mod serf;
 pub mod snapshot;
 pub mod tags;
 
+pub use filter::EventFilter;
 pub use member::{Member, MemberEvent, MemberEventKind, MemberStatus};
 pub use messages::{SerfMessage, UserEvent};
 pub use serf::{

@@ -2,58 +2,19 @@
 
 use std::fmt;
 
-use vassal_serf::MemberEventKind;
-
 use super::invocation::HandlerEvent;
 
-/// One comma-separated filter of a handler spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Filter {
-    /// `*`: every event.
-    All,
-    /// `member-join`, `member-leave`, `member-failed`, `member-update`, `member-reap`.
-    Member(MemberEventKind),
-    /// `user` (`None`) or `user:NAME`.
-    User(Option<String>),
-    /// `query` (`None`) or `query:NAME`.
-    Query(Option<String>),
-}
+/// One comma-separated filter of a handler spec: Serf's filter syntax, shared with the RPC
+/// `stream` command.
+pub use vassal_serf::filter::EventFilter as Filter;
+use vassal_serf::filter::Subject;
 
-impl Filter {
-    pub fn parse(s: &str) -> Result<Self, SpecError> {
-        // As in Serf, `user:` with an empty name is plain `user`.
-        let named = |n: &str| (!n.is_empty()).then(|| n.to_owned());
-        if let Some(name) = s.strip_prefix("user:") {
-            return Ok(Filter::User(named(name)));
-        }
-        if let Some(name) = s.strip_prefix("query:") {
-            return Ok(Filter::Query(named(name)));
-        }
-        Ok(match s {
-            "*" => Filter::All,
-            "member-join" => Filter::Member(MemberEventKind::Join),
-            "member-leave" => Filter::Member(MemberEventKind::Leave),
-            "member-failed" => Filter::Member(MemberEventKind::Failed),
-            "member-update" => Filter::Member(MemberEventKind::Update),
-            "member-reap" => Filter::Member(MemberEventKind::Reap),
-            "user" => Filter::User(None),
-            "query" => Filter::Query(None),
-            _ => return Err(SpecError::UnknownFilter(s.to_owned())),
-        })
-    }
-
-    pub fn matches(&self, e: &HandlerEvent) -> bool {
-        match (self, e) {
-            (Filter::All, _) => true,
-            (Filter::Member(k), HandlerEvent::Member(m)) => *k == m.kind,
-            (Filter::User(name), HandlerEvent::User(u)) => {
-                name.as_ref().is_none_or(|n| *n == u.name)
-            }
-            (Filter::Query(name), HandlerEvent::Query(q)) => {
-                name.as_ref().is_none_or(|n| *n == q.name)
-            }
-            _ => false,
-        }
+/// What filters look at in a handler's event.
+fn subject(e: &HandlerEvent) -> Subject<'_> {
+    match e {
+        HandlerEvent::Member(m) => Subject::Member(m.kind),
+        HandlerEvent::User(u) => Subject::User(&u.name),
+        HandlerEvent::Query(q) => Subject::Query(&q.name),
     }
 }
 
@@ -90,11 +51,7 @@ impl HandlerSpec {
             Some((f, s)) => (f, s),
             None => ("", v),
         };
-        let filter = if filter.is_empty() { "*" } else { filter };
-        let filters = filter
-            .split(',')
-            .map(Filter::parse)
-            .collect::<Result<_, _>>()?;
+        let filters = Filter::parse_list(filter).map_err(|e| SpecError::UnknownFilter(e.0))?;
         Ok(HandlerSpec {
             filters,
             script: script.to_owned(),
@@ -102,16 +59,12 @@ impl HandlerSpec {
     }
 
     pub fn matches(&self, e: &HandlerEvent) -> bool {
-        self.filters.iter().any(|f| f.matches(e))
+        self.filters.iter().any(|f| f.admits(subject(e)))
     }
 
     /// Whether this handler runs for (and so answers) queries named `name`.
     pub fn handles_query(&self, name: &str) -> bool {
-        self.filters.iter().any(|f| match f {
-            Filter::All => true,
-            Filter::Query(n) => n.as_deref().is_none_or(|n| n == name),
-            _ => false,
-        })
+        self.filters.iter().any(|f| f.admits(Subject::Query(name)))
     }
 }
 
@@ -119,7 +72,7 @@ impl HandlerSpec {
 mod tests {
     use super::*;
     use crate::handlers::invocation::Query;
-    use vassal_serf::{MemberEvent, UserEvent};
+    use vassal_serf::{MemberEvent, MemberEventKind, UserEvent};
 
     fn user(name: &str) -> HandlerEvent {
         HandlerEvent::User(UserEvent {

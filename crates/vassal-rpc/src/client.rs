@@ -16,8 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::msgpack::{self, Value};
 use crate::protocol::{
-    self, command, errors, map, str_value, strings_value, Coordinate, Fields, KeyResponse, Member,
-    MembersFilter, QueryRecord, QueryRequest, RequestHeader, ResponseHeader, Stats, IPC_VERSION,
+    self, command, errors, AuthRequest, Coordinate, CoordinateRequest, CoordinateResponse,
+    EventRequest, Fields, ForceLeaveRequest, HandshakeRequest, JoinRequest, JoinResponse,
+    KeyRequest, KeyResponse, Member, MembersFilter, MonitorRequest, QueryRecord, QueryRequest,
+    RequestHeader, RespondRequest, ResponseHeader, Stats, StopRequest, StreamRequest, TagsRequest,
+    IPC_VERSION,
 };
 
 /// How long connecting and each request may take (Serf's client default).
@@ -109,7 +112,12 @@ impl Client {
         client
             .call(
                 command::HANDSHAKE,
-                Some(map(vec![("Version", Value::Int(IPC_VERSION.into()))])),
+                Some(
+                    HandshakeRequest {
+                        version: IPC_VERSION.into(),
+                    }
+                    .to_value(),
+                ),
                 false,
             )
             .await?;
@@ -117,7 +125,12 @@ impl Client {
             client
                 .call(
                     command::AUTH,
-                    Some(map(vec![("AuthKey", str_value(auth_key))])),
+                    Some(
+                        AuthRequest {
+                            auth_key: auth_key.to_owned(),
+                        }
+                        .to_value(),
+                    ),
                     false,
                 )
                 .await?;
@@ -144,14 +157,15 @@ impl Client {
     }
 
     async fn send(&self, cmd: &str, seq: u64, body: Option<Value>) -> Result<(), ClientError> {
-        let mut bytes = RequestHeader {
-            command: cmd.to_owned(),
-            seq,
-        }
-        .to_value()
-        .to_bytes();
+        let mut bytes = msgpack::encode(
+            &RequestHeader {
+                command: cmd.to_owned(),
+                seq,
+            }
+            .to_value(),
+        );
         if let Some(b) = body {
-            b.encode(&mut bytes);
+            msgpack::encode_into(&b, &mut bytes);
         }
         let mut w = self.writer.lock().await;
         w.write_all(&bytes).await.map_err(|_| ClientError::Closed)
@@ -248,16 +262,17 @@ impl Client {
 
     /// Joins through `addrs`; the number of nodes contacted.
     pub async fn join(&self, addrs: &[String], replay: bool) -> Result<i64, ClientError> {
-        let body = map(vec![
-            ("Existing", strings_value(addrs)),
-            ("Replay", Value::Bool(replay)),
-        ]);
+        let body = JoinRequest {
+            existing: addrs.to_vec(),
+            replay,
+        }
+        .to_value();
         let (h, body) = self.call_raw(command::JOIN, Some(body), true).await?;
         if !h.error.is_empty() {
             return Err(ClientError::Rpc(h.error));
         }
         let body = body.unwrap_or(Value::Nil);
-        Ok(Fields::of("join response", &body)?.int("Num")?)
+        Ok(JoinResponse::from_value(&body)?.num)
     }
 
     pub async fn leave(&self) -> Result<(), ClientError> {
@@ -274,10 +289,11 @@ impl Client {
     }
 
     pub async fn force_leave(&self, node: &str, prune: bool) -> Result<(), ClientError> {
-        let body = map(vec![
-            ("Node", str_value(node)),
-            ("Prune", Value::Bool(prune)),
-        ]);
+        let body = ForceLeaveRequest {
+            node: node.to_owned(),
+            prune,
+        }
+        .to_value();
         self.call(command::FORCE_LEAVE, Some(body), false).await?;
         Ok(())
     }
@@ -288,11 +304,12 @@ impl Client {
         payload: Option<&[u8]>,
         coalesce: bool,
     ) -> Result<(), ClientError> {
-        let body = map(vec![
-            ("Coalesce", Value::Bool(coalesce)),
-            ("Name", str_value(name)),
-            ("Payload", protocol::bytes_value(payload)),
-        ]);
+        let body = EventRequest {
+            name: name.to_owned(),
+            payload: payload.map(<[u8]>::to_vec),
+            coalesce,
+        }
+        .to_value();
         self.call(command::EVENT, Some(body), false).await?;
         Ok(())
     }
@@ -302,10 +319,11 @@ impl Client {
         set: &BTreeMap<String, String>,
         delete: &[String],
     ) -> Result<(), ClientError> {
-        let body = map(vec![
-            ("DeleteTags", strings_value(delete)),
-            ("Tags", protocol::string_map_value(set)),
-        ]);
+        let body = TagsRequest {
+            tags: set.clone(),
+            delete_tags: delete.to_vec(),
+        }
+        .to_value();
         self.call(command::TAGS, Some(body), false).await?;
         Ok(())
     }
@@ -317,7 +335,7 @@ impl Client {
         cmd: &str,
         key: Option<&str>,
     ) -> Result<(KeyResponse, String), ClientError> {
-        let body = key.map(|k| map(vec![("Key", str_value(k))]));
+        let body = key.map(|k| KeyRequest { key: k.to_owned() }.to_value());
         // Key operations wait for a whole query round.
         let seq = self.next_seq();
         let (tx, rx) = oneshot::channel();
@@ -338,17 +356,16 @@ impl Client {
 
     /// The coordinate the agent holds for `node`; `None` if it has none.
     pub async fn get_coordinate(&self, node: &str) -> Result<Option<Coordinate>, ClientError> {
-        let body = map(vec![("Node", str_value(node))]);
+        let body = CoordinateRequest {
+            node: node.to_owned(),
+        }
+        .to_value();
         let body = self
             .call(command::GET_COORDINATE, Some(body), true)
             .await?
             .unwrap_or(Value::Nil);
-        let f = Fields::of("coordinate response", &body)?;
-        if !f.boolean("Ok")? {
-            return Ok(None);
-        }
-        let coord = Coordinate::from_value(f.value("Coord").unwrap_or(&Value::Nil))?;
-        Ok(Some(coord))
+        let answer = CoordinateResponse::from_value(&body)?;
+        Ok(answer.ok.then_some(answer.coord))
     }
 
     /// Starts a query; its acks and answers arrive on the receiver, which closes after `done`.
@@ -380,7 +397,10 @@ impl Client {
         &self,
         filter: &str,
     ) -> Result<(u64, mpsc::UnboundedReceiver<Value>), ClientError> {
-        let body = map(vec![("Type", str_value(filter))]);
+        let body = StreamRequest {
+            kind: filter.to_owned(),
+        }
+        .to_value();
         self.start_stream(command::STREAM, body, false).await
     }
 
@@ -389,7 +409,10 @@ impl Client {
         &self,
         level: &str,
     ) -> Result<(u64, mpsc::UnboundedReceiver<String>), ClientError> {
-        let body = map(vec![("LogLevel", str_value(level))]);
+        let body = MonitorRequest {
+            log_level: level.to_owned(),
+        }
+        .to_value();
         let (seq, mut raw) = self.start_stream(command::MONITOR, body, false).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -408,17 +431,18 @@ impl Client {
     /// Ends a stream or monitor.
     pub async fn stop(&self, handle: u64) -> Result<(), ClientError> {
         self.forget(handle);
-        let body = map(vec![("Stop", Value::Uint(handle))]);
+        let body = StopRequest { stop: handle }.to_value();
         self.call(command::STOP, Some(body), false).await?;
         Ok(())
     }
 
     /// Answers a query received on a stream.
     pub async fn respond(&self, id: u64, payload: &[u8]) -> Result<(), ClientError> {
-        let body = map(vec![
-            ("ID", Value::Uint(id)),
-            ("Payload", Value::Bin(payload.to_vec())),
-        ]);
+        let body = RespondRequest {
+            id,
+            payload: payload.to_vec(),
+        }
+        .to_value();
         self.call(command::RESPOND, Some(body), false).await?;
         Ok(())
     }

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use vassal_serf::MemberStatus;
+
 use crate::msgpack::Value;
 
 /// The only IPC version there is.
@@ -317,6 +319,358 @@ impl ResponseHeader {
     }
 }
 
+/// `handshake`'s body (Serf's `handshakeRequest`). Go's field is an `int32`; any integer is
+/// read, so a version out of that range is answered "Unsupported IPC version" like any other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandshakeRequest {
+    pub version: i64,
+}
+
+impl HandshakeRequest {
+    pub fn to_value(&self) -> Value {
+        map(vec![("Version", Value::Int(self.version))])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
+        let f = Fields::of("handshake request", v)?;
+        Ok(HandshakeRequest {
+            version: f.int("Version")?,
+        })
+    }
+}
+
+/// `auth`'s body (Serf's `authRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthRequest {
+    pub auth_key: String,
+}
+
+impl AuthRequest {
+    pub fn to_value(&self) -> Value {
+        map(vec![("AuthKey", str_value(&self.auth_key))])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
+        let f = Fields::of("auth request", v)?;
+        Ok(AuthRequest {
+            auth_key: f.string("AuthKey")?,
+        })
+    }
+}
+
+/// `event`'s body (Serf's `eventRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventRequest {
+    pub name: String,
+    /// Nil stays nil on the wire; the agent sends it as an empty payload.
+    pub payload: Option<Vec<u8>>,
+    pub coalesce: bool,
+}
+
+impl EventRequest {
+    pub fn to_value(&self) -> Value {
+        map(vec![
+            ("Coalesce", Value::Bool(self.coalesce)),
+            ("Name", str_value(&self.name)),
+            ("Payload", bytes_value(self.payload.as_deref())),
+        ])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
+        let f = Fields::of("event request", v)?;
+        Ok(EventRequest {
+            name: f.string("Name")?,
+            payload: f.bytes("Payload")?,
+            coalesce: f.boolean("Coalesce")?,
+        })
+    }
+}
+
+/// `force-leave`'s body (Serf's `forceLeaveRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForceLeaveRequest {
+    pub node: String,
+    pub prune: bool,
+}
+
+impl ForceLeaveRequest {
+    pub fn to_value(&self) -> Value {
+        map(vec![
+            ("Node", str_value(&self.node)),
+            ("Prune", Value::Bool(self.prune)),
+        ])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
+        let f = Fields::of("force-leave request", v)?;
+        Ok(ForceLeaveRequest {
+            node: f.string("Node")?,
+            prune: f.boolean("Prune")?,
+        })
+    }
+}
+
+/// `join`'s body (Serf's `joinRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinRequest {
+    pub existing: Vec<String>,
+    pub replay: bool,
+}
+
+impl JoinRequest {
+    pub fn to_value(&self) -> Value {
+        map(vec![
+            ("Existing", strings_value(&self.existing)),
+            ("Replay", Value::Bool(self.replay)),
+        ])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
+        let f = Fields::of("join request", v)?;
+        Ok(JoinRequest {
+            existing: f.strings("Existing")?,
+            replay: f.boolean("Replay")?,
+        })
+    }
+}
+
+/// `join`'s answer (Serf's `joinResponse`): how many nodes were contacted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JoinResponse {
+    pub num: i64,
+}
+
+impl JoinResponse {
+    pub fn to_value(&self) -> Value {
+        map(vec![("Num", Value::Int(self.num))])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
+        let f = Fields::of("join response", v)?;
+        Ok(JoinResponse { num: f.int("Num")? })
+    }
+}
+
+/// `tags`'s body (Serf's `tagsRequest`): tags to set, then names to delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagsRequest {
+    pub tags: BTreeMap<String, String>,
+    pub delete_tags: Vec<String>,
+}
+
+impl TagsRequest {
+    pub fn to_value(&self) -> Value {
+        map(vec![
+            ("DeleteTags", strings_value(&self.delete_tags)),
+            ("Tags", string_map_value(&self.tags)),
+        ])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
+        let f = Fields::of("tags request", v)?;
+        Ok(TagsRequest {
+            tags: f.string_map("Tags")?,
+            delete_tags: f.strings("DeleteTags")?,
+        })
+    }
+}
+
+/// `respond`'s body (Serf's `respondRequest`): the answer to a query a stream delivered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RespondRequest {
+    pub id: u64,
+    pub payload: Vec<u8>,
+}
+
+impl RespondRequest {
+    pub fn to_value(&self) -> Value {
+        map(vec![
+            ("ID", Value::Uint(self.id)),
+            ("Payload", Value::Bin(self.payload.clone())),
+        ])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
+        let f = Fields::of("respond request", v)?;
+        Ok(RespondRequest {
+            id: f.uint("ID")?,
+            payload: f.bytes("Payload")?.unwrap_or_default(),
+        })
+    }
+}
+
+/// `monitor`'s body (Serf's `monitorRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MonitorRequest {
+    pub log_level: String,
+}
+
+impl MonitorRequest {
+    pub fn to_value(&self) -> Value {
+        map(vec![("LogLevel", str_value(&self.log_level))])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
+        let f = Fields::of("monitor request", v)?;
+        Ok(MonitorRequest {
+            log_level: f.string("LogLevel")?,
+        })
+    }
+}
+
+/// `stream`'s body (Serf's `streamRequest`): the event filter, as text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamRequest {
+    pub kind: String,
+}
+
+impl StreamRequest {
+    pub fn to_value(&self) -> Value {
+        map(vec![("Type", str_value(&self.kind))])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
+        let f = Fields::of("stream request", v)?;
+        Ok(StreamRequest {
+            kind: f.string("Type")?,
+        })
+    }
+}
+
+/// `stop`'s body (Serf's `stopRequest`): the `Seq` of the stream or monitor to end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StopRequest {
+    pub stop: u64,
+}
+
+impl StopRequest {
+    pub fn to_value(&self) -> Value {
+        map(vec![("Stop", Value::Uint(self.stop))])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
+        let f = Fields::of("stop request", v)?;
+        Ok(StopRequest {
+            stop: f.uint("Stop")?,
+        })
+    }
+}
+
+/// The body of `install-key`, `use-key` and `remove-key` (Serf's `keyRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRequest {
+    pub key: String,
+}
+
+impl KeyRequest {
+    pub fn to_value(&self) -> Value {
+        map(vec![("Key", str_value(&self.key))])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
+        let f = Fields::of("key request", v)?;
+        Ok(KeyRequest {
+            key: f.string("Key")?,
+        })
+    }
+}
+
+/// `get-coordinate`'s body (Serf's `coordinateRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoordinateRequest {
+    pub node: String,
+}
+
+impl CoordinateRequest {
+    pub fn to_value(&self) -> Value {
+        map(vec![("Node", str_value(&self.node))])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
+        let f = Fields::of("get-coordinate request", v)?;
+        Ok(CoordinateRequest {
+            node: f.string("Node")?,
+        })
+    }
+}
+
+/// `get-coordinate`'s answer (Serf's `coordinateResponse`): `ok` is false, and the coordinate
+/// zero, for a node the agent has none for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CoordinateResponse {
+    pub coord: Coordinate,
+    pub ok: bool,
+}
+
+impl CoordinateResponse {
+    pub fn to_value(&self) -> Value {
+        map(vec![
+            ("Coord", self.coord.to_value()),
+            ("Ok", Value::Bool(self.ok)),
+        ])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ShapeError> {
+        let f = Fields::of("coordinate response", v)?;
+        let ok = f.boolean("Ok")?;
+        // Without `Ok` the coordinate means nothing, and is not read.
+        let coord = match (ok, f.value("Coord")) {
+            (true, Some(c)) => Coordinate::from_value(c)?,
+            _ => Coordinate::default(),
+        };
+        Ok(CoordinateResponse { coord, ok })
+    }
+}
+
+/// A member's status as the RPC carries it: one of Serf's words ("none", "alive", "leaving",
+/// "left", "failed"), or whatever else a peer sent, kept as sent rather than refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Known(MemberStatus),
+    Unknown(String),
+}
+
+impl Status {
+    /// The status Serf calls `word`.
+    pub fn from_word(word: &str) -> Self {
+        let known = [
+            MemberStatus::None,
+            MemberStatus::Alive,
+            MemberStatus::Leaving,
+            MemberStatus::Left,
+            MemberStatus::Failed,
+        ];
+        known
+            .into_iter()
+            .find(|s| s.as_str() == word)
+            .map_or_else(|| Status::Unknown(word.to_owned()), Status::Known)
+    }
+
+    /// Serf's word for it (an unknown one as it came).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Status::Known(s) => s.as_str(),
+            Status::Unknown(w) => w,
+        }
+    }
+
+    pub fn is(&self, status: MemberStatus) -> bool {
+        *self == Status::Known(status)
+    }
+}
+
+impl From<MemberStatus> for Status {
+    fn from(s: MemberStatus) -> Self {
+        Status::Known(s)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A member as the RPC shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -324,7 +678,7 @@ pub struct Member {
     pub addr: IpAddr,
     pub port: u16,
     pub tags: BTreeMap<String, String>,
-    pub status: String,
+    pub status: Status,
     pub protocol_min: u8,
     pub protocol_max: u8,
     pub protocol_cur: u8,
@@ -341,7 +695,7 @@ impl Member {
             addr: m.addr,
             port: m.port,
             tags: m.tags.clone(),
-            status: m.status.as_str().to_owned(),
+            status: m.status.into(),
             protocol_min: pmin,
             protocol_max: pmax,
             protocol_cur: pcur,
@@ -366,7 +720,7 @@ impl Member {
             ("ProtocolCur", Value::Uint(self.protocol_cur.into())),
             ("ProtocolMax", Value::Uint(self.protocol_max.into())),
             ("ProtocolMin", Value::Uint(self.protocol_min.into())),
-            ("Status", str_value(&self.status)),
+            ("Status", str_value(self.status.as_str())),
             ("Tags", string_map_value(&self.tags)),
         ])
     }
@@ -393,7 +747,7 @@ impl Member {
             addr,
             port: f.narrow_uint("Port")?,
             tags: f.string_map("Tags")?,
-            status: f.string("Status")?,
+            status: Status::from_word(&f.string("Status")?),
             protocol_min: small("ProtocolMin")?,
             protocol_max: small("ProtocolMax")?,
             protocol_cur: small("ProtocolCur")?,
@@ -437,7 +791,7 @@ impl MembersFilter {
     pub fn to_value(&self) -> Value {
         map(vec![
             ("Name", str_value(&self.name)),
-            ("Status", str_value(&self.status)),
+            ("Status", str_value(self.status.as_str())),
             ("Tags", string_map_value(&self.tags)),
         ])
     }
@@ -696,7 +1050,10 @@ mod tests {
             error: String::new(),
         };
         // Captured from Go's agent: 82 a5 Error a0 a3 Seq 01.
-        assert_eq!(h.to_value().to_bytes(), b"\x82\xa5Error\xa0\xa3Seq\x01");
+        assert_eq!(
+            crate::msgpack::encode(&h.to_value()),
+            b"\x82\xa5Error\xa0\xa3Seq\x01"
+        );
         assert!(ResponseHeader::looks_like(&h.to_value()));
     }
 
@@ -707,7 +1064,7 @@ mod tests {
             addr: "127.0.0.1".parse().unwrap(),
             port: 7946,
             tags: [("role".to_string(), "web".to_string())].into(),
-            status: "alive".into(),
+            status: MemberStatus::Alive.into(),
             protocol_min: 1,
             protocol_max: 5,
             protocol_cur: 2,
@@ -716,10 +1073,32 @@ mod tests {
             delegate_cur: 5,
         };
         let v = members_value(std::slice::from_ref(&m));
-        let bytes = v.to_bytes();
+        let bytes = crate::msgpack::encode(&v);
         assert!(bytes.windows(6).any(|w| w == b"\xc4\x04\x7f\x00\x00\x01"));
         let (back, _) = crate::msgpack::decode(&bytes).unwrap().unwrap();
         assert_eq!(members_from_value(&back).unwrap(), vec![m]);
+    }
+
+    #[test]
+    fn member_statuses_keep_serfs_words_and_unknown_ones_as_sent() {
+        for word in ["none", "alive", "leaving", "left", "failed"] {
+            let s = Status::from_word(word);
+            assert!(matches!(s, Status::Known(_)), "{word}");
+            assert_eq!(s.to_string(), word);
+        }
+        assert!(Status::from_word("alive").is(MemberStatus::Alive));
+        let odd = Status::from_word("reaped?");
+        assert_eq!(odd, Status::Unknown("reaped?".into()));
+        assert_eq!(odd.as_str(), "reaped?");
+        let m = map(vec![
+            ("Addr", Value::Bin(vec![10, 0, 0, 1])),
+            ("Status", Value::str("dazed")),
+        ]);
+        let back = Member::from_value(&m).unwrap();
+        assert_eq!(back.status, Status::Unknown("dazed".into()));
+        assert!(crate::msgpack::encode(&back.to_value())
+            .windows(6)
+            .any(|w| w == b"\xa5dazed"));
     }
 
     #[test]
@@ -745,6 +1124,51 @@ mod tests {
             e.to_string(),
             "request header: field Seq is string, expected integer"
         );
+    }
+
+    #[test]
+    fn request_bodies_round_trip_with_gos_sorted_keys() {
+        let e = EventRequest {
+            name: "deploy".into(),
+            payload: None,
+            coalesce: true,
+        };
+        assert_eq!(
+            crate::msgpack::encode(&e.to_value()),
+            b"\x83\xa8Coalesce\xc3\xa4Name\xa6deploy\xa7Payload\xc0"
+        );
+        assert_eq!(EventRequest::from_value(&e.to_value()).unwrap(), e);
+        let r = RespondRequest {
+            id: 7,
+            payload: b"ok".to_vec(),
+        };
+        assert_eq!(
+            crate::msgpack::encode(&r.to_value()),
+            b"\x82\xa2ID\x07\xa7Payload\xc4\x02ok"
+        );
+        assert_eq!(RespondRequest::from_value(&r.to_value()).unwrap(), r);
+        let t = TagsRequest {
+            tags: [("role".to_string(), "web".to_string())].into(),
+            delete_tags: vec!["dc".into()],
+        };
+        assert_eq!(TagsRequest::from_value(&t.to_value()).unwrap(), t);
+        let j = JoinRequest {
+            existing: vec!["127.0.0.1:7946".into()],
+            replay: false,
+        };
+        assert_eq!(JoinRequest::from_value(&j.to_value()).unwrap(), j);
+        let h = HandshakeRequest {
+            version: IPC_VERSION.into(),
+        };
+        assert_eq!(
+            crate::msgpack::encode(&h.to_value()),
+            b"\x81\xa7Version\x01"
+        );
+        let c = CoordinateResponse {
+            coord: Coordinate::default(),
+            ok: false,
+        };
+        assert_eq!(CoordinateResponse::from_value(&c.to_value()).unwrap(), c);
     }
 
     #[test]

@@ -21,13 +21,16 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 use vassal_node::{Handle, NodeError, QueryReply, QueryResponse};
 use vassal_serf::keys::KeyCommand;
-use vassal_serf::{Event, QueryParams, INTERNAL_QUERY_PREFIX};
+use vassal_serf::{Event, EventFilter, QueryParams, INTERNAL_QUERY_PREFIX};
 
 use crate::monitor::{self, LogHub};
 use crate::msgpack::{self, Value};
 use crate::protocol::{
-    self, command, errors, map, query_record, str_value, Fields, KeyResponse, Member,
-    MembersFilter, QueryRecord, QueryRequest, RequestHeader, ResponseHeader, IPC_VERSION,
+    self, command, errors, map, query_record, str_value, AuthRequest, CoordinateRequest,
+    CoordinateResponse, EventRequest, ForceLeaveRequest, HandshakeRequest, JoinRequest,
+    JoinResponse, KeyRequest, KeyResponse, Member, MembersFilter, MonitorRequest, QueryRecord,
+    QueryRequest, RequestHeader, RespondRequest, ResponseHeader, StopRequest, StreamRequest,
+    TagsRequest, IPC_VERSION,
 };
 
 /// Largest request (header or body) a client may send; bigger ones close the connection.
@@ -136,14 +139,15 @@ struct Outbox(mpsc::Sender<Write>);
 
 impl Outbox {
     fn bytes(seq: u64, error: &str, body: Option<Value>) -> Vec<u8> {
-        let mut bytes = ResponseHeader {
-            seq,
-            error: error.to_owned(),
-        }
-        .to_value()
-        .to_bytes();
+        let mut bytes = msgpack::encode(
+            &ResponseHeader {
+                seq,
+                error: error.to_owned(),
+            }
+            .to_value(),
+        );
         if let Some(b) = body {
-            b.encode(&mut bytes);
+            msgpack::encode_into(&b, &mut bytes);
         }
         bytes
     }
@@ -247,7 +251,10 @@ impl Connection {
     async fn next_value(&mut self) -> Result<Value, Close> {
         let mut scanner = msgpack::Scanner::default();
         loop {
-            if let Some(end) = scanner.scan(&self.buf)? {
+            if let Some(end) = scanner
+                .scan(&self.buf)
+                .map_err(msgpack::DecodeError::from)?
+            {
                 let whole = self.buf.get(..end).unwrap_or_default();
                 let Some((v, used)) = msgpack::decode(whole)? else {
                     return Err(msgpack::DecodeError("object ended early".into()).into());
@@ -267,10 +274,14 @@ impl Connection {
         }
     }
 
-    async fn body(&mut self, message: &'static str) -> Result<Value, Close> {
+    /// The request's body, read as `decode` reads it (a body of the wrong shape closes the
+    /// connection).
+    async fn body<T>(
+        &mut self,
+        decode: fn(&Value) -> Result<T, protocol::ShapeError>,
+    ) -> Result<T, Close> {
         let v = self.next_value().await?;
-        Fields::of(message, &v)?;
-        Ok(v)
+        Ok(decode(&v)?)
     }
 
     async fn request(&mut self, h: RequestHeader) -> Result<Flow, Close> {
@@ -297,9 +308,8 @@ impl Connection {
             command::EVENT => self.event(seq).await,
             command::MEMBERS => self.members(seq, None).await,
             command::MEMBERS_FILTERED => {
-                let body = self.body("members-filtered request").await?;
-                self.members(seq, Some(MembersFilter::from_value(&body)?))
-                    .await
+                let filter = self.body(MembersFilter::from_value).await?;
+                self.members(seq, Some(filter)).await
             }
             command::STREAM => self.stream(seq).await,
             command::MONITOR => self.monitor(seq).await,
@@ -328,8 +338,7 @@ impl Connection {
     }
 
     async fn handshake(&mut self, seq: u64) -> Result<Flow, Close> {
-        let body = self.body("handshake request").await?;
-        let version = Fields::of("handshake request", &body)?.int("Version")?;
+        let version = self.body(HandshakeRequest::from_value).await?.version;
         let error = if version != i64::from(IPC_VERSION) {
             errors::UNSUPPORTED_IPC_VERSION
         } else if self.version != 0 {
@@ -343,8 +352,7 @@ impl Connection {
     }
 
     async fn auth(&mut self, seq: u64) -> Result<Flow, Close> {
-        let body = self.body("auth request").await?;
-        let key = Fields::of("auth request", &body)?.string("AuthKey")?;
+        let key = self.body(AuthRequest::from_value).await?.auth_key;
         let error = if key == self.config.auth_key {
             self.authed = true;
             ""
@@ -356,13 +364,8 @@ impl Connection {
     }
 
     async fn event(&mut self, seq: u64) -> Result<Flow, Close> {
-        let body = self.body("event request").await?;
-        let f = Fields::of("event request", &body)?;
-        let (name, payload, coalesce) = (
-            f.string("Name")?,
-            f.bytes("Payload")?.unwrap_or_default(),
-            f.boolean("Coalesce")?,
-        );
+        let req = self.body(EventRequest::from_value).await?;
+        let (name, payload, coalesce) = (req.name, req.payload.unwrap_or_default(), req.coalesce);
         debug!(
             "agent: Requesting user event send: {name}. Coalesced: {coalesce}. Payload: {:?}",
             String::from_utf8_lossy(&payload)
@@ -407,9 +410,9 @@ impl Connection {
     }
 
     async fn stream(&mut self, seq: u64) -> Result<Flow, Close> {
-        let body = self.body("stream request").await?;
-        let kind = Fields::of("stream request", &body)?.string("Type")?;
-        let filters = EventFilter::parse_list(&kind);
+        let kind = self.body(StreamRequest::from_value).await?.kind;
+        // Serf's ParseEventFilter and Valid: one unknown type refuses the whole list.
+        let filters = EventFilter::parse_list(&kind).ok();
         let error = if filters.is_none() {
             errors::INVALID_FILTER
         } else if self.streams.contains_key(&seq) {
@@ -435,8 +438,7 @@ impl Connection {
     }
 
     async fn monitor(&mut self, seq: u64) -> Result<Flow, Close> {
-        let body = self.body("monitor request").await?;
-        let asked = Fields::of("monitor request", &body)?.string("LogLevel")?;
+        let asked = self.body(MonitorRequest::from_value).await?.log_level;
         let level = monitor::parse_level(&asked);
         let error = match level {
             None => format!("Unknown log level: {}", asked.to_uppercase()),
@@ -453,8 +455,7 @@ impl Connection {
     }
 
     async fn stop(&mut self, seq: u64) -> Result<Flow, Close> {
-        let body = self.body("stop request").await?;
-        let target = Fields::of("stop request", &body)?.uint("Stop")?;
+        let target = self.body(StopRequest::from_value).await?.stop;
         if let Some((_, task)) = self.monitor.take_if(|(s, _)| *s == target) {
             task.abort();
         }
@@ -466,18 +467,14 @@ impl Connection {
     }
 
     async fn force_leave(&mut self, seq: u64) -> Result<Flow, Close> {
-        let body = self.body("force-leave request").await?;
-        let f = Fields::of("force-leave request", &body)?;
-        let (node, prune) = (f.string("Node")?, f.boolean("Prune")?);
-        let result = self.handle.force_leave(&node, prune).await;
+        let req = self.body(ForceLeaveRequest::from_value).await?;
+        let result = self.handle.force_leave(&req.node, req.prune).await;
         self.out.send(seq, &err_text(result), None).await?;
         Ok(Flow::Continue)
     }
 
     async fn join(&mut self, seq: u64) -> Result<Flow, Close> {
-        let body = self.body("join request").await?;
-        let f = Fields::of("join request", &body)?;
-        let (existing, replay) = (f.strings("Existing")?, f.boolean("Replay")?);
+        let JoinRequest { existing, replay } = self.body(JoinRequest::from_value).await?;
         info!("agent: joining: {existing:?} replay: {replay}");
         let (addrs, resolve_errors) = vassal_node::addr::resolve_all(&existing).await;
         let result = if addrs.is_empty() && resolve_errors.is_empty() {
@@ -505,7 +502,7 @@ impl Connection {
             }
             Err(e) => (0, e.to_string()),
         };
-        let body = map(vec![("Num", Value::Int(num as i64))]);
+        let body = JoinResponse { num: num as i64 }.to_value();
         self.out.send(seq, &error, Some(body)).await?;
         Ok(Flow::Continue)
     }
@@ -526,8 +523,7 @@ impl Connection {
         let key = if command == KeyCommand::List {
             String::new()
         } else {
-            let body = self.body("key request").await?;
-            Fields::of("key request", &body)?.string("Key")?
+            self.body(KeyRequest::from_value).await?.key
         };
         info!(
             "agent: {}",
@@ -560,9 +556,10 @@ impl Connection {
     }
 
     async fn tags(&mut self, seq: u64) -> Result<Flow, Close> {
-        let body = self.body("tags request").await?;
-        let f = Fields::of("tags request", &body)?;
-        let (set, delete) = (f.string_map("Tags")?, f.strings("DeleteTags")?);
+        let TagsRequest {
+            tags: set,
+            delete_tags: delete,
+        } = self.body(TagsRequest::from_value).await?;
         let result = match self.handle.stats().await {
             Ok(s) => {
                 let mut tags = s.tags;
@@ -577,8 +574,7 @@ impl Connection {
     }
 
     async fn query(&mut self, seq: u64) -> Result<Flow, Close> {
-        let body = self.body("query request").await?;
-        let req = QueryRequest::from_value(&body)?;
+        let req = self.body(QueryRequest::from_value).await?;
         // The agent refuses Serf's internal queries, except a payload-less ping
         // (`serf reachability`).
         if req.name.starts_with(INTERNAL_QUERY_PREFIX)
@@ -621,9 +617,7 @@ impl Connection {
     }
 
     async fn respond(&mut self, seq: u64) -> Result<Flow, Close> {
-        let body = self.body("respond request").await?;
-        let f = Fields::of("respond request", &body)?;
-        let (id, payload) = (f.uint("ID")?, f.bytes("Payload")?.unwrap_or_default());
+        let RespondRequest { id, payload } = self.body(RespondRequest::from_value).await?;
         let found = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -693,8 +687,7 @@ impl Connection {
     }
 
     async fn coordinate(&mut self, seq: u64) -> Result<Flow, Close> {
-        let body = self.body("get-coordinate request").await?;
-        let node = Fields::of("get-coordinate request", &body)?.string("Node")?;
+        let node = self.body(CoordinateRequest::from_value).await?.node;
         let found = self.handle.coordinate(&node).await.ok().flatten();
         let coord = match &found {
             Some(c) => protocol::Coordinate {
@@ -705,10 +698,11 @@ impl Connection {
             },
             None => protocol::Coordinate::default(),
         };
-        let body = map(vec![
-            ("Coord", coord.to_value()),
-            ("Ok", Value::Bool(found.is_some())),
-        ]);
+        let body = CoordinateResponse {
+            coord,
+            ok: found.is_some(),
+        }
+        .to_value();
         self.out.send(seq, "", Some(body)).await?;
         Ok(Flow::Continue)
     }
@@ -754,61 +748,6 @@ fn runtime_stats() -> BTreeMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
-}
-
-/// One comma-separated part of a stream's `Type` (Serf's `EventFilter`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventFilter {
-    pub event: String,
-    /// For `user:NAME` and `query:NAME`; empty matches any name.
-    pub name: String,
-}
-
-impl EventFilter {
-    /// Serf's `ParseEventFilter` plus its validity check: `None` if any part names an unknown
-    /// event. Empty means `*`.
-    pub fn parse_list(s: &str) -> Option<Vec<EventFilter>> {
-        let s = if s.is_empty() { "*" } else { s };
-        s.split(',')
-            .map(|part| {
-                let (event, name) = if let Some(n) = part.strip_prefix("user:") {
-                    ("user", n)
-                } else if let Some(n) = part.strip_prefix("query:") {
-                    ("query", n)
-                } else {
-                    (part, "")
-                };
-                let valid = matches!(
-                    event,
-                    "member-join"
-                        | "member-leave"
-                        | "member-failed"
-                        | "member-update"
-                        | "member-reap"
-                        | "user"
-                        | "query"
-                        | "*"
-                );
-                valid.then(|| EventFilter {
-                    event: event.to_owned(),
-                    name: name.to_owned(),
-                })
-            })
-            .collect()
-    }
-
-    /// Whether the event passes; only member, user and query events ever do.
-    pub fn matches(&self, e: &Event) -> bool {
-        let (kind, name) = match e {
-            Event::Member(m) => (m.kind.as_str(), None),
-            Event::User(u) => ("user", Some(u.name.as_str())),
-            Event::Query(q) => ("query", Some(q.name.as_str())),
-        };
-        if self.event == "*" {
-            return true;
-        }
-        self.event == kind && (self.name.is_empty() || name == Some(self.name.as_str()))
-    }
 }
 
 /// The record a stream sends for an event (`None` for events streams never carry).
@@ -930,9 +869,9 @@ mod tests {
     fn stream_filters_parse_like_serf() {
         let f = EventFilter::parse_list("member-join,user:deploy").unwrap();
         assert_eq!(f.len(), 2);
-        assert_eq!(f[1].name, "deploy");
-        assert_eq!(EventFilter::parse_list("").unwrap()[0].event, "*");
-        assert!(EventFilter::parse_list("member-jion").is_none());
-        assert!(EventFilter::parse_list("user,bogus").is_none());
+        assert_eq!(f[1].name(), "deploy");
+        assert_eq!(EventFilter::parse_list("").unwrap()[0].event(), "*");
+        assert!(EventFilter::parse_list("member-jion").is_err());
+        assert!(EventFilter::parse_list("user,bogus").is_err());
     }
 }

@@ -98,6 +98,7 @@ extern crate self as vassal_serf;
 pub mod clock;
 pub mod coalesce;
 pub mod coordinate;
+pub mod filter;
 pub mod fuzzing;
 pub mod keys;
 mod member;
@@ -106,6 +107,7 @@ mod serf;
 pub mod snapshot;
 pub mod tags;
 
+pub use filter::EventFilter;
 pub use member::{Member, MemberEvent, MemberEventKind, MemberStatus};
 pub use messages::{SerfMessage, UserEvent};
 pub use serf::{

@@ -116,18 +116,24 @@ fn cluster_with(
     agents
 }
 
-/// `vassal members -format json` on `agent`: name → status.
-fn statuses(agent: &VassalAgent) -> Result<BTreeMap<String, String>, String> {
-    let run = agent.vassal_cli(&["members", "-format", "json"]);
+/// Runs `vassal COMMAND -format json` on `agent` and parses what it prints; an error names the
+/// command, the agent and the output.
+fn cli_json(agent: &VassalAgent, command: &str) -> Result<Value, String> {
+    let run = agent.vassal_cli(&[command, "-format", "json"]);
     if run.code != 0 {
         return Err(format!(
-            "vassal members on {}: {}",
+            "vassal {command} on {}: {}",
             agent.name(),
             run.combined()
         ));
     }
-    let v: Value = serde_json::from_str(&run.stdout)
-        .map_err(|e| format!("vassal members -format json ({e}): {}", run.stdout))?;
+    serde_json::from_str(&run.stdout)
+        .map_err(|e| format!("vassal {command} -format json ({e}): {}", run.stdout))
+}
+
+/// `vassal members -format json` on `agent`: name → status.
+fn statuses(agent: &VassalAgent) -> Result<BTreeMap<String, String>, String> {
+    let v = cli_json(agent, "members")?;
     Ok(v["members"]
         .as_array()
         .into_iter()
@@ -167,16 +173,7 @@ fn victim_alive_everywhere(agents: &mut [VassalAgent], victim: &str) -> Result<(
 
 /// `vassal info -format json` on `agent`: the `serf` section.
 fn serf_info(agent: &VassalAgent) -> Result<BTreeMap<String, String>, String> {
-    let run = agent.vassal_cli(&["info", "-format", "json"]);
-    if run.code != 0 {
-        return Err(format!(
-            "vassal info on {}: {}",
-            agent.name(),
-            run.combined()
-        ));
-    }
-    let v: Value = serde_json::from_str(&run.stdout)
-        .map_err(|e| format!("vassal info -format json ({e}): {}", run.stdout))?;
+    let v = cli_json(agent, "info")?;
     Ok(v["serf"]
         .as_object()
         .into_iter()

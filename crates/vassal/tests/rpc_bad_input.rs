@@ -40,13 +40,12 @@ impl Raw {
     }
 
     fn send(&mut self, cmd: &str, seq: u64, body: Option<Value>) {
-        let mut b = map(vec![
+        let mut b = msgpack::encode(&map(vec![
             ("Command", Value::str(cmd)),
             ("Seq", Value::Uint(seq)),
-        ])
-        .to_bytes();
+        ]));
         if let Some(body) = body {
-            body.encode(&mut b);
+            msgpack::encode_into(&body, &mut b);
         }
         self.send_bytes(&b);
     }

@@ -150,6 +150,29 @@ pub enum Event {
     Query(Query),
 }
 
+impl Event {
+    /// Serf's name for the event's type, as handlers get it in `SERF_EVENT` and streams in
+    /// `Event`: `member-join` … `member-reap`, `user`, `query`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Member(m) => m.kind.as_str(),
+            Event::User(_) => "user",
+            Event::Query(_) => "query",
+        }
+    }
+
+    /// The event as the log names it: `member-join`, `user:"deploy"`, `query:"load"`. Names
+    /// come from the network; `{:?}` quoting keeps a newline in one from starting a fake log
+    /// line.
+    pub fn label(&self) -> String {
+        match self {
+            Event::Member(m) => m.kind.as_str().to_owned(),
+            Event::User(u) => format!("user:{:?}", u.name),
+            Event::Query(q) => format!("query:{:?}", q.name),
+        }
+    }
+}
+
 /// Progress and completion of commands given to this node ([`Serf::query`], [`Serf::join`],
 /// [`Serf::leave`], [`Serf::force_leave`], [`Serf::key_query`]), and the two notices meant for
 /// the node itself (its keyring changed; it must stop). Polled with [`Serf::poll_outcome`]; the

@@ -12,9 +12,7 @@ use vassal_roles::backend;
 use vassal_serf::coalesce::Coalescer;
 
 use super::options::AgentOptions;
-use crate::handlers::{
-    spawn_dispatcher, DispatchConfig, DispatchStats, HandlerEvent, HandlerSpec, SelfInfo,
-};
+use crate::handlers::{spawn_dispatcher, DispatchConfig, DispatchStats, HandlerSpec, SelfInfo};
 
 /// Starts feeding the agent's events to the handler dispatcher: the sender that swaps the
 /// handlers (on SIGHUP) and the dispatcher's figures (for SIGUSR1).
@@ -132,10 +130,8 @@ async fn feed_handlers(
                         }
                     });
                 }
-                if let Some(e) = HandlerEvent::from_serf(&e) {
-                    if tx.send(e).is_err() {
-                        return;
-                    }
+                if tx.send(e).is_err() {
+                    return;
                 }
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -151,17 +147,8 @@ pub(super) fn handler_stats(handlers: &[HandlerSpec]) -> BTreeMap<String, String
     let mut out = BTreeMap::new();
     for h in handlers {
         for f in &h.filters {
-            let key = match f {
-                crate::handlers::spec::Filter::All => "*:".to_owned(),
-                crate::handlers::spec::Filter::Member(k) => format!("{k}:"),
-                crate::handlers::spec::Filter::User(n) => {
-                    format!("user:{}", n.as_deref().unwrap_or(""))
-                }
-                crate::handlers::spec::Filter::Query(n) => {
-                    format!("query:{}", n.as_deref().unwrap_or(""))
-                }
-            };
-            out.insert(key, h.script.clone());
+            // Serf's key is the filter's `Event` and `Name` fields, so `user:` for any name.
+            out.insert(format!("{}:{}", f.event(), f.name()), h.script.clone());
         }
     }
     out

@@ -134,7 +134,7 @@ pub fn format(members: &[Member], format: &str, detailed: bool) -> Result<String
                         ("addr".into(), Json::Str(addr(m))),
                         ("port".into(), Json::Int(m.port.into())),
                         ("tags".into(), Json::map(&m.tags, |v| Json::str(v))),
-                        ("status".into(), Json::str(&m.status)),
+                        ("status".into(), Json::str(m.status.as_str())),
                         (
                             "protocol".into(),
                             Json::Object(vec![

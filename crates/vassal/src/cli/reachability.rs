@@ -51,7 +51,7 @@ pub async fn run(args: &[String]) -> ExitCode {
     };
     let live: BTreeSet<String> = members
         .iter()
-        .filter(|m| m.status == "alive")
+        .filter(|m| m.status.is(vassal_serf::MemberStatus::Alive))
         .map(|m| m.name.clone())
         .collect();
     println!(

@@ -4,48 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use vassal_serf::{Event, MemberEvent, UserEvent};
-
-pub use vassal_serf::Query;
-
-/// The events handlers run for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HandlerEvent {
-    Member(MemberEvent),
-    User(UserEvent),
-    /// Answered with the handler's output (spec §5.2).
-    Query(Query),
-}
-
-impl HandlerEvent {
-    /// The handler-visible part of a node event; `None` for events handlers never see.
-    pub fn from_serf(e: &Event) -> Option<Self> {
-        match e {
-            Event::Member(m) => Some(HandlerEvent::Member(m.clone())),
-            Event::User(u) => Some(HandlerEvent::User(u.clone())),
-            Event::Query(q) => Some(HandlerEvent::Query(q.clone())),
-        }
-    }
-
-    /// The event as the log names it: `member-join`, `user:deploy`, `query:load`. Names come
-    /// from the network; `{:?}` quoting keeps a newline in one from starting a fake log line.
-    pub fn label(&self) -> String {
-        match self {
-            HandlerEvent::Member(m) => m.kind.as_str().to_owned(),
-            HandlerEvent::User(u) => format!("user:{:?}", u.name),
-            HandlerEvent::Query(q) => format!("query:{:?}", q.name),
-        }
-    }
-
-    /// `SERF_EVENT`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            HandlerEvent::Member(m) => m.kind.as_str(),
-            HandlerEvent::User(_) => "user",
-            HandlerEvent::Query(_) => "query",
-        }
-    }
-}
+use vassal_serf::{Event, MemberEvent};
 
 /// The local node, as handlers see it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -62,7 +21,7 @@ pub struct Invocation {
 }
 
 /// Builds the environment and stdin for `event` on node `me` (Serf's `invokeEventScript`).
-pub fn invocation(event: &HandlerEvent, me: &SelfInfo) -> Invocation {
+pub fn invocation(event: &Event, me: &SelfInfo) -> Invocation {
     let mut env = vec![
         ("SERF_EVENT".to_owned(), event.kind().to_owned()),
         ("SERF_SELF_NAME".to_owned(), me.name.clone()),
@@ -75,13 +34,13 @@ pub fn invocation(event: &HandlerEvent, me: &SelfInfo) -> Invocation {
         env.push((format!("SERF_TAG_{}", tag_env_name(k)), v.clone()));
     }
     let stdin = match event {
-        HandlerEvent::Member(m) => member_stdin(m),
-        HandlerEvent::User(u) => {
+        Event::Member(m) => member_stdin(m),
+        Event::User(u) => {
             env.push(("SERF_USER_EVENT".to_owned(), u.name.clone()));
             env.push(("SERF_USER_LTIME".to_owned(), u.ltime.to_string()));
             payload_stdin(&u.payload)
         }
-        HandlerEvent::Query(q) => {
+        Event::Query(q) => {
             env.push(("SERF_QUERY_NAME".to_owned(), q.name.clone()));
             env.push(("SERF_QUERY_LTIME".to_owned(), q.ltime.to_string()));
             payload_stdin(&q.payload)
@@ -153,7 +112,7 @@ fn payload_stdin(payload: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
-    use vassal_serf::{Member, MemberEventKind, MemberStatus};
+    use vassal_serf::{Member, MemberEventKind, MemberStatus, Query, UserEvent};
 
     fn me() -> SelfInfo {
         SelfInfo {
@@ -188,7 +147,7 @@ mod tests {
 
     #[test]
     fn member_event_env_and_one_stdin_line_per_member() {
-        let e = HandlerEvent::Member(MemberEvent {
+        let e = Event::Member(MemberEvent {
             kind: MemberEventKind::Join,
             members: vec![
                 member(
@@ -219,7 +178,7 @@ mod tests {
 
     #[test]
     fn tabs_and_newlines_are_escaped_in_name_role_and_tags() {
-        let e = HandlerEvent::Member(MemberEvent {
+        let e = Event::Member(MemberEvent {
             kind: MemberEventKind::Update,
             members: vec![member(
                 "n\t1\n",
@@ -245,7 +204,7 @@ mod tests {
     #[test]
     fn ipv4_mapped_addresses_print_as_dotted_quads() {
         let mapped = Ipv4Addr::new(127, 0, 0, 9).to_ipv6_mapped();
-        let e = HandlerEvent::Member(MemberEvent {
+        let e = Event::Member(MemberEvent {
             kind: MemberEventKind::Failed,
             members: vec![member("m", mapped.into(), &[])],
         });
@@ -262,7 +221,7 @@ mod tests {
     #[test]
     fn user_event_env_and_payload_newline_rule() {
         let ev = |payload: &[u8]| {
-            HandlerEvent::User(UserEvent {
+            Event::User(UserEvent {
                 ltime: 42,
                 name: "deploy".into(),
                 payload: payload.to_vec(),
@@ -284,7 +243,7 @@ mod tests {
 
     #[test]
     fn query_env_and_stdin() {
-        let q = HandlerEvent::Query(Query {
+        let q = Event::Query(Query {
             ltime: 7,
             id: 1,
             name: "uptime".into(),

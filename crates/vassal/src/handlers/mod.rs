@@ -9,6 +9,6 @@ pub mod invocation;
 pub mod runner;
 pub mod spec;
 
-pub use invocation::{HandlerEvent, SelfInfo};
+pub use invocation::SelfInfo;
 pub use runner::{spawn_dispatcher, DispatchConfig, DispatchStats};
 pub use spec::HandlerSpec;

@@ -28,7 +28,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};
 use vassal_node::Throttle;
 
-use super::invocation::{invocation, HandlerEvent, Invocation, SelfInfo};
+use vassal_serf::Event;
+
+use super::invocation::{invocation, Invocation, SelfInfo};
 use super::spec::HandlerSpec;
 
 /// Only the last this-many bytes of a run's stdout and stderr are kept (Go Serf keeps 8 KiB
@@ -270,14 +272,14 @@ pub fn spawn_dispatcher(
     node: Option<vassal_node::Handle>,
     config: DispatchConfig,
     stats: Arc<DispatchStats>,
-) -> (mpsc::UnboundedSender<HandlerEvent>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<HandlerEvent>();
+) -> (mpsc::UnboundedSender<Event>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let task = tokio::spawn(async move {
         let limit = config.queue_limit.max(1);
-        let mut queue: VecDeque<HandlerEvent> = VecDeque::new();
+        let mut queue: VecDeque<Event> = VecDeque::new();
         let mut open = true;
         let mut full = Throttle::new(QUEUE_LOG_INTERVAL);
-        let mut enqueue = |queue: &mut VecDeque<HandlerEvent>, e: HandlerEvent| {
+        let mut enqueue = |queue: &mut VecDeque<Event>, e: Event| {
             if queue.len() >= limit {
                 if let Some(old) = queue.pop_front() {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -340,7 +342,7 @@ pub fn spawn_dispatcher(
                     );
                 }
                 // A query's answer is what the handler printed, if it succeeded (spec §5.2).
-                if let (HandlerEvent::Query(q), Some(node)) = (&event, &node) {
+                if let (Event::Query(q), Some(node)) = (&event, &node) {
                     if out.status.success() && !out.output.is_empty() {
                         if let Err(e) = node.respond(q.ltime, q.id, &out.output).await {
                             warn!("agent: failed to respond to query '{}': {e}", q.name);
@@ -366,8 +368,8 @@ mod tests {
         }
     }
 
-    fn user(name: &str) -> HandlerEvent {
-        HandlerEvent::User(UserEvent {
+    fn user(name: &str) -> Event {
+        Event::User(UserEvent {
             ltime: 1,
             name: name.into(),
             payload: b"p".to_vec(),

@@ -2,60 +2,12 @@
 
 use std::fmt;
 
-use vassal_serf::MemberEventKind;
+use vassal_serf::Event;
 
-use super::invocation::HandlerEvent;
-
-/// One comma-separated filter of a handler spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Filter {
-    /// `*`: every event.
-    All,
-    /// `member-join`, `member-leave`, `member-failed`, `member-update`, `member-reap`.
-    Member(MemberEventKind),
-    /// `user` (`None`) or `user:NAME`.
-    User(Option<String>),
-    /// `query` (`None`) or `query:NAME`.
-    Query(Option<String>),
-}
-
-impl Filter {
-    pub fn parse(s: &str) -> Result<Self, SpecError> {
-        // As in Serf, `user:` with an empty name is plain `user`.
-        let named = |n: &str| (!n.is_empty()).then(|| n.to_owned());
-        if let Some(name) = s.strip_prefix("user:") {
-            return Ok(Filter::User(named(name)));
-        }
-        if let Some(name) = s.strip_prefix("query:") {
-            return Ok(Filter::Query(named(name)));
-        }
-        Ok(match s {
-            "*" => Filter::All,
-            "member-join" => Filter::Member(MemberEventKind::Join),
-            "member-leave" => Filter::Member(MemberEventKind::Leave),
-            "member-failed" => Filter::Member(MemberEventKind::Failed),
-            "member-update" => Filter::Member(MemberEventKind::Update),
-            "member-reap" => Filter::Member(MemberEventKind::Reap),
-            "user" => Filter::User(None),
-            "query" => Filter::Query(None),
-            _ => return Err(SpecError::UnknownFilter(s.to_owned())),
-        })
-    }
-
-    pub fn matches(&self, e: &HandlerEvent) -> bool {
-        match (self, e) {
-            (Filter::All, _) => true,
-            (Filter::Member(k), HandlerEvent::Member(m)) => *k == m.kind,
-            (Filter::User(name), HandlerEvent::User(u)) => {
-                name.as_ref().is_none_or(|n| *n == u.name)
-            }
-            (Filter::Query(name), HandlerEvent::Query(q)) => {
-                name.as_ref().is_none_or(|n| *n == q.name)
-            }
-            _ => false,
-        }
-    }
-}
+/// One comma-separated filter of a handler spec: Serf's filter syntax, shared with the RPC
+/// `stream` command.
+pub use vassal_serf::filter::EventFilter as Filter;
+use vassal_serf::filter::Subject;
 
 /// A parsed `-event-handler` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,53 +42,44 @@ impl HandlerSpec {
             Some((f, s)) => (f, s),
             None => ("", v),
         };
-        let filter = if filter.is_empty() { "*" } else { filter };
-        let filters = filter
-            .split(',')
-            .map(Filter::parse)
-            .collect::<Result<_, _>>()?;
+        let filters = Filter::parse_list(filter).map_err(|e| SpecError::UnknownFilter(e.0))?;
         Ok(HandlerSpec {
             filters,
             script: script.to_owned(),
         })
     }
 
-    pub fn matches(&self, e: &HandlerEvent) -> bool {
+    pub fn matches(&self, e: &Event) -> bool {
         self.filters.iter().any(|f| f.matches(e))
     }
 
     /// Whether this handler runs for (and so answers) queries named `name`.
     pub fn handles_query(&self, name: &str) -> bool {
-        self.filters.iter().any(|f| match f {
-            Filter::All => true,
-            Filter::Query(n) => n.as_deref().is_none_or(|n| n == name),
-            _ => false,
-        })
+        self.filters.iter().any(|f| f.admits(Subject::Query(name)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handlers::invocation::Query;
-    use vassal_serf::{MemberEvent, UserEvent};
+    use vassal_serf::{MemberEvent, MemberEventKind, Query, UserEvent};
 
-    fn user(name: &str) -> HandlerEvent {
-        HandlerEvent::User(UserEvent {
+    fn user(name: &str) -> Event {
+        Event::User(UserEvent {
             ltime: 1,
             name: name.into(),
             payload: vec![],
             cc: false,
         })
     }
-    fn member(kind: MemberEventKind) -> HandlerEvent {
-        HandlerEvent::Member(MemberEvent {
+    fn member(kind: MemberEventKind) -> Event {
+        Event::Member(MemberEvent {
             kind,
             members: vec![],
         })
     }
-    fn query(name: &str) -> HandlerEvent {
-        HandlerEvent::Query(Query {
+    fn query(name: &str) -> Event {
+        Event::Query(Query {
             ltime: 1,
             id: 1,
             name: name.into(),

@@ -16,6 +16,10 @@
 //! input is always [`DecodeError::Truncated`] (streams use that to mean "wait for more bytes"),
 //! never a panic. [`Value`] is a whole decoded object, for RPC messages read field by field;
 //! [`Scanner`] finds where an object ends in a growing buffer without decoding it.
+//!
+//! Writing cannot fail: a [`Writer`] only appends to its own buffer. msgpack cannot express a
+//! length or count above `u32::MAX`, and the writer does not check for one (it would write the
+//! low 32 bits); nothing Vassal writes comes near that.
 
 use super::DecodeError;
 
@@ -25,12 +29,15 @@ mod value;
 pub use read::Reader;
 pub use value::{Scanner, Value};
 
-/// How deeply nested maps/arrays may be when skipping an unknown value or decoding a [`Value`].
-/// Gossip structs are at most three levels deep, RPC messages three too; anything deeper is
-/// hostile.
+/// How deeply nested maps/arrays may be when skipping an unknown value ([`Reader::skip`]),
+/// decoding a [`Value`] ([`Reader::value`]) or scanning for an object's end ([`Scanner`]); deeper
+/// input is [`DecodeError::Malformed`]. Gossip structs are at most three levels deep, RPC messages
+/// three too; anything deeper is hostile, and the bound keeps the recursion's stack use small.
 pub const MAX_DEPTH: usize = 32;
 
-/// Which msgpack dialect a [`Writer`] writes; the two differ only in strings and byte slices.
+/// Which msgpack dialect a [`Writer`] writes; the two differ only in strings and byte slices
+/// ([`Writer::str`], [`Writer::str_bytes`], [`Writer::bin`] and [`Value::write`]). Reading needs
+/// no dialect: the [`Reader`] accepts both.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Dialect {
     /// go-msgpack 0.5.x as memberlist and Serf's gossip use it: strings and `[]byte` both as raw
@@ -42,6 +49,11 @@ pub enum Dialect {
 }
 
 /// Appends msgpack values to a buffer in go-msgpack's encoding, in one [`Dialect`].
+///
+/// Every method writes one value (or one container header, whose items the caller writes next)
+/// in the smallest form go-msgpack would choose, so the bytes match Go's byte for byte. A Go
+/// struct is a [`Writer::map_header`] followed by key/value pairs, keys written with
+/// [`Writer::str`] in the order Go would write them.
 #[derive(Debug, Default, Clone)]
 pub struct Writer {
     buf: Vec<u8>,
@@ -76,19 +88,23 @@ impl Writer {
         Self { dialect, ..self }
     }
 
+    /// The dialect this writer writes strings and byte slices in.
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
 
+    /// The buffer: whatever [`Writer::with_buf`] started from, then everything written since.
     pub fn into_vec(self) -> Vec<u8> {
         self.buf
     }
 
+    /// The buffer as [`Writer::into_vec`] would return it, without giving up the writer.
     pub fn as_slice(&self) -> &[u8] {
         &self.buf
     }
 
-    /// A map header for `n` entries (fixmap, map16, map32).
+    /// A map header for `n` entries (fixmap, map16, map32), the same in both dialects; the
+    /// caller then writes `n` key/value pairs.
     pub fn map_header(&mut self, n: usize) {
         if n < 16 {
             self.buf.push(0x80 | n as u8);
@@ -101,7 +117,8 @@ impl Writer {
         }
     }
 
-    /// An array header for `n` elements (fixarray, array16, array32).
+    /// An array header for `n` elements (fixarray, array16, array32), the same in both dialects;
+    /// the caller then writes `n` values.
     pub fn array_header(&mut self, n: usize) {
         if n < 16 {
             self.buf.push(0x90 | n as u8);
@@ -114,7 +131,9 @@ impl Writer {
         }
     }
 
-    /// A string or byte slice as a raw string: fixstr, str16 or str32 — Go never uses str8 or bin.
+    /// A string or byte slice as a raw string: fixstr, str16 or str32 — go-msgpack 0.5.x never
+    /// uses str8 or bin. This ignores the writer's dialect; gossip code calls it directly, and
+    /// [`Writer::str_bytes`] and [`Writer::bin`] choose between it and the new forms.
     pub fn raw(&mut self, b: &[u8]) {
         let n = b.len();
         if n < 32 {
@@ -171,7 +190,9 @@ impl Writer {
         }
     }
 
-    /// An extension value: fixext for 1, 2, 4, 8 or 16 bytes, ext8/16/32 otherwise.
+    /// An extension value of type `kind`: fixext for 1, 2, 4, 8 or 16 bytes, ext8/16/32 otherwise,
+    /// in either dialect. Gossip never writes one; it is here so that any [`Value`] can be
+    /// written back.
     pub fn ext(&mut self, kind: i8, data: &[u8]) {
         match data.len() {
             1 => self.buf.push(0xd4),
@@ -185,7 +206,8 @@ impl Writer {
         self.buf.extend_from_slice(data);
     }
 
-    /// A Go `[]byte` that may be nil: `None` is `c0`.
+    /// A Go `[]byte` that may be nil, as gossip writes it: `None` is nil (`c0`), `Some` a raw
+    /// string ([`Writer::raw`], whatever the dialect).
     pub fn opt_raw(&mut self, b: Option<&[u8]>) {
         match b {
             Some(b) => self.raw(b),
@@ -193,15 +215,18 @@ impl Writer {
         }
     }
 
+    /// nil (`c0`): a Go nil slice, map or pointer.
     pub fn nil(&mut self) {
         self.buf.push(0xc0);
     }
 
+    /// A Go `bool`: `c3` for true, `c2` for false.
     pub fn bool(&mut self, v: bool) {
         self.buf.push(if v { 0xc3 } else { 0xc2 });
     }
 
-    /// An unsigned integer in its smallest form (positive fixint, `cc`, `cd`, `ce`, `cf`).
+    /// An unsigned integer in its smallest form (positive fixint, `cc`, `cd`, `ce`, `cf`), the same
+    /// in both dialects.
     pub fn uint(&mut self, v: u64) {
         if v <= 0x7f {
             self.buf.push(v as u8);
@@ -240,17 +265,21 @@ impl Writer {
         }
     }
 
+    /// A Go `float32`: `ca` and its four IEEE 754 bytes, big-endian.
     pub fn f32(&mut self, v: f32) {
         self.buf.push(0xca);
         self.buf.extend_from_slice(&v.to_bits().to_be_bytes());
     }
 
+    /// A Go `float64`: `cb` and its eight IEEE 754 bytes, big-endian (go-msgpack never
+    /// shortens one to `ca`).
     pub fn f64(&mut self, v: f64) {
         self.buf.push(0xcb);
         self.buf.extend_from_slice(&v.to_bits().to_be_bytes());
     }
 
-    /// Bytes that are not msgpack (e.g. the raw user state after a push/pull header).
+    /// Bytes that are not msgpack, appended as they are (e.g. the raw user state after a
+    /// push/pull header).
     pub fn bytes(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
     }

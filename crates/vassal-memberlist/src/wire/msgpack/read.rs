@@ -1,9 +1,18 @@
-//! The bounded [`Reader`].
+//! The bounded [`Reader`]: Go-lenient, dialect-blind reading of values from a borrowed buffer.
 
 use super::{malformed, MAX_DEPTH};
 use crate::wire::DecodeError;
 
 /// Reads msgpack values from a borrowed buffer without ever reading past its end.
+///
+/// One reader reads both dialects: it accepts whatever go-msgpack's decoder accepts for the Go
+/// type asked for (str8 and bin as well as raw strings, any integer marker whose value fits, nil
+/// as the zero value), so that nothing Go Serf would read from a peer or an RPC client is refused
+/// here, whichever msgpack library wrote it. Lengths and counts from the input are checked against what is
+/// left of it before anything is allocated, copied or skipped, so input that is cut short is
+/// [`DecodeError::Truncated`] and never a large allocation; byte slices and strings are borrowed,
+/// not copied. After an error the reader's position is unspecified: start over, with more input
+/// after `Truncated`, or drop the input after [`DecodeError::Malformed`].
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
     buf: &'a [u8],
@@ -11,6 +20,7 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
         Self { buf, pos: 0 }
     }
@@ -26,11 +36,13 @@ impl<'a> Reader<'a> {
         self.buf.get(self.pos..).unwrap_or_default()
     }
 
+    /// How many bytes are left unread.
     pub fn remaining(&self) -> usize {
         self.buf.len().saturating_sub(self.pos)
     }
 
-    /// Take `n` raw bytes, or `Truncated` if fewer remain.
+    /// Take `n` raw bytes (not msgpack: e.g. the user state after a push/pull header), or
+    /// `Truncated` if fewer remain.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let (s, rest) = self
             .rest()
@@ -40,6 +52,7 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
+    /// The next byte, whatever it is.
     pub(super) fn byte(&mut self) -> Result<u8, DecodeError> {
         self.take(1)?.first().copied().ok_or(DecodeError::Truncated)
     }
@@ -56,6 +69,7 @@ impl<'a> Reader<'a> {
             .ok_or(DecodeError::Truncated)
     }
 
+    /// An `n`-byte big-endian unsigned integer (`n` at most 8).
     pub(super) fn be(&mut self, n: usize) -> Result<u64, DecodeError> {
         Ok(self
             .take(n)?
@@ -63,11 +77,14 @@ impl<'a> Reader<'a> {
             .fold(0u64, |acc, &b| (acc << 8) | b as u64))
     }
 
+    /// An `n`-byte big-endian length, refused if it does not fit in a `usize`.
     pub(super) fn len_of(&mut self, n: usize) -> Result<usize, DecodeError> {
         usize::try_from(self.be(n)?).map_err(|_| malformed("length does not fit in memory"))
     }
 
-    /// A map header; nil counts as an empty map (Go's zero value).
+    /// A map header (fixmap, map16, map32): how many key/value pairs follow. nil counts as an
+    /// empty map (Go's zero value). A count of more pairs than the rest of the input could hold
+    /// (two bytes each at least) is `Truncated`, so callers may size buffers by it.
     pub fn map_len(&mut self) -> Result<usize, DecodeError> {
         let m = self.byte()?;
         let n = match m {
@@ -85,7 +102,9 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    /// An array header; nil counts as empty.
+    /// An array header (fixarray, array16, array32): how many values follow. nil counts as an
+    /// empty array. A count of more values than bytes left is `Truncated`, as for
+    /// [`Reader::map_len`].
     pub fn array_len(&mut self) -> Result<usize, DecodeError> {
         let m = self.byte()?;
         let n = match m {
@@ -105,8 +124,9 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    /// The payload of a str-family value (fixstr, str8, str16, str32), or `None` if the marker is
-    /// not a string. Does not consume anything when it returns `Ok(None)`.
+    /// The payload of a str-family value (fixstr, str8, str16, str32; bin8/16/32 too if
+    /// `allow_bin`), or `None` if the marker is not one. Does not consume anything when it
+    /// returns `Ok(None)` or `Truncated`.
     fn str_payload(&mut self, allow_bin: bool) -> Result<Option<&'a [u8]>, DecodeError> {
         let m = self.peek()?;
         let save = self.pos;
@@ -150,8 +170,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A Go `string`: str family only (go-msgpack 0.5.x refuses bin here); nil is "".
-    /// Invalid UTF-8 is replaced rather than refused, because Go strings are arbitrary bytes.
+    /// A Go `string`: the str family (fixstr, str8, str16, str32) only, in either dialect, since
+    /// go-msgpack 0.5.x refuses bin here; nil is "". Invalid UTF-8 is replaced rather than
+    /// refused, because Go strings are arbitrary bytes. The only copy is into the `String`.
     pub fn string(&mut self) -> Result<String, DecodeError> {
         if self.peek()? == 0xc0 {
             self.step();
@@ -166,7 +187,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A Go `[]byte`: str family or bin; nil is `None`.
+    /// A Go `[]byte`, borrowed from the input: the str family (gossip's raw strings) or bin (the
+    /// RPC dialect), whichever arrives; nil is `None`.
     pub fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
         if self.peek()? == 0xc0 {
             self.step();
@@ -181,12 +203,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A Go `[]byte` where nil and empty are the same.
+    /// A Go `[]byte` where nil and empty are the same; otherwise as [`Reader::opt_bytes`].
     pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         Ok(self.opt_bytes()?.unwrap_or(&[]))
     }
 
-    /// A Go `[]uint8` that may also arrive as an array of small integers (Go accepts both).
+    /// A Go `[]uint8` that may also arrive as an array of small integers (Go accepts both; a
+    /// node's `Vsn` is read this way). Each array element must be an integer from 0 to 255; the
+    /// array's count is bounded by [`Reader::array_len`] before anything is allocated.
     pub fn byte_vec_lenient(&mut self) -> Result<Vec<u8>, DecodeError> {
         let m = self.peek()?;
         if matches!(m, 0x90..=0x9f | 0xdc | 0xdd) {
@@ -225,13 +249,16 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// An integer of any marker converted to `T` if it fits.
+    /// An integer of any marker (positive or negative fixint, `cc`–`d3`) converted to `T`, signed
+    /// or unsigned, if its value fits; otherwise [`DecodeError::Malformed`]. Like Go's lenient
+    /// decoder it also reads nil as 0 and a bool as 0 or 1.
     pub fn uint_as<T: TryFrom<i128>>(&mut self) -> Result<T, DecodeError> {
         let v = self.integer()?;
         T::try_from(v).map_err(|_| malformed(format!("integer {v} out of range")))
     }
 
-    /// A Go `bool`: `c2`/`c3`, also 0/1 integers and nil (false).
+    /// A Go `bool`: `c2`/`c3`, also the fixints 0 and 1 and nil (false), as Go's decoder
+    /// accepts them.
     pub fn bool(&mut self) -> Result<bool, DecodeError> {
         match self.byte()? {
             0xc3 | 0x01 => Ok(true),
@@ -240,7 +267,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A Go `float64`: `cb`, `ca`, or any integer.
+    /// A Go `float64`: `cb`, `ca` (widened), or anything [`Reader::uint_as`] reads as an integer.
     pub fn f64(&mut self) -> Result<f64, DecodeError> {
         match self.peek()? {
             0xcb => {
@@ -255,7 +282,10 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Skip one value of any kind, including nested containers and ext types.
+    /// Skip one value of any kind, including nested containers and ext types, without decoding
+    /// or allocating. Every length is checked against the input before it is stepped over, and
+    /// containers nested deeper than [`MAX_DEPTH`] are [`DecodeError::Malformed`], as is the
+    /// never-used marker `c1`.
     pub fn skip(&mut self) -> Result<(), DecodeError> {
         self.skip_depth(0)
     }
@@ -325,6 +355,10 @@ impl<'a> Reader<'a> {
 
     /// Read a struct encoded as a map: `field` is called with each key and must consume the value
     /// and return `true`, or return `false` (consuming nothing) for unknown keys, which are skipped.
+    ///
+    /// Keys must be strings of the str family (a bin key is [`DecodeError::Malformed`]); they may
+    /// come in any order, a repeated key calls `field` again, and a nil map is a struct with no
+    /// fields. Skipping unknown keys is what lets newer peers add fields, as Go does.
     pub fn read_struct(
         &mut self,
         mut field: impl FnMut(&[u8], &mut Self) -> Result<bool, DecodeError>,

@@ -6,8 +6,12 @@ use super::{malformed, Dialect, Reader, Writer, MAX_DEPTH};
 use crate::wire::DecodeError;
 
 impl Reader<'_> {
-    /// One whole object of any kind, nested at most [`MAX_DEPTH`] deep. Containers are never
-    /// preallocated beyond what the remaining input could fill, whatever their header claims.
+    /// One whole object of any kind, in either dialect, nested at most [`MAX_DEPTH`] deep.
+    /// Containers are never preallocated beyond what the remaining input could fill, whatever
+    /// their header claims, so the tree costs at most a small constant times the input's size.
+    /// Cut-short input is [`DecodeError::Truncated`]; marker `c1` and deeper nesting are
+    /// [`DecodeError::Malformed`]. Integers come out as [`Value::Uint`] when non-negative,
+    /// whatever their marker, and as [`Value::Int`] otherwise.
     pub fn value(&mut self) -> Result<Value, DecodeError> {
         self.value_at(0)
     }
@@ -104,29 +108,44 @@ fn signed(v: i64) -> Value {
     u64::try_from(v).map_or(Value::Int(v), Value::Uint)
 }
 
-/// A decoded msgpack object. Strings keep their raw bytes: Go strings need not be UTF-8.
+/// A decoded msgpack object, as [`Reader::value`] reads it and [`Value::write`] writes it: the
+/// RPC's messages are read into one and then field by field. Strings keep their raw bytes: Go
+/// strings need not be UTF-8.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// nil (`c0`).
     Nil,
+    /// A boolean (`c2`, `c3`).
     Bool(bool),
     /// A negative integer; non-negative ones are [`Value::Uint`].
     Int(i64),
+    /// A non-negative integer, whichever marker (unsigned or signed) carried it.
     Uint(u64),
+    /// A 32-bit float (`ca`).
     F32(f32),
+    /// A 64-bit float (`cb`).
     F64(f64),
+    /// A string of the str family (fixstr, str8, str16, str32), as its raw bytes.
     Str(Vec<u8>),
+    /// A byte slice (bin8, bin16, bin32); written in [`Dialect::Raw`] it becomes a raw string,
+    /// and so reads back as [`Value::Str`].
     Bin(Vec<u8>),
+    /// An array, in order.
     Array(Vec<Value>),
+    /// A map's entries in the order they came; keys need not be strings or unique.
     Map(Vec<(Value, Value)>),
+    /// An extension value: its type and its data (fixext, ext8, ext16, ext32).
     Ext(i8, Vec<u8>),
 }
 
 impl Value {
+    /// A [`Value::Str`] holding `s`'s bytes.
     pub fn str(s: &str) -> Value {
         Value::Str(s.as_bytes().to_vec())
     }
 
-    /// The entry for `key` in a map (keys may be str or bin); `None` for other values.
+    /// The value of the first entry whose key is `key` in a map (keys may be str or bin), or
+    /// `None`, also when `self` is not a map.
     pub fn get(&self, key: &str) -> Option<&Value> {
         let Value::Map(items) = self else {
             return None;
@@ -152,7 +171,9 @@ impl Value {
         }
     }
 
-    /// Writes the value in the writer's dialect, each part in its smallest form.
+    /// Writes the value in the writer's dialect, each part in its smallest form: strings and
+    /// byte slices as [`Writer::str_bytes`] and [`Writer::bin`] write them, so in
+    /// [`Dialect::Raw`] both become raw strings.
     pub fn write(&self, w: &mut Writer) {
         match self {
             Value::Nil => w.nil(),
@@ -180,7 +201,7 @@ impl Value {
         }
     }
 
-    /// The value's bytes in `dialect`.
+    /// The value's bytes in `dialect` (see [`Value::write`]).
     pub fn to_bytes(&self, dialect: Dialect) -> Vec<u8> {
         let mut w = Writer::with_dialect(dialect);
         self.write(&mut w);
@@ -230,6 +251,11 @@ impl fmt::Display for Value {
 /// trickles a request byte by byte so costs linear CPU, where re-running [`Reader::value`] after
 /// every read would cost quadratic; the object is then decoded once, whole. It refuses exactly
 /// what [`Reader::value`] refuses for nesting ([`MAX_DEPTH`]) and marker 0xc1.
+///
+/// Its memory is bounded too: one count per open level, at most [`MAX_DEPTH`] + 1 of them. A
+/// length is never allocated for, only waited for: a header claiming 4 GiB keeps the answer at
+/// `Ok(None)`, so the caller must cap how much it buffers (the RPC server does). Both dialects
+/// scan alike.
 #[derive(Debug, Default)]
 pub struct Scanner {
     /// Offset of the first element not yet skipped.
@@ -240,7 +266,9 @@ pub struct Scanner {
 
 impl Scanner {
     /// `Ok(Some(end))` once `buf[..end]` holds a whole object; `Ok(None)`: read more. `buf` must
-    /// only grow between calls; after a whole object, [`Scanner::reset`] before the next.
+    /// only grow between calls (bytes appended, none changed or removed); after a whole object,
+    /// [`Scanner::reset`] before the next. An error is [`DecodeError::Malformed`] and final: no
+    /// more bytes can make the object whole.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, DecodeError> {
         if self.open.is_empty() {
             self.open.push(1);

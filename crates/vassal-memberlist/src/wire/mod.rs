@@ -11,8 +11,6 @@ pub mod crc;
 pub mod crypto;
 pub mod label;
 pub mod messages;
-// Its public items are not all documented yet; another change to the file is in flight.
-#[allow(missing_docs)]
 pub mod msgpack;
 mod packet;
 mod stream;

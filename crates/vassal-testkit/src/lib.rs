@@ -13,6 +13,7 @@ pub mod fakenode;
 mod go_serf;
 mod haproxy;
 mod http;
+mod mixed;
 mod net;
 mod process;
 mod vassal;
@@ -24,6 +25,7 @@ pub use agent::{Agent, AgentBuilder};
 pub use go_serf::{GoSerf, GoSerfBuilder, GoSerfKind, Member, SERF_BIN};
 pub use haproxy::{admin_command, haproxy_bin, Haproxy, HaproxyServer};
 pub use http::{http_get, http_get_ok, HttpResponse};
+pub use mixed::{go_then_vassal, CliMatrix};
 pub use net::Loopback;
 pub use process::{run_cli, run_with_timeout, CliRun};
 pub use vassal::{

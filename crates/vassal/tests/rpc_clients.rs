@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vassal_testkit::{run_cli, wait_until, GoSerf, Loopback, VassalAgent};
+use vassal_testkit::{go_then_vassal, run_cli, wait_until, GoSerf, Loopback, VassalAgent};
 
 /// The venv `scripts/setup` makes.
 fn python() -> PathBuf {
@@ -53,17 +53,17 @@ fn cluster() -> (Loopback, tempfile::TempDir, GoSerf, VassalAgent) {
         "answer.sh",
         "echo \"resp-from-$SERF_SELF_NAME\"",
     );
-    let g1 = GoSerf::builder("g1", &host)
-        .tag("role", "web")
-        .event_handler(&format!("query={answer}"))
-        .spawn();
-    let v1 = VassalAgent::builder("v1", &host)
-        .tag("role", "db")
-        .arg(&format!("-event-handler=query={answer}"))
-        .join(g1.addr())
-        .spawn_ready();
-    g1.wait_all_alive(&["g1", "v1"], Duration::from_secs(20));
-    v1.wait_alive_count(2, Duration::from_secs(20));
+    let query = format!("query={answer}");
+    let (g1, vs) = go_then_vassal(
+        GoSerf::builder("g1", &host)
+            .tag("role", "web")
+            .event_handler(&query),
+        vec![VassalAgent::builder("v1", &host)
+            .tag("role", "db")
+            .event_handler(&query)],
+        Duration::from_secs(20),
+    );
+    let [v1] = <[VassalAgent; 1]>::try_from(vs).unwrap();
     (host, dir, g1, v1)
 }
 

@@ -25,7 +25,7 @@ pub use agent::{Agent, AgentBuilder};
 pub use go_serf::{GoSerf, GoSerfBuilder, GoSerfKind, Member, SERF_BIN};
 pub use haproxy::{admin_command, haproxy_bin, Haproxy, HaproxyServer};
 pub use http::{http_get, http_get_ok, HttpResponse};
-pub use mixed::{go_then_vassal, CliMatrix};
+pub use mixed::{go_then_vassal, CliMatrix, QueryAnswerer};
 pub use net::Loopback;
 pub use process::{run_cli, run_with_timeout, CliRun};
 pub use vassal::{

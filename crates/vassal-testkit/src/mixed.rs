@@ -6,6 +6,8 @@ use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tempfile::TempDir;
+
 use crate::process::CliRun;
 use crate::vassal::{serf_cli, vassal_cli};
 use crate::{GoSerf, GoSerfBuilder, VassalAgent, VassalAgentBuilder};
@@ -31,6 +33,37 @@ pub fn go_then_vassal(
         v.wait_alive_count(names.len(), deadline);
     }
     (g, vs)
+}
+
+/// A query handler for either kind of agent, answering every query with
+/// `resp-from-<node name>`: a shell script in its own temp dir, removed on drop.
+#[derive(Debug)]
+pub struct QueryAnswerer {
+    _dir: TempDir,
+    handler: String,
+}
+
+impl QueryAnswerer {
+    /// Writes the script.
+    #[track_caller]
+    pub fn create() -> QueryAnswerer {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir for the query handler");
+        let path = dir.path().join("answer.sh");
+        let body = "#!/bin/sh\necho \"resp-from-$SERF_SELF_NAME\"\n";
+        std::fs::write(&path, body)
+            .and_then(|()| std::fs::set_permissions(&path, PermissionsExt::from_mode(0o755)))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        QueryAnswerer {
+            handler: format!("query={}", path.display()),
+            _dir: dir,
+        }
+    }
+
+    /// `query=<script>`, for [`event_handler`](crate::AgentBuilder::event_handler).
+    pub fn handler(&self) -> &str {
+        &self.handler
+    }
 }
 
 /// One CLI command as each CLI prints it through each kind of agent.

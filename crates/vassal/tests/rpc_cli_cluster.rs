@@ -8,14 +8,16 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{both_clis, norm, script, seen};
-use vassal_testkit::{go_then_vassal, wait_until, CliMatrix, GoSerf, Loopback, VassalAgent};
+use common::{both_clis, norm, seen};
+use vassal_testkit::{
+    go_then_vassal, wait_until, CliMatrix, GoSerf, Loopback, QueryAnswerer, VassalAgent,
+};
 
 const CONVERGE: Duration = Duration::from_secs(20);
 
 struct Cluster {
     _host: Loopback,
-    _dir: tempfile::TempDir,
+    _answer: QueryAnswerer,
     g1: GoSerf,
     v1: VassalAgent,
     v2: VassalAgent,
@@ -25,22 +27,16 @@ struct Cluster {
 /// v2 (Vassal, role=web), all alive everywhere.
 fn cluster() -> Cluster {
     let host = Loopback::fresh();
-    let dir = tempfile::tempdir().unwrap();
-    let answer = script(
-        dir.path(),
-        "answer.sh",
-        "echo \"resp-from-$SERF_SELF_NAME\"",
-    );
-    let query = format!("query={answer}");
+    let answer = QueryAnswerer::create();
     let (g1, vs) = go_then_vassal(
         GoSerf::builder("g1", &host)
             .tag("role", "web")
             .tag("dc", "east")
-            .event_handler(&query),
+            .event_handler(answer.handler()),
         vec![
             VassalAgent::builder("v1", &host)
                 .tag("role", "db")
-                .event_handler(&query),
+                .event_handler(answer.handler()),
             VassalAgent::builder("v2", &host).tag("role", "web"),
         ],
         CONVERGE,
@@ -48,7 +44,7 @@ fn cluster() -> Cluster {
     let [v1, v2] = <[VassalAgent; 2]>::try_from(vs).unwrap();
     Cluster {
         _host: host,
-        _dir: dir,
+        _answer: answer,
         g1,
         v1,
         v2,

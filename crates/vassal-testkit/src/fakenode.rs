@@ -6,9 +6,10 @@
 //! with an ack whose payload the test chooses ([`FakeNode::set_ack_payload`]), answers push/pulls
 //! with its own alive state, refutes suspicions about itself, and records the Serf queries and
 //! query responses it receives, so a test can react to them (e.g. forge answers to a
-//! `_serf_conflict` query). What it sends is built by the functions in [`msg`]: the project's
-//! own wire encoders where they are public (`vassal_memberlist::wire`), and Go's sorted-key
-//! msgpack written by hand (spec §2.4, §4.2) for Serf's messages, whose encoder is private.
+//! `_serf_conflict` query). What it sends is built by the functions in [`msg`] with the
+//! project's own encoders (`vassal_memberlist::wire`, `vassal_serf::messages`). What it records
+//! it reads with its own lenient decoders, which take what Serf's refuses (e.g. a query
+//! `Timeout` beyond Go's `int64`).
 //! [`trickle`] dribbles a stream into a TCP port, and [`proc_usage`] reads what a process costs.
 //!
 //! Bounded like every helper here: the background threads stop when the node is dropped (or
@@ -727,22 +728,23 @@ pub fn proc_usage(pid: u32) -> Result<ProcUsage, String> {
 
 /// Builders for the messages a hostile peer sends: each returns one whole memberlist message
 /// (type byte first), ready for [`FakeNode::send`]. Serf messages come wrapped in a memberlist
-/// user message (`08 <serf type> <body>`).
+/// user message (`08 <serf type> <body>`). All are written by the project's own encoders
+/// (`vassal_memberlist::wire`, `vassal_serf::messages`), except the decompression bomb, whose
+/// crafted LZW stream no encoder writes.
 pub mod msg {
     use super::*;
+    use std::collections::BTreeMap;
     use vassal_memberlist::wire::msgpack::Writer;
+    use vassal_serf::coordinate::Coordinate;
+    use vassal_serf::messages::{self as serf_msg, SerfMessage};
+    use vassal_serf::{Member, MemberStatus};
 
-    /// Serf tags as node metadata: `ff` + a msgpack map, keys sorted (spec §4.3).
+    /// Serf tags as node metadata: `ff` + a msgpack map, keys sorted (spec §4.3). Panics if
+    /// they encode to more than Serf's 512-byte limit.
+    #[track_caller]
     pub fn tags_meta(tags: &[(String, String)]) -> Vec<u8> {
-        let mut sorted: Vec<_> = tags.iter().collect();
-        sorted.sort();
-        let mut w = Writer::with_buf(vec![0xff]);
-        w.map_header(sorted.len());
-        for (k, v) in sorted {
-            w.str(k);
-            w.str(v);
-        }
-        w.into_vec()
+        let tags: BTreeMap<String, String> = tags.iter().cloned().collect();
+        vassal_serf::tags::encode(&tags).unwrap_or_else(|e| panic!("fake node tags: {e}"))
     }
 
     /// `alive` (type 4) for `node` at `addr`.
@@ -808,67 +810,47 @@ pub mod msg {
     }
 
     /// A ping-ack payload carrying a Vivaldi coordinate: `01` + msgpack `{Adjustment, Error,
-    /// Height, Vec}` (spec §4.13).
+    /// Height, Vec}` (spec §4.13). Any values, valid or not.
     pub fn coordinate(vec: &[f64], error: f64, adjustment: f64, height: f64) -> Vec<u8> {
-        let mut w = Writer::with_buf(vec![1]);
-        w.map_header(4);
-        w.str("Adjustment");
-        w.f64(adjustment);
-        w.str("Error");
-        w.f64(error);
-        w.str("Height");
-        w.f64(height);
-        w.str("Vec");
-        w.array_header(vec.len());
-        for v in vec {
-            w.f64(*v);
+        Coordinate {
+            vec: vec.to_vec(),
+            error,
+            adjustment,
+            height,
         }
-        w.into_vec()
+        .to_ack_payload()
     }
 
-    fn serf(kind: u8, body: impl FnOnce(&mut Writer)) -> Vec<u8> {
-        let mut w = Writer::with_buf(vec![8, kind]);
-        body(&mut w);
-        w.into_vec()
+    /// A Serf message in a memberlist user message (`08 <serf type> <body>`).
+    fn serf(m: SerfMessage) -> Vec<u8> {
+        wire::encode_message(&Message::User(serf_msg::encode(&m)))
     }
 
     /// A Serf join intent (type 1).
     pub fn join_intent(ltime: u64, node: &str) -> Vec<u8> {
-        serf(1, |w| {
-            w.map_header(2);
-            w.str("LTime");
-            w.uint(ltime);
-            w.str("Node");
-            w.str(node);
-        })
+        serf(SerfMessage::Join(serf_msg::Join {
+            ltime,
+            node: node.into(),
+        }))
     }
 
     /// A Serf leave intent (type 0).
     pub fn leave_intent(ltime: u64, node: &str, prune: bool) -> Vec<u8> {
-        serf(0, |w| {
-            w.map_header(3);
-            w.str("LTime");
-            w.uint(ltime);
-            w.str("Node");
-            w.str(node);
-            w.str("Prune");
-            w.bool(prune);
-        })
+        serf(SerfMessage::Leave(serf_msg::Leave {
+            ltime,
+            node: node.into(),
+            prune,
+        }))
     }
 
     /// A Serf user event (type 3).
     pub fn user_event(ltime: u64, name: &str, payload: &[u8], cc: bool) -> Vec<u8> {
-        serf(3, |w| {
-            w.map_header(4);
-            w.str("CC");
-            w.bool(cc);
-            w.str("LTime");
-            w.uint(ltime);
-            w.str("Name");
-            w.str(name);
-            w.str("Payload");
-            w.raw(payload);
-        })
+        serf(SerfMessage::UserEvent(serf_msg::UserEvent {
+            ltime,
+            name: name.into(),
+            payload: payload.to_vec(),
+            cc,
+        }))
     }
 
     /// A Serf query (type 4), every field settable.
@@ -910,124 +892,62 @@ pub mod msg {
 
     /// A Serf query (type 4), keys in Go's order (spec §4.2).
     pub fn query(q: &Query) -> Vec<u8> {
-        serf(4, |w| {
-            w.map_header(11);
-            w.str("Addr");
-            w.raw(&wire::ip_bytes(&q.reply_to.ip()));
-            w.str("Filters");
-            if q.filters.is_empty() {
-                w.nil();
-            } else {
-                w.array_header(q.filters.len());
-                for f in &q.filters {
-                    w.raw(f);
-                }
-            }
-            w.str("Flags");
-            w.uint(u64::from(q.flags));
-            w.str("ID");
-            w.uint(u64::from(q.id));
-            w.str("LTime");
-            w.uint(q.ltime);
-            w.str("Name");
-            w.str(&q.name);
-            w.str("Payload");
-            w.opt_raw((!q.payload.is_empty()).then_some(&q.payload[..]));
-            w.str("Port");
-            w.uint(u64::from(q.reply_to.port()));
-            w.str("RelayFactor");
-            w.uint(u64::from(q.relay_factor));
-            w.str("SourceNode");
-            w.str(&q.source_node);
-            w.str("Timeout");
-            w.uint(q.timeout_ns);
-        })
+        serf(SerfMessage::Query(serf_msg::QueryMsg {
+            ltime: q.ltime,
+            id: q.id,
+            addr: q.reply_to.ip(),
+            port: q.reply_to.port(),
+            source_node: q.source_node.clone(),
+            filters: q.filters.clone(),
+            flags: q.flags,
+            relay_factor: q.relay_factor,
+            timeout: q.timeout_ns,
+            name: q.name.clone(),
+            payload: q.payload.clone(),
+        }))
     }
 
     /// A node filter for [`Query::filters`]: `00` + the names.
     pub fn node_filter(names: &[&str]) -> Vec<u8> {
-        let mut w = Writer::with_buf(vec![0]);
-        w.array_header(names.len());
-        for n in names {
-            w.str(n);
-        }
-        w.into_vec()
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        serf_msg::node_filter(&names)
     }
 
     /// A Serf query response (type 5); `flags` 1 makes it an ack.
     pub fn query_response(ltime: u64, id: u32, from: &str, flags: u32, payload: &[u8]) -> Vec<u8> {
-        serf(5, |w| {
-            w.map_header(5);
-            w.str("Flags");
-            w.uint(u64::from(flags));
-            w.str("From");
-            w.str(from);
-            w.str("ID");
-            w.uint(u64::from(id));
-            w.str("LTime");
-            w.uint(ltime);
-            w.str("Payload");
-            w.opt_raw((!payload.is_empty()).then_some(payload));
-        })
+        serf(SerfMessage::QueryResponse(serf_msg::QueryResponseMsg {
+            ltime,
+            id,
+            from: from.into(),
+            flags,
+            payload: payload.to_vec(),
+        }))
     }
 
     /// The payload of a `_serf_conflict` answer: `06` + a Serf `Member` saying `name` is at
     /// `addr` (alive, stock protocol versions, no tags).
     pub fn conflict_response(name: &str, addr: SocketAddr) -> Vec<u8> {
-        let mut w = Writer::with_buf(vec![6]);
-        w.map_header(11);
-        w.str("Addr");
-        w.raw(&wire::ip_bytes(&addr.ip()));
-        let [pmin, pmax, pcur, dmin, dmax, dcur] = VSN;
-        for (k, v) in [
-            ("DelegateCur", dcur),
-            ("DelegateMax", dmax),
-            ("DelegateMin", dmin),
-        ] {
-            w.str(k);
-            w.uint(u64::from(v));
-        }
-        w.str("Name");
-        w.str(name);
-        w.str("Port");
-        w.uint(u64::from(addr.port()));
-        for (k, v) in [
-            ("ProtocolCur", pcur),
-            ("ProtocolMax", pmax),
-            ("ProtocolMin", pmin),
-        ] {
-            w.str(k);
-            w.uint(u64::from(v));
-        }
-        w.str("Status");
-        w.uint(1);
-        w.str("Tags");
-        w.map_header(0);
-        w.into_vec()
+        serf_msg::encode_conflict_response(Some(&Member {
+            name: name.into(),
+            addr: addr.ip(),
+            port: addr.port(),
+            tags: BTreeMap::new(),
+            status: MemberStatus::Alive,
+            vsn: VSN,
+        }))
     }
 
     /// Serf's push/pull user state (`02` + `messagePushPull`, spec §4.11) with every clock at
     /// `ltime` and these members' status times.
     pub fn serf_state(ltime: u64, members: &[(&str, u64)]) -> Vec<u8> {
-        let mut w = Writer::with_buf(vec![2]);
-        w.map_header(6);
-        w.str("EventLTime");
-        w.uint(ltime);
-        w.str("Events");
-        w.array_header(0);
-        w.str("LTime");
-        w.uint(ltime);
-        w.str("LeftMembers");
-        w.array_header(0);
-        w.str("QueryLTime");
-        w.uint(ltime);
-        w.str("StatusLTimes");
-        w.map_header(members.len());
-        for (name, t) in members {
-            w.str(name);
-            w.uint(*t);
-        }
-        w.into_vec()
+        serf_msg::encode(&SerfMessage::PushPull(serf_msg::PushPullState {
+            ltime,
+            status_ltimes: members.iter().map(|(n, t)| ((*n).to_owned(), *t)).collect(),
+            left_members: Vec::new(),
+            event_ltime: ltime,
+            events: Vec::new(),
+            query_ltime: ltime,
+        }))
     }
 
     /// One node entry of a push/pull.
@@ -1163,6 +1083,8 @@ pub mod msg {
     /// A `compress` message (type 9) whose LZW body expands to `len` zero bytes: a
     /// decompression bomb in one datagram (spec §2.7).
     pub fn lzw_bomb(len: usize) -> Vec<u8> {
+        // Written by hand: `wire::compress_message` compresses real data, and its body writer
+        // is private; a bomb needs this crafted stream in the same `{Algo, Buf}` body.
         let mut w = Writer::with_buf(vec![9]);
         w.map_header(2);
         w.str("Algo");

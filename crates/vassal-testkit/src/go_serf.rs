@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::ExitStatus;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::agent::{rpc_args, Agent, AgentBuilder};
 use crate::net::Loopback;
-use crate::process::{run_with_timeout, Proc, STOP_DEADLINE};
+use crate::process::{run_with_timeout, Proc};
 use crate::wait::wait_until;
 
 /// Where `scripts/setup` installs Serf (`apt-get install serf`).
@@ -39,92 +39,27 @@ struct MembersJson {
     members: Vec<Member>,
 }
 
-/// Everything needed to start (and restart, with the same name and addresses) a Go agent.
+/// What only a Go agent is started with.
 #[derive(Debug, Clone)]
-pub struct GoSerfBuilder {
-    name: String,
-    bind: SocketAddr,
-    rpc: SocketAddr,
-    join: Vec<SocketAddr>,
-    encrypt: Option<String>,
-    tags: Vec<(String, String)>,
+pub struct GoSerfKind {
     log_level: String,
-    event_handlers: Vec<String>,
-    extra_args: Vec<String>,
 }
 
+/// Everything needed to start (and restart, with the same name and addresses) a Go agent.
+pub type GoSerfBuilder = AgentBuilder<GoSerfKind>;
+
+/// A running `/usr/bin/serf agent`. Dropping it SIGKILLs and reaps the process.
+pub type GoSerf = Agent<GoSerfKind>;
+
 impl GoSerfBuilder {
-    /// Join this address at startup (`-join`). Go exits 1 if that join fails, and `spawn`
-    /// then panics with its log: start the target first (for a Vassal target, prefer
-    /// [`GoSerf::try_join`] inside [`wait_until`]).
-    #[track_caller]
-    pub fn join(mut self, addr: SocketAddr) -> Self {
-        self.join.push(addr);
-        self
-    }
-    /// Base64 gossip key (`-encrypt`), e.g. from `serf keygen`.
-    pub fn encrypt(mut self, key: &str) -> Self {
-        self.encrypt = Some(key.to_string());
-        self
-    }
-    pub fn tag(mut self, k: &str, v: &str) -> Self {
-        self.tags.push((k.to_string(), v.to_string()));
-        self
-    }
     /// `-log-level`; the harness default is `debug` so decode errors show up in the log.
     pub fn log_level(mut self, level: &str) -> Self {
-        self.log_level = level.to_string();
+        self.kind.log_level = level.to_string();
         self
-    }
-    /// `-event-handler` (may be given more than once), e.g. `member-join=/path/to/script`.
-    pub fn event_handler(mut self, handler: &str) -> Self {
-        self.event_handlers.push(handler.to_string());
-        self
-    }
-    /// Gossip on this address instead of the one allocated (to restart a node where another
-    /// one ran, e.g. from its snapshot).
-    pub fn bind(mut self, addr: SocketAddr) -> Self {
-        self.bind = addr;
-        self
-    }
-    /// Any other `serf agent` flags, passed through verbatim.
-    pub fn arg(mut self, arg: &str) -> Self {
-        self.extra_args.push(arg.to_string());
-        self
-    }
-    pub fn bind_addr(&self) -> SocketAddr {
-        self.bind
-    }
-    pub fn rpc_addr(&self) -> SocketAddr {
-        self.rpc
     }
 
     fn args(&self) -> Vec<String> {
-        let mut a = vec![
-            "agent".into(),
-            "-node".into(),
-            self.name.clone(),
-            "-bind".into(),
-            self.bind.to_string(),
-            "-rpc-addr".into(),
-            self.rpc.to_string(),
-            "-log-level".into(),
-            self.log_level.clone(),
-        ];
-        for j in &self.join {
-            a.extend(["-join".into(), j.to_string()]);
-        }
-        if let Some(k) = &self.encrypt {
-            a.extend(["-encrypt".into(), k.clone()]);
-        }
-        for (k, v) in &self.tags {
-            a.extend(["-tag".into(), format!("{k}={v}")]);
-        }
-        for h in &self.event_handlers {
-            a.extend(["-event-handler".into(), h.clone()]);
-        }
-        a.extend(self.extra_args.iter().cloned());
-        a
+        self.agent_args(&[format!("-log-level={}", self.kind.log_level)])
     }
 
     /// Starts an agent expected to refuse to start (bad flags or files): waits up to
@@ -158,7 +93,7 @@ impl GoSerfBuilder {
             &self.args(),
             &[],
         );
-        let mut agent = GoSerf {
+        let mut agent = Agent {
             cfg: self.clone(),
             proc,
         };
@@ -179,27 +114,16 @@ impl GoSerfBuilder {
     }
 }
 
-/// A running `/usr/bin/serf agent`. Dropping it SIGKILLs and reaps the process.
-#[derive(Debug)]
-pub struct GoSerf {
-    cfg: GoSerfBuilder,
-    proc: Proc,
-}
-
 impl GoSerf {
     /// A builder for agent `name` with gossip and RPC ports allocated on `host`.
     pub fn builder(name: &str, host: &Loopback) -> GoSerfBuilder {
-        GoSerfBuilder {
-            name: name.to_string(),
-            bind: host.addr(),
-            rpc: host.addr(),
-            join: Vec::new(),
-            encrypt: None,
-            tags: Vec::new(),
-            log_level: "debug".into(),
-            event_handlers: Vec::new(),
-            extra_args: Vec::new(),
-        }
+        AgentBuilder::new(
+            name,
+            host,
+            GoSerfKind {
+                log_level: "debug".into(),
+            },
+        )
     }
 
     /// Shorthand for `GoSerf::builder(name, host).spawn()`.
@@ -216,31 +140,14 @@ impl GoSerf {
             .to_string()
     }
 
-    pub fn name(&self) -> &str {
-        &self.cfg.name
-    }
-    /// Gossip address (`-bind`).
-    pub fn addr(&self) -> SocketAddr {
-        self.cfg.bind
-    }
-    pub fn rpc_addr(&self) -> SocketAddr {
-        self.cfg.rpc
-    }
-    pub fn pid(&self) -> u32 {
-        self.proc.pid()
-    }
-    /// The configuration it was started with; `.spawn()` it again to restart under the same
-    /// name and addresses.
-    pub fn builder_again(&self) -> GoSerfBuilder {
-        self.cfg.clone()
-    }
-
     /// Runs `serf ARGS[0] -rpc-addr=<this agent> ARGS[1..]`; its combined output, or an error
     /// with the output if it failed.
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let mut a: Vec<String> = vec![args[0].to_string(), format!("-rpc-addr={}", self.cfg.rpc)];
-        a.extend(args[1..].iter().map(|s| s.to_string()));
-        run_with_timeout(Path::new(SERF_BIN), &a, CLI_DEADLINE)
+        run_with_timeout(
+            Path::new(SERF_BIN),
+            &rpc_args(self.rpc_addr(), args),
+            CLI_DEADLINE,
+        )
     }
 
     /// `serf members -format json`, or a description of why it failed.
@@ -342,43 +249,6 @@ impl GoSerf {
     pub fn join(&self, addr: SocketAddr) {
         self.try_join(addr)
             .unwrap_or_else(|e| panic!("Go agent {} joining {addr}: {e}", self.name()))
-    }
-
-    /// SIGKILL and reap: the node vanishes without a leave, so peers should mark it failed.
-    pub fn kill_9(&mut self) -> ExitStatus {
-        self.proc.kill_9()
-    }
-
-    /// SIGINT and wait (≤ 10 s): a graceful leave, so peers should mark it left.
-    #[track_caller]
-    pub fn stop(&mut self) -> ExitStatus {
-        self.proc.interrupt(STOP_DEADLINE)
-    }
-
-    /// Whether the process is still running (reaps it if not).
-    pub fn is_running(&mut self) -> bool {
-        self.proc.try_exit().is_none()
-    }
-
-    /// Panics with the log tail if the agent has exited.
-    #[track_caller]
-    pub fn assert_running(&mut self) {
-        self.proc.assert_running()
-    }
-
-    /// Everything the agent has written to stdout and stderr so far.
-    pub fn log(&self) -> String {
-        self.proc.log()
-    }
-    pub fn log_tail(&self, lines: usize) -> String {
-        self.proc.log_tail(lines)
-    }
-    pub fn log_path(&self) -> &Path {
-        self.proc.log_path()
-    }
-    /// The agent's private temp dir (also its working directory): put handler scripts here.
-    pub fn dir(&self) -> &Path {
-        self.proc.dir()
     }
 }
 

@@ -14,14 +14,12 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::process::Proc;
+use crate::process::{bin_from_env, Proc};
 use crate::wait::wait_until;
 
 /// The HAProxy binary the tests run: `$HAPROXY_BIN` if set, else Debian's.
 pub fn haproxy_bin() -> PathBuf {
-    std::env::var_os("HAPROXY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/haproxy"))
+    bin_from_env("HAPROXY_BIN", "/usr/sbin/haproxy")
 }
 
 /// One server line of `show servers state`, as the tests look at it.

@@ -8,10 +8,12 @@
 //!   other agents on the machine do not collide;
 //! - only processes we spawned are signalled, by PID, and every one is killed and reaped on drop.
 
+mod agent;
 pub mod fakenode;
 mod go_serf;
 mod haproxy;
 mod http;
+mod mixed;
 mod net;
 mod process;
 mod vassal;
@@ -19,12 +21,16 @@ mod wait;
 mod web;
 mod wrk;
 
-pub use go_serf::{GoSerf, GoSerfBuilder, Member, SERF_BIN};
+pub use agent::{Agent, AgentBuilder};
+pub use go_serf::{GoSerf, GoSerfBuilder, GoSerfKind, Member, SERF_BIN};
 pub use haproxy::{admin_command, haproxy_bin, Haproxy, HaproxyServer};
 pub use http::{http_get, http_get_ok, HttpResponse};
+pub use mixed::{go_then_vassal, CliMatrix, QueryAnswerer};
 pub use net::Loopback;
 pub use process::{run_cli, run_with_timeout, CliRun};
-pub use vassal::{serf_cli, vassal_bin, vassal_cli, VassalAgent, VassalAgentBuilder, CLI_DEADLINE};
+pub use vassal::{
+    serf_cli, vassal_bin, vassal_cli, VassalAgent, VassalAgentBuilder, VassalKind, CLI_DEADLINE,
+};
 pub use wait::{hold_for, wait_until, POLL_INTERVAL};
 pub use web::WebServer;
 pub use wrk::{wrk_bin, Wrk, WrkReport};

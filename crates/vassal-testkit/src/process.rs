@@ -17,6 +17,13 @@ pub(crate) const KEEP_LOGS_ENV: &str = "VASSAL_TEST_KEEP_LOGS";
 /// How long a graceful stop may take before we SIGKILL. Serf allows 3 s for a leave (§5.6).
 pub(crate) const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
+/// A tool's binary: `$VAR` if set, else the `default` path (where its Debian package puts it).
+pub(crate) fn bin_from_env(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default))
+}
+
 #[derive(Debug)]
 pub(crate) struct Proc {
     label: String,

@@ -216,20 +216,26 @@ mod tests {
         crate::http_get_ok(addr)
     }
 
+    /// Waits (≤ 5 s) until `web` has counted `count` requests.
+    #[track_caller]
+    fn wait_served(web: &WebServer, count: u64) {
+        crate::wait_until(
+            Duration::from_secs(5),
+            &format!("the count to reach {count}"),
+            || match web.served() {
+                n if n == count => Ok(()),
+                n => Err(format!("served {n}")),
+            },
+        );
+    }
+
     #[test]
     fn answers_with_its_name_and_counts_requests() {
         let lo = Loopback::fresh();
         let mut web = WebServer::start(lo.addr(), "w1").unwrap();
         assert_eq!(http_get(web.addr()).unwrap(), "w1\n");
         assert_eq!(http_get(web.addr()).unwrap(), "w1\n");
-        crate::wait_until(
-            Duration::from_secs(5),
-            "the count to reach 2",
-            || match web.served() {
-                2 => Ok(()),
-                n => Err(format!("served {n}")),
-            },
-        );
+        wait_served(&web, 2);
         web.stop();
         assert!(http_get(web.addr()).is_err(), "stopped servers refuse");
     }
@@ -260,13 +266,6 @@ mod tests {
         );
         assert!(!lines.iter().any(|l| l.starts_with("Connection: close")));
         // The count goes up just after the write, so it may trail what the client has read.
-        crate::wait_until(
-            Duration::from_secs(5),
-            "the count to reach 2",
-            || match web.served() {
-                2 => Ok(()),
-                n => Err(format!("served {n}")),
-            },
-        );
+        wait_served(&web, 2);
     }
 }

@@ -4,13 +4,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::process::Proc;
+use crate::process::{bin_from_env, Proc};
 
 /// The wrk binary: `$WRK_BIN` if set, else Debian's.
 pub fn wrk_bin() -> PathBuf {
-    std::env::var_os("WRK_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/wrk"))
+    bin_from_env("WRK_BIN", "/usr/bin/wrk")
 }
 
 /// What one wrk run reported.

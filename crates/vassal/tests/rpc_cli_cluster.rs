@@ -8,14 +8,16 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{both_clis, norm, script, seen};
-use vassal_testkit::{wait_until, GoSerf, Loopback, VassalAgent};
+use common::{both_clis, norm, seen};
+use vassal_testkit::{
+    go_then_vassal, wait_until, CliMatrix, GoSerf, Loopback, QueryAnswerer, VassalAgent,
+};
 
 const CONVERGE: Duration = Duration::from_secs(20);
 
 struct Cluster {
     _host: Loopback,
-    _dir: tempfile::TempDir,
+    _answer: QueryAnswerer,
     g1: GoSerf,
     v1: VassalAgent,
     v2: VassalAgent,
@@ -25,31 +27,24 @@ struct Cluster {
 /// v2 (Vassal, role=web), all alive everywhere.
 fn cluster() -> Cluster {
     let host = Loopback::fresh();
-    let dir = tempfile::tempdir().unwrap();
-    let answer = script(
-        dir.path(),
-        "answer.sh",
-        "echo \"resp-from-$SERF_SELF_NAME\"",
+    let answer = QueryAnswerer::create();
+    let (g1, vs) = go_then_vassal(
+        GoSerf::builder("g1", &host)
+            .tag("role", "web")
+            .tag("dc", "east")
+            .event_handler(answer.handler()),
+        vec![
+            VassalAgent::builder("v1", &host)
+                .tag("role", "db")
+                .event_handler(answer.handler()),
+            VassalAgent::builder("v2", &host).tag("role", "web"),
+        ],
+        CONVERGE,
     );
-    let g1 = GoSerf::builder("g1", &host)
-        .tag("role", "web")
-        .tag("dc", "east")
-        .event_handler(&format!("query={answer}"))
-        .spawn();
-    let v1 = VassalAgent::builder("v1", &host)
-        .tag("role", "db")
-        .arg(&format!("-event-handler=query={answer}"))
-        .join(g1.addr())
-        .spawn_ready();
-    let v2 = VassalAgent::builder("v2", &host)
-        .tag("role", "web")
-        .join(g1.addr())
-        .spawn_ready();
-    g1.wait_all_alive(&["g1", "v1", "v2"], CONVERGE);
-    v1.wait_alive_count(3, CONVERGE);
+    let [v1, v2] = <[VassalAgent; 2]>::try_from(vs).unwrap();
     Cluster {
         _host: host,
-        _dir: dir,
+        _answer: answer,
         g1,
         v1,
         v2,
@@ -60,26 +55,9 @@ fn cluster() -> Cluster {
 /// exit alike. Returns what Go's CLI printed through the Go agent.
 #[track_caller]
 fn same_everywhere(c: &Cluster, args: &[&str]) -> String {
-    // In parallel: queries take their whole timeout.
-    let ((go_go, vassal_go), (go_vassal, vassal_vassal)) = std::thread::scope(|s| {
-        let g = s.spawn(|| both_clis(c.g1.rpc_addr(), args));
-        let v = s.spawn(|| both_clis(c.v1.rpc_addr(), args));
-        (g.join().unwrap(), v.join().unwrap())
-    });
-    let reference = norm(&seen(&go_go));
-    for (who, run) in [
-        ("serf → Vassal agent", &go_vassal),
-        ("vassal → Go agent", &vassal_go),
-        ("vassal → Vassal agent", &vassal_vassal),
-    ] {
-        assert_eq!(
-            (run.code, norm(&seen(run))),
-            (go_go.code, reference.clone()),
-            "`{}` via {who} differs from serf → Go agent",
-            args.join(" ")
-        );
-    }
-    go_go.stdout
+    let runs = CliMatrix::run(c.g1.rpc_addr(), c.v1.rpc_addr(), args);
+    runs.assert_agree(args, |r| norm(&seen(r)));
+    runs.go_go.stdout
 }
 
 /// For usage errors the help text is each program's own: compare the exit code and the first

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use common::{both_clis, norm, seen};
 use vassal_testkit::{
-    serf_cli, vassal_bin, vassal_cli, wait_until, CliRun, GoSerf, Loopback, VassalAgent, SERF_BIN,
+    go_then_vassal, serf_cli, vassal_bin, vassal_cli, wait_until, CliMatrix, CliRun, GoSerf,
+    Loopback, VassalAgent, SERF_BIN,
 };
 
 const CONVERGE: Duration = Duration::from_secs(20);
@@ -31,10 +32,8 @@ fn pair(encrypt: Option<&str>) -> Pair {
         g = g.encrypt(k);
         v = v.encrypt(k);
     }
-    let g1 = g.spawn();
-    let v1 = v.join(g1.addr()).spawn_ready();
-    g1.wait_all_alive(&["g1", "v1"], CONVERGE);
-    v1.wait_alive_count(2, CONVERGE);
+    let (g1, vs) = go_then_vassal(g, vec![v], CONVERGE);
+    let [v1] = <[VassalAgent; 1]>::try_from(vs).unwrap();
     Pair {
         _host: host,
         g1,
@@ -46,24 +45,9 @@ fn pair(encrypt: Option<&str>) -> Pair {
 /// (after `norm`). Returns that reference run.
 #[track_caller]
 fn same_everywhere(p: &Pair, args: &[&str]) -> CliRun {
-    let ((go_go, vassal_go), (go_vassal, vassal_vassal)) = std::thread::scope(|s| {
-        let g = s.spawn(|| both_clis(p.g1.rpc_addr(), args));
-        let v = s.spawn(|| both_clis(p.v1.rpc_addr(), args));
-        (g.join().unwrap(), v.join().unwrap())
-    });
-    for (who, run) in [
-        ("serf → Vassal agent", &go_vassal),
-        ("vassal → Go agent", &vassal_go),
-        ("vassal → Vassal agent", &vassal_vassal),
-    ] {
-        assert_eq!(
-            (run.code, norm(&seen(run))),
-            (go_go.code, norm(&seen(&go_go))),
-            "`{}` via {who} differs from serf → Go agent",
-            args.join(" ")
-        );
-    }
-    go_go
+    let runs = CliMatrix::run(p.g1.rpc_addr(), p.v1.rpc_addr(), args);
+    runs.assert_agree(args, |r| norm(&seen(r)));
+    runs.go_go
 }
 
 #[test]

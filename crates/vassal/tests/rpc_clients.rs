@@ -1,12 +1,12 @@
 //! Real RPC clients against a Vassal agent: PyPI's `serfclient` and `serfio` (installed by
 //! `scripts/setup` into target/rpc-clients-venv), each written against Go Serf.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vassal_testkit::{run_cli, wait_until, GoSerf, Loopback, VassalAgent};
+use vassal_testkit::{
+    go_then_vassal, run_cli, wait_until, GoSerf, Loopback, QueryAnswerer, VassalAgent,
+};
 
 /// The venv `scripts/setup` makes.
 fn python() -> PathBuf {
@@ -45,31 +45,25 @@ fn run_python(agent: &VassalAgent, program: &str) -> String {
 
 /// g1 (Go, role=web) and v1 (Vassal, role=db), both answering queries with
 /// `resp-from-<name>`.
-fn cluster() -> (Loopback, tempfile::TempDir, GoSerf, VassalAgent) {
+fn cluster() -> (Loopback, QueryAnswerer, GoSerf, VassalAgent) {
     let host = Loopback::fresh();
-    let dir = tempfile::tempdir().unwrap();
-    let answer = common::script(
-        dir.path(),
-        "answer.sh",
-        "echo \"resp-from-$SERF_SELF_NAME\"",
+    let answer = QueryAnswerer::create();
+    let (g1, vs) = go_then_vassal(
+        GoSerf::builder("g1", &host)
+            .tag("role", "web")
+            .event_handler(answer.handler()),
+        vec![VassalAgent::builder("v1", &host)
+            .tag("role", "db")
+            .event_handler(answer.handler())],
+        Duration::from_secs(20),
     );
-    let g1 = GoSerf::builder("g1", &host)
-        .tag("role", "web")
-        .event_handler(&format!("query={answer}"))
-        .spawn();
-    let v1 = VassalAgent::builder("v1", &host)
-        .tag("role", "db")
-        .arg(&format!("-event-handler=query={answer}"))
-        .join(g1.addr())
-        .spawn_ready();
-    g1.wait_all_alive(&["g1", "v1"], Duration::from_secs(20));
-    v1.wait_alive_count(2, Duration::from_secs(20));
-    (host, dir, g1, v1)
+    let [v1] = <[VassalAgent; 1]>::try_from(vs).unwrap();
+    (host, answer, g1, v1)
 }
 
 #[test]
 fn serfclient_runs_members_event_stats_and_stream() {
-    let (_host, _dir, g1, v1) = cluster();
+    let (_host, _answer, g1, v1) = cluster();
     let out = run_python(
         &v1,
         r#"
@@ -131,7 +125,7 @@ for rec in stream.body:
 
 #[test]
 fn serfio_runs_members_event_and_query() {
-    let (_host, _dir, g1, v1) = cluster();
+    let (_host, _answer, g1, v1) = cluster();
     let out = run_python(
         &v1,
         r#"

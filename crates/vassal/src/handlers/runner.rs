@@ -283,6 +283,7 @@ pub fn spawn_dispatcher(
             if queue.len() >= limit {
                 if let Some(old) = queue.pop_front() {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("vassal.handler.dropped").increment(1);
                     if let Some(held) = full.ready(Instant::now()) {
                         warn!(
                             "agent: {limit} events are waiting for event handlers, the limit; \
@@ -297,6 +298,7 @@ pub fn spawn_dispatcher(
             }
             queue.push_back(e);
             stats.queued.store(queue.len(), Ordering::Relaxed);
+            metrics::gauge!("vassal.handler.queue").set(queue.len() as f64);
         };
         loop {
             let event = match queue.pop_front() {
@@ -308,9 +310,11 @@ pub fn spawn_dispatcher(
                 None => break,
             };
             stats.queued.store(queue.len(), Ordering::Relaxed);
+            metrics::gauge!("vassal.handler.queue").set(queue.len() as f64);
             let (handlers, me) = scripts.borrow().clone();
             for h in handlers.iter().filter(|h| h.matches(&event)) {
                 let inv = invocation(&event, &me);
+                let started = Instant::now();
                 let run = run(&h.script, &inv, config.timeout);
                 tokio::pin!(run);
                 // Keep taking events in while it runs, so the queue bound applies.
@@ -323,15 +327,25 @@ pub fn spawn_dispatcher(
                         },
                     }
                 };
+                // Go's `agent.invoke.<script>` timer, for every run however it ended.
+                metrics::histogram!("agent.invoke", "name" => h.script.clone())
+                    .record(started.elapsed().as_secs_f64() * 1e3);
                 let out = match result {
-                    Ok(out) => out,
+                    Ok(out) => {
+                        if !out.status.success() {
+                            metrics::counter!("vassal.handler.failed").increment(1);
+                        }
+                        out
+                    }
                     Err(e) => {
+                        metrics::counter!("vassal.handler.failed").increment(1);
                         error!("agent: Error invoking script '{}': {e}", h.script);
                         continue;
                     }
                 };
                 if out.timed_out {
                     stats.killed.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("vassal.handler.timeouts").increment(1);
                     error!(
                         "agent: Script '{}' for event {} ran longer than {:?} (-handler-timeout); \
                          killed it and its process group {}",

@@ -503,6 +503,60 @@ mod tests {
         assert!(logs.contains("slow, execution exceeding"), "{logs}");
     }
 
+    #[tokio::test]
+    async fn runs_are_timed_and_failures_and_timeouts_counted() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        // A current-thread runtime: the dispatcher's task records into this thread's recorder.
+        let recorder = DebuggingRecorder::new();
+        let snap = recorder.snapshotter();
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        let handlers = vec![
+            HandlerSpec::parse("user:ok=true").unwrap(),
+            HandlerSpec::parse("user:fail=exit 3").unwrap(),
+            HandlerSpec::parse("user:slow=sleep 1000").unwrap(),
+        ];
+        let (_keep, scripts) = watch::channel((handlers, SelfInfo::default()));
+        let config = DispatchConfig {
+            timeout: Some(Duration::from_millis(300)),
+            ..DispatchConfig::default()
+        };
+        let stats = Arc::new(DispatchStats::default());
+        let (tx, task) = spawn_dispatcher(scripts, None, config, stats);
+        for name in ["ok", "fail", "slow"] {
+            tx.send(user(name)).unwrap();
+        }
+        drop(tx);
+        task.await.unwrap();
+        let mut runs = Vec::new();
+        let (mut failed, mut timeouts) = (0, 0);
+        for (k, _, _, v) in snap.snapshot().into_vec() {
+            match (k.key().name(), v) {
+                ("agent.invoke", DebugValue::Histogram(samples)) => {
+                    let labels: Vec<String> =
+                        k.key().labels().map(|l| l.value().to_owned()).collect();
+                    runs.push((labels, samples.len()));
+                }
+                ("vassal.handler.failed", DebugValue::Counter(n)) => failed = n,
+                ("vassal.handler.timeouts", DebugValue::Counter(n)) => timeouts = n,
+                _ => {}
+            }
+        }
+        runs.sort();
+        let runs_by_script: Vec<(Vec<String>, usize)> = ["exit 3", "sleep 1000", "true"]
+            .iter()
+            .map(|s| (vec![s.to_string()], 1))
+            .collect();
+        assert_eq!(
+            runs, runs_by_script,
+            "one agent.invoke sample per run, by script"
+        );
+        assert_eq!(
+            (failed, timeouts),
+            (2, 1),
+            "exit 3 and the killed run failed; one timed out"
+        );
+    }
+
     /// Whether a live (not zombie) process is left in process group `pgid`: a killed
     /// orphan stays a zombie until whoever adopted it reaps it.
     fn group_alive(pgid: u32) -> bool {

@@ -25,6 +25,7 @@ pub mod fuzzing;
 pub mod limits;
 mod memberlist;
 pub mod suspicion;
+pub mod telemetry;
 pub mod wire;
 
 // The rule tests' helpers, shared with `tests/rules.rs`; they name this crate as an outside

@@ -74,6 +74,8 @@ pub struct Drops {
 impl Drops {
     /// Counts one drop; true if it is the first for `reason` (the caller logs it then).
     pub fn record(&mut self, reason: &'static str) -> bool {
+        // Every drop is also a metric (Go has none): one counter, the reason as a label.
+        metrics::counter!("vassal.drops", "reason" => reason).increment(1);
         let n = self.counts.entry(reason).or_insert(0);
         *n = n.saturating_add(1);
         *n == 1

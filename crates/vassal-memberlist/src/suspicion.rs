@@ -63,6 +63,12 @@ impl Suspicion {
         self.n
     }
 
+    /// Whether the timer ran with fewer confirmations than it hoped for (so at more than its
+    /// minimum timeout): Go counts such expiries as `memberlist.degraded.timeout`.
+    pub fn short_of_confirmations(&self) -> bool {
+        self.k > 0 && self.n < self.k
+    }
+
     /// The whole timeout after `c` confirmations: `max − ln(c+1)/ln(k+1) × (max − min)`,
     /// floored to milliseconds and never below `min`.
     fn timeout_after(&self, c: u32) -> Duration {
@@ -93,7 +99,12 @@ impl Awareness {
     pub fn apply_delta(&mut self, delta: i32) {
         // `max` is at least 1 (validated), so the range is never empty.
         let top = self.max.saturating_sub(1).max(0);
+        let before = self.score;
         self.score = self.score.saturating_add(delta).clamp(0, top);
+        if self.score != before {
+            // Go's awareness sets the gauge on every change of score.
+            metrics::gauge!("memberlist.health.score").set(f64::from(self.score));
+        }
     }
 
     /// The current score: 0 is healthy.

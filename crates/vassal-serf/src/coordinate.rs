@@ -209,6 +209,9 @@ impl Client {
                 "round trip time not in valid range, duration {rtt:?} is over {MAX_RTT:?}"
             ));
         }
+        if rtt.is_zero() {
+            metrics::counter!("serf.coordinate.zero-rtt").increment(1);
+        }
         let rtt = self.latency_filter(node, rtt.as_secs_f64());
         self.update_vivaldi(other, rtt, rng);
         self.update_adjustment(other, rtt);

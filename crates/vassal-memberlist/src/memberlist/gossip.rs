@@ -53,6 +53,9 @@ impl Memberlist {
     pub(super) fn gossip_if_due(&mut self, now: Instant, d: &mut impl Delegate) {
         if let Some(at) = self.gossip.next_at.filter(|at| now >= *at) {
             self.gossip.next_at = Some(advance(at, self.config.gossip_interval, now));
+            // Go times each gossip round's work; the core's work takes no time on its clock,
+            // so this timer is how late the round ran after its tick (its count is the rounds).
+            crate::telemetry::measure_since("memberlist.gossip", at, now);
             self.gossip(now, d);
         }
     }

@@ -162,6 +162,8 @@ enum PendingStream {
     PushPull {
         peer: SocketAddr,
         join: Option<JoinId>,
+        /// When we opened it, for Go's `memberlist.pushPullNode` timer.
+        started: Instant,
         deadline: Instant,
     },
     Ping {
@@ -457,12 +459,17 @@ impl Memberlist {
                     .stats
                     .malformed_packets
                     .saturating_add(packet.malformed as u64);
+                if packet.malformed > 0 {
+                    metrics::counter!("vassal.drops", "reason" => "malformed message")
+                        .increment(packet.malformed as u64);
+                }
                 for msg in packet.messages {
                     self.handle_message(from, msg, now, d);
                 }
             }
             Err(e) => {
                 self.stats.malformed_packets = self.stats.malformed_packets.saturating_add(1);
+                metrics::counter!("vassal.drops", "reason" => "malformed packet").increment(1);
                 debug!(%from, error = %e, "dropping malformed packet");
                 self.events.push_back(Event::InboundError {
                     from,
@@ -543,7 +550,14 @@ impl Memberlist {
             return;
         };
         match pending {
-            PendingStream::PushPull { peer, join, .. } => {
+            PendingStream::PushPull {
+                peer,
+                join,
+                started,
+                ..
+            } => {
+                // Go's `pushPullNode` timer: the whole exchange, merge included.
+                crate::telemetry::measure_since("memberlist.pushPullNode", started, now);
                 self.push_pull_finished(peer, join, reply, now, d)
             }
             PendingStream::Ping { seq, .. } => self.tcp_ping_finished(seq, reply),

@@ -157,6 +157,8 @@ impl Memberlist {
         let rtt = now.saturating_duration_since(probe.sent);
         let target = probe.target.clone();
         self.probes.current = None;
+        // Go's `probeNode` timer: from the ping to the ack, direct or relayed.
+        metrics::histogram!("memberlist.probeNode").record(crate::telemetry::millis(rtt));
         self.awareness.apply_delta(-1);
         if direct {
             if let Some(node) = self.node(&target).cloned() {
@@ -260,7 +262,12 @@ impl Memberlist {
         self.stats.probes = self.stats.probes.saturating_add(1);
         let seq = self.next_seq();
         let ping = self.ping_to(seq, &target.name);
-        let deadline = later(now, self.awareness.scale(self.config.probe_interval));
+        let interval = self.awareness.scale(self.config.probe_interval);
+        if interval > self.config.probe_interval {
+            // Go: a probe whose interval our ill health stretched.
+            metrics::counter!("memberlist.degraded.probe").increment(1);
+        }
+        let deadline = later(now, interval);
         let crc = target.pmax() >= 5;
         let ping = wire::encode_message(&Message::Ping(ping));
         if target.state == NodeStateKind::Alive {
@@ -311,6 +318,8 @@ impl Memberlist {
         let Some(probe) = self.probes.current.take() else {
             return;
         };
+        // Go's `probeNode` timer, for a probe that got no ack: it ran to its deadline.
+        crate::telemetry::measure_since("memberlist.probeNode", probe.sent, now);
         // Reachable over TCP: the node is up and something drops our UDP. Not a failure of the
         // node, so no suspicion (Go logs the same hint about the network).
         if probe.tcp_ok {

@@ -126,6 +126,7 @@ impl Memberlist {
             PendingStream::PushPull {
                 peer: addr,
                 join,
+                started: now,
                 deadline,
             },
         );

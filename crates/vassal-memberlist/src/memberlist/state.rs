@@ -198,6 +198,8 @@ impl Memberlist {
                 self.incarnation = self.incarnation.max(a.incarnation);
             }
         }
+        // Go counts every `alive` applied or refuted here.
+        metrics::counter!("memberlist.msg.alive").increment(1);
         // A node new to us, or back from dead or left, has joined; a live one (alive or suspect)
         // with new meta has been updated. Suspect back to alive is no event: for the layer
         // above the node never went away.
@@ -260,6 +262,7 @@ impl Memberlist {
         // Spread the suspicion, so the accused hears of it (through any node) and can refute,
         // and so other nodes start their timers and confirm it.
         self.broadcast(&s.node.clone(), Message::Suspect(s.clone()), None);
+        metrics::counter!("memberlist.msg.suspect").increment(1);
         let Some(state) = self.nodes.get_mut(idx) else {
             return;
         };
@@ -300,6 +303,9 @@ impl Memberlist {
             return;
         }
         debug!(node = %name, confirmations = s.confirmations(), "suspect timeout reached; marking failed");
+        if s.short_of_confirmations() {
+            metrics::counter!("memberlist.degraded.timeout").increment(1);
+        }
         // At the suspected incarnation and from us: a node that refutes later (at a higher
         // one) overrules this verdict, and `from` ≠ node makes it a failure, not a leave.
         let dead = Dead {
@@ -355,6 +361,7 @@ impl Memberlist {
         let left = dead.node == dead.from;
         let incarnation = dead.incarnation;
         self.broadcast(&dead.node.clone(), Message::Dead(dead), notify);
+        metrics::counter!("memberlist.msg.dead").increment(1);
         let Some(state) = self.nodes.get_mut(idx) else {
             return;
         };

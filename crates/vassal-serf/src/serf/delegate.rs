@@ -96,9 +96,17 @@ impl Delegate for Core {
     }
 
     fn notify_message(&mut self, msg: &[u8], now: Instant) {
+        if !msg.is_empty() {
+            // Go samples the size of every Serf message memberlist hands up.
+            metrics::histogram!("serf.msgs.received").record(msg.len() as f64);
+        }
         match messages::decode(msg) {
             Ok(m) => self.handle_message(m, msg, now),
-            Err(e) => debug!(error = %e, "dropping malformed serf message"),
+            Err(e) => {
+                metrics::counter!("vassal.drops", "reason" => "malformed serf message")
+                    .increment(1);
+                debug!(error = %e, "dropping malformed serf message")
+            }
         }
     }
 
@@ -113,6 +121,10 @@ impl Delegate for Core {
                 .fold(0, usize::saturating_add);
             let rest = limit.saturating_sub(used);
             msgs.extend(queue.get_broadcasts(overhead, rest, mult, n));
+        }
+        // Go samples the size of every Serf message it hands memberlist to gossip.
+        for m in &msgs {
+            metrics::histogram!("serf.msgs.sent").record(m.len() as f64);
         }
         msgs
     }
@@ -226,9 +238,15 @@ impl Delegate for Core {
             Ok(c) => c,
             Err(e) => return debug!(node = %node.name, error = %e, "failed to decode coordinate"),
         };
+        let before = client.coordinate().clone();
         if let Err(e) = client.update(&node.name, &other, rtt, &mut self.rng) {
+            metrics::counter!("serf.coordinate.rejected").increment(1);
             return debug!(node = %node.name, error = %e, "rejected coordinate");
         }
+        // Go: how far this sample moved our coordinate, in milliseconds.
+        let moved = before.distance_to(client.coordinate());
+        metrics::histogram!("serf.coordinate.adjustment-ms")
+            .record(vassal_memberlist::telemetry::millis(moved));
         self.coords.cache.insert(node.name.clone(), other);
     }
 

@@ -146,6 +146,8 @@ impl Core {
         if let Some(snap) = self.snapshot.as_mut() {
             snap.user_event(e.ltime);
         }
+        metrics::counter!("serf.events").increment(1);
+        metrics::counter!("serf.events", "name" => e.name.clone()).increment(1);
         self.events.push_back(Event::User(e.clone()));
         true
     }

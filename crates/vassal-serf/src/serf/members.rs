@@ -345,6 +345,7 @@ impl Core {
                     && down.is_some_and(|d| d < flap_timeout)
                 {
                     self.stats.member_flaps = self.stats.member_flaps.saturating_add(1);
+                    metrics::counter!("serf.member.flap").increment(1);
                     info!(
                         target: "vassal_serf::stats",
                         node = %n.name,
@@ -360,6 +361,7 @@ impl Core {
                 state.member.clone()
             }
         };
+        metrics::counter!("serf.member.join").increment(1);
         info!(node = %member.name, addr = %member.addr, "EventMemberJoin");
         self.emit(MemberEventKind::Join, member);
     }
@@ -386,6 +388,11 @@ impl Core {
         };
         state.leave_time = Some(now);
         let m = state.member.clone();
+        // Go names the counter after the new status: `serf.member.left` or `.failed`.
+        match kind {
+            MemberEventKind::Leave => metrics::counter!("serf.member.left").increment(1),
+            _ => metrics::counter!("serf.member.failed").increment(1),
+        }
         info!(node = %m.name, addr = %m.addr, event = %kind, "member left or failed");
         self.emit(kind, m);
     }
@@ -401,6 +408,7 @@ impl Core {
         state.member.tags = fresh.tags;
         state.member.vsn = fresh.vsn;
         let m = state.member.clone();
+        metrics::counter!("serf.member.update").increment(1);
         info!(node = %m.name, "EventMemberUpdate");
         self.emit(MemberEventKind::Update, m);
     }

@@ -56,6 +56,10 @@ use leave::{LeavePhase, LeaveState};
 use members::{Members, Rejoins};
 use query::Queries;
 
+/// How often the broadcast queues' depths are sampled (`serf.queue.*`): Go's default
+/// `QueueCheckInterval`.
+pub const QUEUE_SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Serf settings (spec §4.14) around the memberlist ones (Go's `serf.Config`).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -251,6 +255,9 @@ struct Core {
     /// Records members, clocks and a leave for the snapshot file, when there is one.
     snapshot: Option<Snapshotter>,
     next_snapshot_clock: Option<Instant>,
+    /// When to next sample the broadcast queues' depths (`serf.queue.*`); `None` until the
+    /// first input. Not a timer: sampled by the first input at or after it.
+    next_queue_sample: Option<Instant>,
     stats: SerfStats,
     /// What [`Serf::poll_event`] hands out.
     events: VecDeque<Event>,
@@ -293,6 +300,7 @@ impl Serf {
             leave: LeaveState::new(),
             coords: Coords::new(!config.disable_coordinates),
             snapshot: config.snapshot.as_ref().map(Snapshotter::new),
+            next_queue_sample: None,
             next_snapshot_clock: config
                 .snapshot
                 .as_ref()
@@ -576,6 +584,7 @@ impl Serf {
     /// Carries memberlist's events up, sends Serf's direct packets and moves a leave in
     /// progress along: the work Go does in its background goroutines, done after each input.
     fn after_input(&mut self, now: Instant) {
+        self.core.sample_queue_depths(now);
         self.core.check_queue_depth(self.config.max_queue_depth);
         if std::mem::take(&mut self.core.internal.conflict_seen)
             && self.core.internal.conflict_vote.is_none()
@@ -646,6 +655,20 @@ impl Core {
             debug!(ltime, ours, "serf: dropped a {what} from the far future");
         }
         false
+    }
+
+    /// Go's `checkQueueDepth` samples each broadcast queue's depth every
+    /// [`QUEUE_SAMPLE_INTERVAL`] as `serf.queue.Intent`, `.Event` and `.Query`. No timer of its
+    /// own (that would change when the core wakes): the first input after the interval samples.
+    fn sample_queue_depths(&mut self, now: Instant) {
+        if self.next_queue_sample.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_queue_sample = Some(later(now, QUEUE_SAMPLE_INTERVAL));
+        let depth = |n: usize| n as f64;
+        metrics::histogram!("serf.queue.Intent").record(depth(self.members.intent_queue.len()));
+        metrics::histogram!("serf.queue.Event").record(depth(self.user_events.queue.len()));
+        metrics::histogram!("serf.queue.Query").record(depth(self.queries.queue.len()));
     }
 
     /// Go's `checkQueueDepth`: a broadcast queue over `max` loses its most-sent messages. Run

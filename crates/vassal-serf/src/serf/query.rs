@@ -276,6 +276,9 @@ impl Core {
         if !queries.first_sighting(q.ltime, q.id) {
             return false;
         }
+        // Go counts every new query, before its filters, `_serf_` ones included.
+        metrics::counter!("serf.queries").increment(1);
+        metrics::counter!("serf.queries", "name" => q.name.clone()).increment(1);
         let rebroadcast = q.flags & messages::QUERY_FLAG_NO_BROADCAST == 0;
         if !self.should_process(&q.filters) {
             return rebroadcast;
@@ -430,17 +433,23 @@ impl Core {
         }
         if r.flags & messages::QUERY_FLAG_ACK != 0 {
             if q.acks.insert(r.from.clone()) {
+                metrics::counter!("serf.query_acks").increment(1);
                 self.outcomes.push_back(Outcome::QueryAck {
                     ltime: r.ltime,
                     from: r.from.clone(),
                 });
+            } else {
+                metrics::counter!("serf.query_duplicate_acks").increment(1);
             }
         } else if q.responses.insert(r.from.clone()) {
+            metrics::counter!("serf.query_responses").increment(1);
             self.outcomes.push_back(Outcome::QueryResponse {
                 ltime: r.ltime,
                 from: r.from.clone(),
                 payload: r.payload.clone(),
             });
+        } else {
+            metrics::counter!("serf.query_duplicate_responses").increment(1);
         }
     }
 

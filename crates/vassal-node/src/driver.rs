@@ -161,12 +161,17 @@ impl Driver {
             let now = Instant::now();
             match input {
                 Input::Packet(Ok((0, from))) => debug!(%from, "dropping empty datagram"),
-                Input::Packet(Ok((n, from))) => self.serf.handle_packet(from, &buf[..n], now),
+                Input::Packet(Ok((n, from))) => {
+                    // Go's transport counts the bytes of every datagram read.
+                    metrics::counter!("memberlist.udp.received").increment(n as u64);
+                    self.serf.handle_packet(from, &buf[..n], now)
+                }
                 // ICMP errors from earlier sends surface here on some systems; not fatal.
                 Input::Packet(Err(e)) => debug!(error = %e, "udp receive failed"),
                 Input::Accepted(Ok((conn, from))) => {
                     self.accept_backoff.succeeded();
                     self.accept_resume = None;
+                    metrics::counter!("memberlist.tcp.accept").increment(1);
                     let framing = Framing::from_config(self.serf.memberlist().config());
                     let timeout = self.serf.memberlist().config().tcp_timeout;
                     let deadline = vassal_memberlist::limits::later(now, timeout);
@@ -361,6 +366,8 @@ impl Driver {
         while let Some(t) = self.serf.poll_transmit() {
             match t {
                 Transmit::Packet { to, bytes } => {
+                    // Go counts the bytes it hands the socket, sent or not.
+                    metrics::counter!("memberlist.udp.sent").increment(bytes.len() as u64);
                     if let Err(e) = self.udp.send_to(&bytes, to).await {
                         debug!(%to, error = %e, "failed to send udp packet");
                     }

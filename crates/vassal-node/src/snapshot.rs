@@ -92,8 +92,12 @@ fn write_loop(path: PathBuf, mut out: BufWriter<File>, rx: mpsc::Receiver<Msg>) 
         };
         let result = match msg {
             Ok(Msg::Write(SnapshotWrite::Append(lines))) => {
-                flush_due.get_or_insert_with(|| Instant::now() + FLUSH_INTERVAL);
-                out.write_all(lines.as_bytes())
+                let start = Instant::now();
+                flush_due.get_or_insert_with(|| start + FLUSH_INTERVAL);
+                let r = out.write_all(lines.as_bytes());
+                // Go's `appendLine` timer (here one append may carry several lines).
+                measure_since("serf.snapshot.appendLine", start);
+                r
             }
             Ok(Msg::Write(SnapshotWrite::Sync)) => {
                 flush_due = None;
@@ -101,7 +105,11 @@ fn write_loop(path: PathBuf, mut out: BufWriter<File>, rx: mpsc::Receiver<Msg>) 
             }
             Ok(Msg::Write(SnapshotWrite::Replace(contents))) => {
                 flush_due = None;
-                match compact(&path, &contents) {
+                let start = Instant::now();
+                let compacted = compact(&path, &contents);
+                // Go's `compact` timer: writing, syncing and renaming the new file.
+                measure_since("serf.snapshot.compact", start);
+                match compacted {
                     Ok(file) => {
                         // The old file is gone; what was buffered for it is in `contents`.
                         let old = std::mem::replace(&mut out, BufWriter::new(file));
@@ -131,6 +139,11 @@ fn write_loop(path: PathBuf, mut out: BufWriter<File>, rx: mpsc::Receiver<Msg>) 
             error!("Failed to update snapshot {}: {e}", path.display());
         }
     }
+}
+
+/// Records the time since `start` in milliseconds under the timer `key`.
+fn measure_since(key: &'static str, start: Instant) {
+    metrics::histogram!(key).record(start.elapsed().as_secs_f64() * 1e3);
 }
 
 /// Writes `contents` to `PATH.compact`, syncs it, renames it over `PATH` and reopens that for

@@ -146,6 +146,7 @@ pub(crate) async fn serve_inbound(
         return;
     }
     if let Ok(Some(bytes)) = rx.await {
+        metrics::counter!("memberlist.tcp.sent").increment(bytes.len() as u64);
         let write = async {
             conn.write_all(&bytes).await?;
             conn.shutdown().await
@@ -171,6 +172,8 @@ pub(crate) async fn exchange(
         let mut conn = TcpStream::connect(to)
             .await
             .map_err(|e| format!("dial tcp {to}: connect: {}", io_reason(&e)))?;
+        metrics::counter!("memberlist.tcp.connect").increment(1);
+        metrics::counter!("memberlist.tcp.sent").increment(bytes.len() as u64);
         conn.write_all(&bytes)
             .await
             .map_err(|e| format!("write tcp {to}: {}", io_reason(&e)))?;

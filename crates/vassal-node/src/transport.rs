@@ -175,6 +175,7 @@ impl AcceptBackoff {
     /// An accept failed with `e`: how long to wait before the next one.
     pub fn failed(&mut self, e: &io::Error) -> Duration {
         self.failures = self.failures.saturating_add(1);
+        metrics::counter!("vassal.accept.failed", "listener" => self.what).increment(1);
         if self.since.is_none() {
             self.since = Some(Instant::now());
             warn!(

@@ -65,11 +65,31 @@ pub async fn serve(listener: TcpListener, handle: Handle, config: ServerConfig) 
             Ok((conn, peer)) => {
                 backoff.succeeded();
                 info!("agent.ipc: Accepted client: {peer}");
+                metrics::counter!("agent.ipc.accept").increment(1);
                 let conn = Connection::new(conn, peer, handle.clone(), config.clone());
-                tokio::spawn(conn.run());
+                tokio::spawn(async move {
+                    let _open = OpenConnection::new();
+                    conn.run().await
+                });
             }
             Err(e) => tokio::time::sleep(backoff.failed(&e)).await,
         }
+    }
+}
+
+/// Counts one open client in the `vassal.rpc.connections` gauge for as long as it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> Self {
+        metrics::gauge!("vassal.rpc.connections").increment(1.0);
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!("vassal.rpc.connections").decrement(1.0);
     }
 }
 
@@ -292,6 +312,8 @@ impl Connection {
                 errors::HANDSHAKE_REQUIRED.into(),
             )));
         }
+        // Go counts every command past the handshake check, authenticated or not.
+        metrics::counter!("agent.ipc.command").increment(1);
         if !self.config.auth_key.is_empty()
             && !self.authed
             && h.command != command::AUTH

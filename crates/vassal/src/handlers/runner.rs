@@ -283,6 +283,7 @@ pub fn spawn_dispatcher(
             if queue.len() >= limit {
                 if let Some(old) = queue.pop_front() {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("vassal.handler.dropped").increment(1);
                     if let Some(held) = full.ready(Instant::now()) {
                         warn!(
                             "agent: {limit} events are waiting for event handlers, the limit; \
@@ -297,6 +298,7 @@ pub fn spawn_dispatcher(
             }
             queue.push_back(e);
             stats.queued.store(queue.len(), Ordering::Relaxed);
+            metrics::gauge!("vassal.handler.queue").set(queue.len() as f64);
         };
         loop {
             let event = match queue.pop_front() {
@@ -308,9 +310,11 @@ pub fn spawn_dispatcher(
                 None => break,
             };
             stats.queued.store(queue.len(), Ordering::Relaxed);
+            metrics::gauge!("vassal.handler.queue").set(queue.len() as f64);
             let (handlers, me) = scripts.borrow().clone();
             for h in handlers.iter().filter(|h| h.matches(&event)) {
                 let inv = invocation(&event, &me);
+                let started = Instant::now();
                 let run = run(&h.script, &inv, config.timeout);
                 tokio::pin!(run);
                 // Keep taking events in while it runs, so the queue bound applies.
@@ -323,15 +327,25 @@ pub fn spawn_dispatcher(
                         },
                     }
                 };
+                // Go's `agent.invoke.<script>` timer, for every run however it ended.
+                metrics::histogram!("agent.invoke", "name" => h.script.clone())
+                    .record(started.elapsed().as_secs_f64() * 1e3);
                 let out = match result {
-                    Ok(out) => out,
+                    Ok(out) => {
+                        if !out.status.success() {
+                            metrics::counter!("vassal.handler.failed").increment(1);
+                        }
+                        out
+                    }
                     Err(e) => {
+                        metrics::counter!("vassal.handler.failed").increment(1);
                         error!("agent: Error invoking script '{}': {e}", h.script);
                         continue;
                     }
                 };
                 if out.timed_out {
                     stats.killed.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("vassal.handler.timeouts").increment(1);
                     error!(
                         "agent: Script '{}' for event {} ran longer than {:?} (-handler-timeout); \
                          killed it and its process group {}",
@@ -487,6 +501,60 @@ mod tests {
         );
         assert!(logs.contains("boom"), "{logs}");
         assert!(logs.contains("slow, execution exceeding"), "{logs}");
+    }
+
+    #[tokio::test]
+    async fn runs_are_timed_and_failures_and_timeouts_counted() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        // A current-thread runtime: the dispatcher's task records into this thread's recorder.
+        let recorder = DebuggingRecorder::new();
+        let snap = recorder.snapshotter();
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        let handlers = vec![
+            HandlerSpec::parse("user:ok=true").unwrap(),
+            HandlerSpec::parse("user:fail=exit 3").unwrap(),
+            HandlerSpec::parse("user:slow=sleep 1000").unwrap(),
+        ];
+        let (_keep, scripts) = watch::channel((handlers, SelfInfo::default()));
+        let config = DispatchConfig {
+            timeout: Some(Duration::from_millis(300)),
+            ..DispatchConfig::default()
+        };
+        let stats = Arc::new(DispatchStats::default());
+        let (tx, task) = spawn_dispatcher(scripts, None, config, stats);
+        for name in ["ok", "fail", "slow"] {
+            tx.send(user(name)).unwrap();
+        }
+        drop(tx);
+        task.await.unwrap();
+        let mut runs = Vec::new();
+        let (mut failed, mut timeouts) = (0, 0);
+        for (k, _, _, v) in snap.snapshot().into_vec() {
+            match (k.key().name(), v) {
+                ("agent.invoke", DebugValue::Histogram(samples)) => {
+                    let labels: Vec<String> =
+                        k.key().labels().map(|l| l.value().to_owned()).collect();
+                    runs.push((labels, samples.len()));
+                }
+                ("vassal.handler.failed", DebugValue::Counter(n)) => failed = n,
+                ("vassal.handler.timeouts", DebugValue::Counter(n)) => timeouts = n,
+                _ => {}
+            }
+        }
+        runs.sort();
+        let runs_by_script: Vec<(Vec<String>, usize)> = ["exit 3", "sleep 1000", "true"]
+            .iter()
+            .map(|s| (vec![s.to_string()], 1))
+            .collect();
+        assert_eq!(
+            runs, runs_by_script,
+            "one agent.invoke sample per run, by script"
+        );
+        assert_eq!(
+            (failed, timeouts),
+            (2, 1),
+            "exit 3 and the killed run failed; one timed out"
+        );
     }
 
     /// Whether a live (not zombie) process is left in process group `pgid`: a killed

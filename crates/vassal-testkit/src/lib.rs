@@ -16,6 +16,7 @@ mod http;
 mod mixed;
 mod net;
 mod process;
+mod prometheus;
 mod vassal;
 mod wait;
 mod web;
@@ -28,6 +29,9 @@ pub use http::{http_get, http_get_ok, HttpResponse};
 pub use mixed::{go_then_vassal, CliMatrix, QueryAnswerer};
 pub use net::Loopback;
 pub use process::{run_cli, run_with_timeout, CliRun};
+pub use prometheus::{
+    prometheus_bin, promtool_bin, promtool_check_metrics, PromSample, Prometheus,
+};
 pub use vassal::{
     serf_cli, vassal_bin, vassal_cli, VassalAgent, VassalAgentBuilder, VassalKind, CLI_DEADLINE,
 };

@@ -67,6 +67,8 @@ pub struct RawConfig {
     pub enable_compression: Option<bool>,
     pub statsite_addr: Option<String>,
     pub statsd_addr: Option<String>,
+    /// Vassal's Prometheus page (`-metrics-addr`); Serf has no such key.
+    pub metrics_addr: Option<String>,
     pub validate_node_names: Option<bool>,
     /// Vassal's own keys (issue 11's limits); Serf has no such settings.
     pub handler_timeout: Option<Duration>,
@@ -143,6 +145,7 @@ const KEYS: &[&str] = &[
     "enable_compression",
     "statsite_addr",
     "statsd_addr",
+    "metrics_addr",
     "validate_node_names",
     "handler_timeout",
     "lb_header_timeout",
@@ -324,6 +327,7 @@ impl RawConfig {
             enable_compression,
             statsite_addr,
             statsd_addr,
+            metrics_addr,
             validate_node_names,
             handler_timeout,
             lb_header_timeout,
@@ -477,6 +481,7 @@ impl Decoder<'_> {
             enable_compression: self.bool("enable_compression")?,
             statsite_addr: self.string("statsite_addr")?,
             statsd_addr: self.string("statsd_addr")?,
+            metrics_addr: self.string("metrics_addr")?,
             validate_node_names: self.bool("validate_node_names")?,
             handler_timeout: self.duration("handler_timeout")?,
             lb_header_timeout: self.duration("lb_header_timeout")?,

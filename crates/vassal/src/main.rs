@@ -10,6 +10,7 @@ mod flags;
 mod handlers;
 mod logging;
 mod parse;
+mod telemetry;
 
 use std::process::ExitCode;
 

@@ -48,8 +48,11 @@ async fn run_until_exit(
     }
     options::load_files(&mut opts)?;
     let config = options::node_config(&opts).await?;
+    // Before the node starts, so its first joins are counted.
+    let telemetry = crate::telemetry::Telemetry::start(&opts.metrics).await?;
     let mut agent = start::start(&opts, config, logs).await?;
-    let code = signals::wait(&opts, &level, &mut agent).await?;
+    telemetry.spawn_figures(agent.handle.clone(), agent.handler_stats.clone());
+    let code = signals::wait(&opts, &level, &mut agent, &telemetry).await?;
     // After the leave: the balancer has stopped sending here, so open requests can finish.
     agent.roles.stop().await;
     agent.handle.shutdown().await;

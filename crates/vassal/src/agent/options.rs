@@ -216,6 +216,12 @@ pub fn flags() -> FlagSet {
             "Address for the RPC listener (default 127.0.0.1:7373)",
         )
         .flag(
+            "metrics-addr",
+            Kind::Value,
+            "<addr:port>",
+            "Serve Prometheus metrics at http://ADDR/metrics (default: off)",
+        )
+        .flag(
             "rpc-auth",
             Kind::Value,
             "<token>",
@@ -298,6 +304,8 @@ pub struct AgentOptions {
     pub file_only: FileOnly,
     /// `-discover`: mDNS discovery.
     pub discover: Option<DiscoverOptions>,
+    /// The metrics sinks.
+    pub metrics: crate::telemetry::MetricsOptions,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -329,8 +337,6 @@ impl FileOnly {
     fn from_raw(c: &RawConfig) -> Result<FileOnly, FlagError> {
         let mut ignored = Vec::new();
         for (key, set) in [
-            ("statsite_addr", c.statsite_addr.is_some()),
-            ("statsd_addr", c.statsd_addr.is_some()),
             ("enable_syslog", c.enable_syslog == Some(true)),
             ("syslog_facility", c.syslog_facility.is_some()),
             ("validate_node_names", c.validate_node_names.is_some()),
@@ -549,6 +555,11 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             .unwrap_or(crate::cli::DEFAULT_RPC_ADDR)
             .to_owned(),
         rpc_auth: value("rpc-auth", &file.rpc_auth).unwrap_or("").to_owned(),
+        metrics: crate::telemetry::MetricsOptions {
+            metrics_addr: value("metrics-addr", &file.metrics_addr).map(str::to_owned),
+            statsd_addr: file.statsd_addr.clone(),
+            statsite_addr: file.statsite_addr.clone(),
+        },
         args: args.to_vec(),
         file_only: FileOnly::from_raw(&file)?,
         discover: value("discover", &file.discover).map(|cluster| DiscoverOptions {

@@ -1,5 +1,5 @@
 //! The agent's signal loop, Serf's `handleSignals`: SIGINT and SIGTERM leave (or not) and end
-//! the agent, SIGHUP reloads the config, SIGUSR1 logs the node's figures; an RPC `leave`, a
+//! the agent, SIGHUP reloads the config, SIGUSR1 prints the metrics; an RPC `leave`, a
 //! retry-join that gave up, or a stopped node end it too.
 
 use std::collections::BTreeMap;
@@ -15,6 +15,7 @@ use super::options::{options, AgentOptions};
 use super::start::Agent;
 use crate::handlers::{DispatchStats, HandlerSpec, SelfInfo};
 use crate::logging;
+use crate::telemetry::{Figures, Telemetry};
 
 /// How long a graceful leave may take before we exit anyway (Serf's `gracefulTimeout`).
 const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -25,6 +26,7 @@ pub(super) async fn wait(
     opts: &AgentOptions,
     level: &logging::LevelControl,
     agent: &mut Agent,
+    telemetry: &Telemetry,
 ) -> Result<ExitCode, String> {
     let Agent {
         handle,
@@ -64,7 +66,7 @@ pub(super) async fn wait(
                 println!("==> Caught signal: hangup");
                 reload(opts, level, scripts_tx, handle, &mut tags).await;
             }
-            _ = sigusr1.recv() => telemetry_dump(handle, handler_stats).await,
+            _ = sigusr1.recv() => telemetry_dump(handle, handler_stats, telemetry).await,
             r = &mut *gave_up, if retry_running => match r {
                 Ok(()) => break ExitCode::FAILURE,
                 Err(_) => retry_running = false,
@@ -113,65 +115,19 @@ async fn reload(
     }
 }
 
-/// What SIGUSR1 logs (Serf's go-metrics `InmemSignal` dump): the figures the node and the
-/// handler dispatcher keep, one `telemetry:` line each. The metrics issue fills in more.
-async fn telemetry_dump(handle: &Handle, handlers: &DispatchStats) {
-    use std::sync::atomic::Ordering;
-    let (stats, members) = match (handle.stats().await, handle.members().await) {
-        (Ok(s), Ok(m)) => (s, m),
-        (Err(e), _) | (_, Err(e)) => {
-            warn!("telemetry: the node did not answer: {e}");
-            return;
+/// What SIGUSR1 prints, as go-metrics' `InmemSignal` does (to stderr): the in-memory sink's
+/// last minute, then the node's and the handler dispatcher's own figures as gauges.
+async fn telemetry_dump(handle: &Handle, handlers: &DispatchStats, telemetry: &Telemetry) {
+    use std::io::Write;
+    match Figures::read(handle, handlers).await {
+        Ok(figures) => {
+            let dump = telemetry.dump(&figures);
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(dump.as_bytes());
+            let _ = err.flush();
         }
-    };
-    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
-    for m in &members {
-        *by_status.entry(m.status.to_string()).or_insert(0) += 1;
+        Err(e) => warn!("agent: SIGUSR1: the node did not answer: {e}"),
     }
-    let counts: Vec<String> = by_status.iter().map(|(s, n)| format!("{s}={n}")).collect();
-    info!(
-        "telemetry: members {} ({})",
-        members.len(),
-        counts.join(" ")
-    );
-    info!(
-        "telemetry: health_score={} encrypted={} coordinate_resets={}",
-        stats.health_score,
-        stats.encrypted,
-        stats
-            .coordinate_resets
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "disabled".into())
-    );
-    info!(
-        "telemetry: queues intent={} event={} query={} handlers={} (handler events dropped={}, \
-         handlers killed at timeout={})",
-        stats.intent_queue,
-        stats.event_queue,
-        stats.query_queue,
-        handlers.queued.load(Ordering::Relaxed),
-        handlers.dropped.load(Ordering::Relaxed),
-        handlers.killed.load(Ordering::Relaxed)
-    );
-    info!(
-        "telemetry: clocks member={} event={} query={}",
-        stats.member_time, stats.event_time, stats.query_time
-    );
-    let drops: Vec<String> = stats
-        .drops
-        .iter()
-        .map(|(reason, n)| format!("{}={n}", reason.replace(' ', "_")))
-        .collect();
-    info!(
-        "telemetry: network malformed_packets={} malformed_streams={} dropped: {}",
-        stats.malformed_packets,
-        stats.malformed_streams,
-        if drops.is_empty() {
-            "none".to_owned()
-        } else {
-            drops.join(" ")
-        }
-    );
 }
 
 /// Serf's `handleSignals` for a graceful leave: 0 once it completes; 1 on timeout or a second

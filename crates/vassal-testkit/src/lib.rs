@@ -29,7 +29,8 @@ pub use mixed::{go_then_vassal, CliMatrix, QueryAnswerer};
 pub use net::Loopback;
 pub use process::{run_cli, run_with_timeout, CliRun};
 pub use vassal::{
-    serf_cli, vassal_bin, vassal_cli, VassalAgent, VassalAgentBuilder, VassalKind, CLI_DEADLINE,
+    member_event_needles, serf_cli, vassal_bin, vassal_cli, VassalAgent, VassalAgentBuilder,
+    VassalKind, CLI_DEADLINE,
 };
 pub use wait::{hold_for, wait_until, POLL_INTERVAL};
 pub use web::WebServer;

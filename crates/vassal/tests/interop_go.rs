@@ -188,10 +188,22 @@ fn mismatched_keys_prevent_join_and_both_sides_log_why() {
         "v1 joined go1:\n{}",
         v.log_tail(30)
     );
+    // One log entry per line, with the `\t* …` lines of a multi-error (as Go's `agent: error
+    // joining: 1 error occurred:` has) belonging to the entry above them.
     let line = |log: &str| {
-        log.lines().any(|l| {
-            let l = l.to_ascii_lowercase();
-            (l.contains("[err]") || l.contains("[warn]")) && l.contains("decrypt")
+        let mut entries: Vec<String> = Vec::new();
+        for l in log.lines() {
+            match entries.last_mut() {
+                Some(e) if l.starts_with('\t') => {
+                    e.push('\n');
+                    e.push_str(l);
+                }
+                _ => entries.push(l.to_owned()),
+            }
+        }
+        entries.iter().any(|e| {
+            let e = e.to_ascii_lowercase();
+            (e.contains("[err]") || e.contains("[warn]")) && e.contains("decrypt")
         })
     };
     wait_until(

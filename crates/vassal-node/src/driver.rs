@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 use vassal_memberlist::{JoinId, Transmit};
-use vassal_serf::{Event, MemberEventKind, Outcome, Serf};
+use vassal_serf::{Event, Outcome, Serf};
 
 use vassal_serf::keys::{self, KeyReport};
 use vassal_serf::{ForceLeaveError, MemberStatus};
@@ -62,7 +62,7 @@ pub async fn spawn_with_events(
         None => None,
     };
     let serf = Serf::new(serf_config, Instant::now())?;
-    info!(
+    debug!(
         node = %serf.local_name(),
         bind = %bound,
         advertise = %advertise,
@@ -208,7 +208,7 @@ impl Driver {
             writer.close().await;
         }
         if let Some(done) = stopped {
-            info!("serf agent shut down");
+            debug!("serf agent shut down");
             let _ = done.send(());
         }
     }
@@ -227,7 +227,7 @@ impl Driver {
                     let _ = done.send(Err(JoinError { errors: Vec::new() }));
                     return;
                 }
-                info!("joining: {addrs:?}");
+                debug!("joining: {addrs:?}");
                 let id = self.serf.join(&addrs, !replay, now);
                 self.joins.insert(id, (addrs, done));
             }
@@ -235,7 +235,7 @@ impl Driver {
                 if self.serf.has_left() {
                     let _ = done.send(());
                 } else {
-                    info!("gracefully leaving");
+                    info!("agent: requesting graceful leave from Serf");
                     self.leaving.push(done);
                     self.serf.leave(now);
                 }
@@ -276,9 +276,9 @@ impl Driver {
             }
             Command::ForceLeave { node, prune, done } => {
                 if prune {
-                    info!("Force leaving node (prune): {node}");
+                    info!("agent: Force leaving node (prune): {node}");
                 } else {
-                    info!("Force leaving node: {node}");
+                    info!("agent: Force leaving node: {node}");
                 }
                 match self.serf.force_leave(&node, prune, now) {
                     None => {
@@ -399,20 +399,24 @@ impl Driver {
         }
     }
 
-    /// Logs a cluster event the way Serf's agent does.
+    /// Traces a cluster event as it leaves the node (before the agent coalesces it). Serf logs
+    /// member events itself (`serf: EventMemberJoin: …`) and the agent logs what it receives
+    /// (`agent: Received event: …`), so this is only for debugging.
     fn event(&mut self, e: &Event) {
         match e {
             Event::Member(me) => {
                 for m in &me.members {
-                    match me.kind {
-                        MemberEventKind::Join => info!("{}: {} {}", me.kind, m.name, m.addr),
-                        _ => info!("{}: {}", me.kind, m.name),
-                    }
+                    debug!("node event: {}: {} {}", me.kind, m.name, m.addr);
                 }
             }
-            Event::Query(q) => info!("query: {} from {} ltime={}", q.name, q.source_node, q.ltime),
-            Event::User(u) => info!(
-                "user event: {} ltime={} payload={:?}",
+            Event::Query(q) => {
+                debug!(
+                    "node event: query: {} from {} ltime={}",
+                    q.name, q.source_node, q.ltime
+                )
+            }
+            Event::User(u) => debug!(
+                "node event: user event: {} ltime={} payload={:?}",
                 u.name,
                 u.ltime,
                 String::from_utf8_lossy(&u.payload)
@@ -426,16 +430,16 @@ impl Driver {
         match o {
             Outcome::JoinFinished { id, joined, errors } => {
                 for e in &errors {
-                    error!("join: {e}");
+                    debug!("memberlist: {e}");
                 }
-                let Some((addrs, done)) = self.joins.remove(&id) else {
+                let Some((_, done)) = self.joins.remove(&id) else {
                     return;
                 };
                 let result = if joined > 0 {
-                    info!("joined: {joined} nodes");
+                    debug!("joined: {joined} nodes");
                     Ok(joined)
                 } else {
-                    warn!("error joining {addrs:?}: no node could be contacted");
+                    debug!("join: no node could be contacted");
                     Err(JoinError { errors })
                 };
                 let _ = done.send(result);
@@ -451,7 +455,7 @@ impl Driver {
                 self.must_stop = true;
             }
             Outcome::KeyringChanged(keys) => {
-                info!("keyring changed: {} keys installed", keys.len());
+                debug!("keyring changed: {} keys installed", keys.len());
                 if let Some(path) = &self.keyring_file {
                     match files::write_keyring(path, &keys) {
                         Ok(()) => debug!(path = %path.display(), "keyring file rewritten"),
@@ -488,7 +492,7 @@ impl Driver {
             }
             Outcome::ForceLeaveFinished { token, result } => {
                 if let Err(e) = &result {
-                    warn!("failed to remove node: {e}");
+                    warn!("agent: failed to remove node: {e}");
                 }
                 if let Some(done) = self.force_leaves.remove(&token) {
                     let _ = done.send(result);

@@ -47,7 +47,7 @@ pub(crate) fn open(
         warn!("{w}");
     }
     if recovered.ignored_leave {
-        info!("snapshot: ignoring previous leave in snapshot (rejoin after leave)");
+        info!("serf: Ignoring previous leave in snapshot");
     }
     info!(
         path = %path.display(),
@@ -55,7 +55,7 @@ pub(crate) fn open(
         clock = recovered.clock,
         event_clock = recovered.event_clock,
         query_clock = recovered.query_clock,
-        "snapshot: restored"
+        "serf: snapshot restored"
     );
     let config = SnapshotConfig::new(recovered, contents.len() as u64, rejoin_after_leave);
     let (tx, rx) = mpsc::channel();
@@ -121,7 +121,7 @@ fn write_loop(path: PathBuf, mut out: BufWriter<File>, rx: mpsc::Receiver<Msg>) 
             }
             Ok(Msg::Close(done)) => {
                 if let Err(e) = out.flush().and_then(|()| out.get_ref().sync_all()) {
-                    error!("failed to flush snapshot {}: {e}", path.display());
+                    error!("serf: failed to flush snapshot: {e} ({})", path.display());
                 }
                 let _ = done.send(());
                 return;
@@ -136,7 +136,7 @@ fn write_loop(path: PathBuf, mut out: BufWriter<File>, rx: mpsc::Receiver<Msg>) 
             }
         };
         if let Err(e) = result {
-            error!("Failed to update snapshot {}: {e}", path.display());
+            error!("serf: Failed to update snapshot: {e} ({})", path.display());
         }
     }
 }

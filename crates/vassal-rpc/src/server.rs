@@ -497,7 +497,7 @@ impl Connection {
 
     async fn join(&mut self, seq: u64) -> Result<Flow, Close> {
         let JoinRequest { existing, replay } = self.body(JoinRequest::from_value).await?;
-        info!("agent: joining: {existing:?} replay: {replay}");
+        info!("agent: joining: [{}] replay: {replay}", existing.join(" "));
         let (addrs, resolve_errors) = vassal_node::addr::resolve_all(&existing).await;
         let result = if addrs.is_empty() && resolve_errors.is_empty() {
             Ok(0)

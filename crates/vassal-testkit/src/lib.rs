@@ -33,7 +33,8 @@ pub use prometheus::{
     prometheus_bin, promtool_bin, promtool_check_metrics, PromSample, Prometheus,
 };
 pub use vassal::{
-    serf_cli, vassal_bin, vassal_cli, VassalAgent, VassalAgentBuilder, VassalKind, CLI_DEADLINE,
+    member_event_needles, serf_cli, vassal_bin, vassal_cli, VassalAgent, VassalAgentBuilder,
+    VassalKind, CLI_DEADLINE,
 };
 pub use wait::{hold_for, wait_until, POLL_INTERVAL};
 pub use web::WebServer;

@@ -2,8 +2,9 @@
 //! and its RPC port (each agent gets its own `-rpc-addr`, so parallel tests never meet on
 //! 127.0.0.1:7373): Go's `serf` CLI ([`VassalAgent::cli`]) or ours ([`VassalAgent::vassal_cli`]).
 //!
-//! Log contract the interop tests rely on (INFO level, one per line, anywhere in the line):
-//! `member-join: NAME ADDR`, `member-failed: NAME`, `member-leave: NAME`.
+//! Log contract the interop tests rely on: Go Serf's own lines (INFO level, one per line),
+//! `serf: EventMemberJoin: NAME ADDR`, `serf: EventMemberFailed: NAME ADDR`,
+//! `serf: EventMemberLeave: NAME ADDR` (see [`member_event_needles`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -149,25 +150,34 @@ impl VassalAgent {
         })
     }
 
-    /// Whether some log line contains `EVENT: NAME` as a whole word, e.g.
-    /// `saw_member_event("member-failed", "v1")` (does not match `member-failed: v10`).
+    /// Whether the log shows the member event `event` (`member-join`, `member-leave`,
+    /// `member-failed`, `member-update`, `member-reap`) about `name`, in the line Go's Serf
+    /// logs for it: `saw_member_event("member-failed", "v1")` looks for
+    /// `serf: EventMemberFailed: v1` as a whole word (not `v10`); a forced leave or reap
+    /// (`EventMemberLeave (forced): v1 …`) counts too.
     pub fn saw_member_event(&self, event: &str, name: &str) -> bool {
-        let needle = format!("{event}: {name}");
-        self.log().lines().any(|line| {
-            line.match_indices(&needle).any(|(i, _)| {
-                line[i + needle.len()..]
-                    .chars()
-                    .next()
-                    .is_none_or(|c| c.is_whitespace() || c == '"')
+        let log = self.log();
+        member_event_needles(event, name).iter().any(|needle| {
+            log.lines().any(|line| {
+                line.match_indices(needle.as_str()).any(|(i, _)| {
+                    line[i + needle.len()..]
+                        .chars()
+                        .next()
+                        .is_none_or(|c| c.is_whitespace() || c == '"')
+                })
             })
         })
     }
 
-    /// Waits until the log shows `EVENT: NAME` (see [`Self::saw_member_event`]); panics with the
-    /// log tail. Also fails fast if the agent exits.
+    /// Waits until the log shows the member event (see [`Self::saw_member_event`]); panics with
+    /// the log tail. Also fails fast if the agent exits.
     #[track_caller]
     pub fn wait_member_event(&mut self, event: &str, name: &str, deadline: Duration) {
-        let what = format!("vassal {} to log `{event}: {name}`", self.name());
+        let what = format!(
+            "vassal {} to log {:?}",
+            self.name(),
+            member_event_needles(event, name)
+        );
         wait_until(deadline, &what, || {
             self.proc.assert_running();
             if self.saw_member_event(event, name) {
@@ -193,6 +203,24 @@ impl VassalAgent {
             }
         })
     }
+}
+
+/// What Go's Serf logs for member event `event` (Serf's event name, `member-join`) about
+/// `name`: `serf: EventMemberJoin: NAME`, and the forced variants of leave and reap.
+pub fn member_event_needles(event: &str, name: &str) -> Vec<String> {
+    let go = match event {
+        "member-join" => "EventMemberJoin",
+        "member-leave" => "EventMemberLeave",
+        "member-failed" => "EventMemberFailed",
+        "member-update" => "EventMemberUpdate",
+        "member-reap" => "EventMemberReap",
+        other => panic!("{other:?} is not a member event"),
+    };
+    let mut needles = vec![format!("serf: {go}: {name}")];
+    if matches!(event, "member-leave" | "member-reap") {
+        needles.push(format!("serf: {go} (forced): {name}"));
+    }
+    needles
 }
 
 /// How long one CLI call may take (queries default to a few seconds).

@@ -83,7 +83,7 @@ pub fn start(s: Settings, handle: Handle) -> Result<Discovery, String> {
     let events = daemon
         .browse(&ty)
         .map_err(|e| format!("mDNS: cannot browse {ty}: {e}"))?;
-    info!("mdns: advertising and browsing {ty}");
+    info!("agent.mdns: advertising and browsing {ty}");
     let own = s.addr;
     let replay = s.replay;
     let task = tokio::spawn(async move {
@@ -99,16 +99,16 @@ pub fn start(s: Settings, handle: Handle) -> Result<Discovery, String> {
                         let batch = std::mem::take(&mut pending);
                         seen.extend(batch.iter().copied());
                         match handle.join(batch.clone(), replay).await {
-                            Ok(n) if n > 0 => info!("mdns: Joined {n} hosts"),
+                            Ok(n) if n > 0 => info!("agent.mdns: Joined {n} hosts"),
                             Ok(_) => {}
-                            Err(e) => error!("mdns: Failed to join {batch:?}: {e}"),
+                            Err(e) => error!("agent.mdns: Failed to join: {e} ({batch:?})"),
                         }
                         continue;
                     }
                 }
             };
             let Some(event) = next else {
-                warn!("mdns: browsing stopped");
+                warn!("agent.mdns: browsing stopped");
                 return;
             };
             if let ServiceEvent::ServiceResolved(r) = event {

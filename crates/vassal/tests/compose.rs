@@ -8,8 +8,8 @@
 //! it). Without them the test fails and says so; it never skips silently.
 //!
 //! Membership is read from the agents' logs (`docker logs`; the image has no shell for `docker
-//! exec`), with the interop tests' contract: `member-join: NAME ADDR`, `member-failed: NAME`,
-//! `member-leave: NAME`. If the binary does not know the role flags (`-lb-listen`,
+//! exec`), with the interop tests' contract, Go Serf's lines: `EventMemberJoin: NAME ADDR`,
+//! `EventMemberFailed: NAME ADDR`, `EventMemberLeave: NAME ADDR`. If the binary does not know the role flags (`-lb-listen`,
 //! `-web-listen`), the HTTP checks cannot run: the test then starts the same topology without
 //! those flags, checks membership only, and prints a loud notice saying the HTTP half was
 //! skipped. Everything runs in one compose project with a unique name, on ports picked free on
@@ -143,17 +143,17 @@ fn members_from_log(log: &str) -> BTreeMap<String, (Status, String)> {
     let mut view: BTreeMap<String, (Status, String)> = BTreeMap::new();
     for line in log.lines() {
         let after = |marker: &str| line.find(marker).map(|i| &line[i + marker.len()..]);
-        if let Some(rest) = after("member-join: ") {
+        if let Some(rest) = after("serf: EventMemberJoin: ") {
             let mut words = rest.split_whitespace();
             if let (Some(name), Some(addr)) = (words.next(), words.next()) {
                 view.insert(name.to_owned(), (Status::Alive, addr.to_owned()));
             }
-        } else if let Some(rest) = after("member-failed: ") {
+        } else if let Some(rest) = after("serf: EventMemberFailed: ") {
             if let Some(name) = rest.split_whitespace().next() {
                 let addr = view.get(name).map(|m| m.1.clone()).unwrap_or_default();
                 view.insert(name.to_owned(), (Status::Failed, addr));
             }
-        } else if let Some(rest) = after("member-leave: ") {
+        } else if let Some(rest) = after("serf: EventMemberLeave: ") {
             if let Some(name) = rest.split_whitespace().next() {
                 let addr = view.get(name).map(|m| m.1.clone()).unwrap_or_default();
                 view.insert(name.to_owned(), (Status::Left, addr));
@@ -619,13 +619,14 @@ fn compose_demo_balances_fails_scales_heals_and_cleans_up() {
 
 #[test]
 fn members_from_log_keeps_each_members_latest_status() {
-    let log = "    2026/11/24 14:16:00 [INFO] serf: member-join: lb 10.0.0.5\n\
+    let log = "    2026/11/24 14:16:00 [INFO] serf: EventMemberJoin: lb 10.0.0.5\n\
                ==> Caught signal: interrupt\n\
-               [INFO] serf: member-join: a1 10.0.0.2\n\
-               [INFO] serf: member-join: b2 10.0.0.3\n\
-               [INFO] serf: member-failed: a1\n\
-               [INFO] serf: member-leave: b2\n\
-               [INFO] serf: member-join: a1 10.0.0.2\n";
+               [INFO] serf: EventMemberJoin: a1 10.0.0.2\n\
+               [INFO] serf: EventMemberJoin: b2 10.0.0.3\n\
+               [INFO] serf: EventMemberFailed: a1 10.0.0.2\n\
+               [INFO] serf: EventMemberLeave: b2 10.0.0.3\n\
+               [INFO] agent: Received event: member-join\n\
+               [INFO] serf: EventMemberJoin: a1 10.0.0.2\n";
     let view = members_from_log(log);
     assert_eq!(view["lb"], (Status::Alive, "10.0.0.5".to_owned()));
     assert_eq!(view["a1"], (Status::Alive, "10.0.0.2".to_owned()));

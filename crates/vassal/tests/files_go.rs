@@ -237,7 +237,7 @@ fn after_a_graceful_leave_vassal_does_not_rejoin_from_its_snapshot() {
         .bind(v.addr())
         .arg(&format!("-snapshot={}", snap.display()))
         .spawn();
-    v.wait_log_contains("snapshot: restored", JOIN);
+    v.wait_log_contains("serf: snapshot restored", JOIN);
     hold_for(Duration::from_secs(3), "v1 to stay on its own", || {
         v.assert_running();
         if v.saw_member_event("member-join", "go1") {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use rand::Rng;
-use tracing::{debug, trace};
+use tracing::{debug, info, trace, warn};
 
 use super::{advance, Event, Memberlist, PendingStream};
 use crate::delegate::{Delegate, Node};
@@ -323,7 +323,11 @@ impl Memberlist {
         // Reachable over TCP: the node is up and something drops our UDP. Not a failure of the
         // node, so no suspicion (Go logs the same hint about the network).
         if probe.tcp_ok {
-            debug!(node = %probe.target, "reached over TCP but UDP probes failed; network may be misconfigured");
+            warn!(
+                "memberlist: Was able to connect to {} over TCP but UDP probes failed, network \
+                 may be misconfigured",
+                probe.target
+            );
             self.awareness.apply_delta(-1);
             return;
         }
@@ -339,7 +343,10 @@ impl Memberlist {
         let Some(incarnation) = self.incarnation_of(&probe.target) else {
             return;
         };
-        debug!(node = %probe.target, "suspect has failed, no acks received");
+        info!(
+            "memberlist: Suspect {} has failed, no acks received",
+            probe.target
+        );
         let s = Suspect {
             incarnation,
             node: probe.target.clone(),

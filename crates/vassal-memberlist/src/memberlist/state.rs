@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{Memberlist, NodeState};
 use crate::delegate::{Delegate, Node};
@@ -120,7 +120,11 @@ impl Memberlist {
                                 a.incarnation,
                             );
                         }
-                        debug!(node = %a.node, "updating address of a left node");
+                        info!(
+                            "memberlist: Updating address for left or failed node {} from {}:{} \
+                             to {}:{}",
+                            a.node, existing.node.addr, existing.node.port, a.addr, a.port
+                        );
                         updates_node = true;
                     } else {
                         let other = Node {
@@ -171,9 +175,10 @@ impl Memberlist {
             {
                 return;
             }
-            debug!(
-                incarnation = a.incarnation,
-                "refuting an alive message about us"
+            warn!(
+                "memberlist: Refuting an alive message for '{}' ({}:{}) meta:({:?} VS {:?}), \
+                 vsn:({:?} VS {:?})",
+                a.node, a.addr, a.port, a.meta, state.node.meta, a.vsn, state.node.vsn
             );
             self.refute(a.incarnation);
         } else {
@@ -255,7 +260,10 @@ impl Memberlist {
         // peer, or a forger). Deny it with an `alive` at a higher incarnation, which overrules
         // the suspicion everywhere it spread; never mark ourselves suspect.
         if s.node == self.config.name {
-            debug!(from = %s.from, "refuting a suspect message");
+            warn!(
+                "memberlist: Refuting a suspect message (from: {})",
+                s.from.escape_debug()
+            );
             self.refute(s.incarnation);
             return;
         }
@@ -302,7 +310,10 @@ impl Memberlist {
         if state.node.state != NodeStateKind::Suspect {
             return;
         }
-        debug!(node = %name, confirmations = s.confirmations(), "suspect timeout reached; marking failed");
+        info!(
+            "memberlist: Marking {name} as failed, suspect timeout reached ({} peer confirmations)",
+            s.confirmations()
+        );
         if s.short_of_confirmations() {
             metrics::counter!("memberlist.degraded.timeout").increment(1);
         }
@@ -352,7 +363,10 @@ impl Memberlist {
         // About us, while we mean to stay: we are running, so refute. Once we have left, a
         // `dead` about us is our own leave (queued by `leave`, or its echo), applied below.
         if dead.node == self.config.name && !self.left {
-            debug!(from = %dead.from, "refuting a dead message");
+            warn!(
+                "memberlist: Refuting a dead message (from: {})",
+                dead.from.escape_debug()
+            );
             self.refute(dead.incarnation);
             return;
         }

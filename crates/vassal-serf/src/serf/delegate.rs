@@ -255,12 +255,13 @@ impl Delegate for Core {
     fn notify_conflict(&mut self, existing: &Node, other: &Node, _now: Instant) {
         if existing.name == self.name {
             self.name_conflict_seen(other.socket_addr());
+        } else {
+            warn!(
+                "serf: Name conflict for '{}' both {} and {} are claiming",
+                existing.name,
+                existing.socket_addr(),
+                other.socket_addr()
+            );
         }
-        warn!(
-            "name conflict for '{}': known at {}, claimed by {}",
-            existing.name,
-            existing.socket_addr(),
-            other.socket_addr()
-        );
     }
 }

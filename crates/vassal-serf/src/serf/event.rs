@@ -119,7 +119,10 @@ impl Core {
         let window = EVENT_BUFFER_SIZE as u64;
         let cur = state.clock.time();
         if cur > window && e.ltime < cur.saturating_sub(window) {
-            warn!(name = %e.name, ltime = e.ltime, current = cur, "received old event");
+            warn!(
+                "serf: received old event {} from time {} (current: {cur})",
+                e.name, e.ltime
+            );
             return false;
         }
         let Some(slot) = state.buffer.get_mut(ring_slot(e.ltime)) else {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::query::{QueryError, QueryParams, QueryResponseFlags, RespondError};
 use super::{Core, Outcome, Serf};
@@ -107,7 +107,7 @@ impl Serf {
                     voters: BTreeSet::new(),
                 })
             }
-            Err(e) => warn!(error = %e, "failed to start name conflict resolution"),
+            Err(e) => error!("serf: Failed to start name resolution query: {e}"),
         }
     }
 
@@ -123,11 +123,15 @@ impl Serf {
             payload,
         } = q;
         let mut resp = messages::KeyResponse::default();
+        info!(
+            "serf: Received {} query",
+            command.query_name().trim_start_matches("_serf_")
+        );
         match (
             self.ml.keyring_mut(),
             messages::decode_key_request(&payload),
         ) {
-            (_, Err(e)) => warn!(error = %e, "failed to decode key request"),
+            (_, Err(e)) => error!("serf: Failed to decode key request: {e}"),
             (None, Ok(_)) => {
                 resp.message = match command {
                     KeyCommand::List => "Keyring is empty (encryption not enabled)",
@@ -150,7 +154,7 @@ impl Serf {
                     Ok(()) => {
                         resp.result = true;
                         if command != KeyCommand::List {
-                            info!(op = command.query_name(), "keyring changed by query");
+                            debug!(op = command.query_name(), "keyring changed by query");
                             let keys = ring.keys().to_vec();
                             self.core.outcomes.push_back(Outcome::KeyringChanged(keys));
                         }
@@ -174,7 +178,7 @@ impl Serf {
                     );
                 }
                 Err(e) => {
-                    warn!(error = %e, "failed to respond to key query");
+                    error!("serf: Failed to respond to key query: {e}");
                     break;
                 }
                 Ok(()) => break,
@@ -207,7 +211,7 @@ impl Core {
                 let body = messages::encode_conflict_response(known.as_ref());
                 let (answer, limit) = (QueryResponseFlags::Answer, usize::MAX);
                 if let Err(e) = self.respond(q.ltime, q.id, &body, answer, now, limit) {
-                    warn!(error = %e, "failed to answer a conflict query");
+                    error!("serf: Failed to respond to conflict query: {e}");
                 }
             }
         }
@@ -216,8 +220,12 @@ impl Core {
 
     /// memberlist's `NotifyConflict` about our own name: start a vote (after this input).
     pub(super) fn name_conflict_seen(&mut self, other: SocketAddr) {
+        error!(
+            "serf: Node name conflicts with another node at {other}. Names must be unique! \
+             (Resolution enabled: {})",
+            self.internal.resolve_conflicts
+        );
         if self.internal.resolve_conflicts {
-            warn!(%other, "node name conflicts with another node; names must be unique");
             self.internal.conflict_seen = true;
         }
     }
@@ -264,15 +272,13 @@ impl Core {
             warn!("no member answered the name conflict query; keeping our name");
         } else if vote.matching >= majority {
             info!(
-                matching = vote.matching,
-                responses = vote.responses,
-                "majority in name conflict resolution"
+                "serf: majority in name conflict resolution [{} / {}]",
+                vote.matching, vote.responses
             );
         } else {
             warn!(
-                matching = vote.matching,
-                responses = vote.responses,
-                "minority in name conflict resolution, quitting"
+                "serf: minority in name conflict resolution, quiting [{} / {}]",
+                vote.matching, vote.responses
             );
             self.outcomes.push_back(Outcome::Shutdown(format!(
                 "node name '{}' is claimed by another node and a majority of the cluster knows that one \

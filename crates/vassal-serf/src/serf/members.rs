@@ -211,7 +211,7 @@ impl Serf {
             return;
         };
         let addr = SocketAddr::new(m.addr, m.port);
-        info!(node = %m.name, %addr, "attempting reconnect");
+        info!("serf: attempting reconnect to {} {addr}", m.name);
         let id = self.ml.join(&[addr], now, &mut self.core);
         self.rejoins.reconnects.insert(id);
     }
@@ -233,15 +233,13 @@ impl Serf {
     /// the snapshot's clocks) to the first of `nodes`; the rest are tried if it fails.
     fn rejoin_next(&mut self, mut nodes: Vec<(String, SocketAddr)>, now: Instant) {
         if nodes.is_empty() {
-            warn!("Failed to re-join any previously known node");
+            warn!("serf: Failed to re-join any previously known node");
             return;
         }
         let node = nodes.remove(0);
         info!(
-            target: "vassal_serf::snapshot",
-            "Attempting re-join to previously known node: {}: {}",
-            node.0,
-            node.1
+            "serf: Attempting re-join to previously known node: {}: {}",
+            node.0, node.1
         );
         let id = self.ml.join(&[node.1], now, &mut self.core);
         self.rejoins.rejoin = Some(Rejoin {
@@ -269,10 +267,7 @@ impl Serf {
         };
         let (name, addr) = &r.node;
         if joined > 0 {
-            info!(
-                target: "vassal_serf::snapshot",
-                "Re-joined to previously known node: {name}: {addr}"
-            );
+            info!("serf: Re-joined to previously known node: {name}: {addr}");
         } else {
             debug!(?errors, "re-join to {name}: {addr} failed");
             self.rejoin_next(r.rest, now);
@@ -347,10 +342,9 @@ impl Core {
                     self.stats.member_flaps = self.stats.member_flaps.saturating_add(1);
                     metrics::counter!("serf.member.flap").increment(1);
                     info!(
-                        target: "vassal_serf::stats",
-                        node = %n.name,
-                        flaps = self.stats.member_flaps,
-                        "member flapped: failed and back alive within {flap_timeout:?}"
+                        "serf: member {} flapped: failed and back alive within {flap_timeout:?} \
+                         ({} flaps)",
+                        n.name, self.stats.member_flaps
                     );
                 }
                 state.member = Member {
@@ -362,7 +356,7 @@ impl Core {
             }
         };
         metrics::counter!("serf.member.join").increment(1);
-        info!(node = %member.name, addr = %member.addr, "EventMemberJoin");
+        info!("serf: EventMemberJoin: {} {}", member.name, member.addr);
         self.emit(MemberEventKind::Join, member);
     }
 
@@ -382,18 +376,24 @@ impl Core {
                 MemberEventKind::Failed
             }
             other => {
-                warn!(node = %n.name, status = %other, "bad state when leave");
+                warn!("serf: Bad state when leave: {other} ({})", n.name);
                 return;
             }
         };
         state.leave_time = Some(now);
         let m = state.member.clone();
         // Go names the counter after the new status: `serf.member.left` or `.failed`.
-        match kind {
-            MemberEventKind::Leave => metrics::counter!("serf.member.left").increment(1),
-            _ => metrics::counter!("serf.member.failed").increment(1),
-        }
-        info!(node = %m.name, addr = %m.addr, event = %kind, "member left or failed");
+        let what = match kind {
+            MemberEventKind::Leave => {
+                metrics::counter!("serf.member.left").increment(1);
+                "EventMemberLeave"
+            }
+            _ => {
+                metrics::counter!("serf.member.failed").increment(1);
+                "EventMemberFailed"
+            }
+        };
+        info!("serf: {what}: {} {}", m.name, m.addr);
         self.emit(kind, m);
     }
 
@@ -409,7 +409,7 @@ impl Core {
         state.member.vsn = fresh.vsn;
         let m = state.member.clone();
         metrics::counter!("serf.member.update").increment(1);
-        info!(node = %m.name, "EventMemberUpdate");
+        info!("serf: EventMemberUpdate: {}", m.name);
         self.emit(MemberEventKind::Update, m);
     }
 
@@ -533,7 +533,7 @@ impl Core {
                 // A force-leave: a failed member is declared left at once.
                 member.member.status = MemberStatus::Left;
                 let m = member.member.clone();
-                info!(node = %m.name, addr = %m.addr, "EventMemberLeave (forced)");
+                info!("serf: EventMemberLeave (forced): {} {}", m.name, m.addr);
                 self.emit(MemberEventKind::Leave, m);
                 if msg.prune {
                     self.prune(&msg.node, now);
@@ -592,7 +592,11 @@ impl Core {
             return;
         };
         let m = state.member;
-        info!(node = %m.name, addr = %m.addr, "{log}");
+        if log == "EventMemberReap" {
+            info!("serf: EventMemberReap: {}", m.name);
+        } else {
+            info!("serf: {log}: {} {}", m.name, m.addr);
+        }
         self.coords.forget(node);
         self.emit(MemberEventKind::Reap, m);
     }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 use vassal_memberlist::limits::later;
 use vassal_memberlist::wire::{DecodeError, StreamMessage};
 use vassal_memberlist::{self as ml, Drops, JoinId, Memberlist, StreamId, Transmit};
@@ -620,16 +620,16 @@ impl Serf {
                         ml::Transport::Packet => "packet",
                         ml::Transport::Stream => "stream",
                     };
-                    warn!("failed to read {kind} from {from}: {error}");
+                    warn!("memberlist: failed to read {kind} from {from}: {error}");
                 }
                 ml::Event::PushPullFailed { peer, error } => {
-                    warn!("push/pull with {peer} failed: {error}");
+                    error!("memberlist: Push/Pull with {peer} failed: {error}");
                 }
                 ml::Event::Suspected {
                     node,
                     confirmations,
                 } => {
-                    debug!(%node, confirmations, "suspect has failed, no acks received");
+                    debug!(%node, confirmations, "suspicion started");
                 }
             }
         }

@@ -270,7 +270,10 @@ impl Core {
         let window = EVENT_BUFFER_SIZE as u64;
         let cur = queries.clock.time();
         if cur > window && q.ltime < cur.saturating_sub(window) {
-            warn!(name = %q.name, ltime = q.ltime, current = cur, "received old query");
+            warn!(
+                "serf: received old query {} from time {} (current: {cur})",
+                q.name, q.ltime
+            );
             return false;
         }
         if !queries.first_sighting(q.ltime, q.id) {
@@ -340,7 +343,7 @@ impl Core {
                 regex::Regex::new(&expr).is_ok_and(|re| re.is_match(value))
             }
             None => {
-                warn!("query has an unrecognized filter");
+                warn!("serf: query has an unrecognized filter");
                 false
             }
         })
@@ -428,7 +431,10 @@ impl Core {
             return;
         };
         if q.id != r.id {
-            warn!(ltime = r.ltime, "query reply ID mismatch");
+            warn!(
+                "serf: query reply ID mismatch (Local: {}, Response: {})",
+                q.id, r.id
+            );
             return;
         }
         if r.flags & messages::QUERY_FLAG_ACK != 0 {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, watch};
-use tracing::warn;
+use tracing::{info, warn};
 use vassal_node::Handle;
 use vassal_roles::backend;
 use vassal_serf::coalesce::Coalescer;
@@ -92,6 +92,7 @@ pub(super) fn coalesced_events(
                 () = flush_due => coalescer.handle_timeout(Instant::now()),
             }
             for e in coalescer.drain() {
+                info!("agent: Received event: {}", go_event_text(&e));
                 // No subscriber is fine.
                 let _ = out.send(e);
             }
@@ -101,6 +102,16 @@ pub(super) fn coalesced_events(
         }
     });
     tx
+}
+
+/// What Go's `Event.String()` says of an event: `member-join`, `user-event: NAME`,
+/// `query: NAME`.
+fn go_event_text(e: &vassal_serf::Event) -> String {
+    match e {
+        vassal_serf::Event::Member(m) => m.kind.to_string(),
+        vassal_serf::Event::User(u) => format!("user-event: {}", u.name),
+        vassal_serf::Event::Query(q) => format!("query: {}", q.name),
+    }
 }
 
 /// Forwards the agent's (coalesced) events to the handler dispatcher. This only queues (the

@@ -14,7 +14,7 @@ mod start;
 
 use std::process::ExitCode;
 
-use tracing::warn;
+use tracing::{info, warn};
 use vassal_rpc::LogHub;
 
 use crate::logging;
@@ -23,7 +23,18 @@ pub use options::{flags, options, AgentOptions};
 
 pub async fn run(opts: AgentOptions) -> ExitCode {
     let logs = LogHub::new();
-    let level = logging::init(opts.log_level, logs.clone());
+    let settings = logging::LogSettings {
+        level: opts.log_level,
+        json: opts.log_json,
+        syslog: opts.syslog,
+    };
+    let level = match logging::init(settings, logs.clone()) {
+        Ok(level) => level,
+        Err(msg) => {
+            eprintln!("==> {msg}");
+            return ExitCode::FAILURE;
+        }
+    };
     match run_until_exit(opts, logs, level).await {
         Ok(code) => code,
         Err(msg) => {
@@ -55,6 +66,8 @@ async fn run_until_exit(
     let code = signals::wait(&opts, &level, &mut agent, &telemetry).await?;
     // After the leave: the balancer has stopped sending here, so open requests can finish.
     agent.roles.stop().await;
+    info!("agent: requesting serf shutdown");
     agent.handle.shutdown().await;
+    info!("agent: shutdown complete");
     Ok(code)
 }

@@ -16,7 +16,7 @@ use vassal_roles::backend;
 use crate::config::RawConfig;
 use crate::flags::{FlagError, FlagSet, Kind, Parsed};
 use crate::handlers::HandlerSpec;
-use crate::logging::LogLevel;
+use crate::logging::{Facility, LogLevel};
 use crate::parse::{parse_duration, parse_key, parse_max_conns, parse_protocol, Profile};
 
 pub fn flags() -> FlagSet {
@@ -264,7 +264,20 @@ pub fn flags() -> FlagSet {
             "",
             "Do not use IPv6 for mDNS",
         )
-        .unimplemented("syslog", true)
+        .flag(
+            "syslog",
+            Kind::Bool,
+            "",
+            "Also send logs to the local syslog (facility: config key syslog_facility, \
+             default LOCAL0)",
+        )
+        .flag(
+            "log-json",
+            Kind::Bool,
+            "",
+            "Log one JSON object per line (@timestamp, @level, @module, @message, fields) \
+             instead of Serf's text; the monitor stream keeps Serf's text",
+        )
 }
 
 /// Everything the flags said, checked.
@@ -281,6 +294,10 @@ pub struct AgentOptions {
     pub profile: Profile,
     pub tags: BTreeMap<String, String>,
     pub log_level: LogLevel,
+    /// `-log-json`: the console logs JSON lines.
+    pub log_json: bool,
+    /// `-syslog` / `enable_syslog`: also log to the local syslog, with `syslog_facility`.
+    pub syslog: Option<Facility>,
     pub protocol: u8,
     pub compression: bool,
     pub broadcast_timeout: Duration,
@@ -336,11 +353,7 @@ pub struct FileOnly {
 impl FileOnly {
     fn from_raw(c: &RawConfig) -> Result<FileOnly, FlagError> {
         let mut ignored = Vec::new();
-        for (key, set) in [
-            ("enable_syslog", c.enable_syslog == Some(true)),
-            ("syslog_facility", c.syslog_facility.is_some()),
-            ("validate_node_names", c.validate_node_names.is_some()),
-        ] {
+        for (key, set) in [("validate_node_names", c.validate_node_names.is_some())] {
             if set {
                 ignored.push(key);
             }
@@ -520,6 +533,15 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             file.log_level.unwrap_or(LogLevel::Info),
             LogLevel::parse,
         )?,
+        log_json: p.bool("log-json"),
+        syslog: if p.bool_or("syslog", file.enable_syslog == Some(true)) {
+            Some(match &file.syslog_facility {
+                Some(f) => Facility::parse(f).map_err(FlagError::Config)?,
+                None => Facility::LOCAL0,
+            })
+        } else {
+            None
+        },
         protocol: p.parse_or(
             "protocol",
             file.protocol.unwrap_or(vassal_serf::PROTOCOL_DEFAULT),

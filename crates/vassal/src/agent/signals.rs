@@ -74,7 +74,7 @@ pub(super) async fn wait(
             // An RPC client's `leave` finished: Serf's agent then shuts down, status 0.
             () = left.notified() => break ExitCode::SUCCESS,
             _ = &mut *task => {
-                error!("serf driver stopped unexpectedly");
+                warn!("agent: Serf shutdown detected, quitting");
                 break ExitCode::FAILURE;
             }
         }

@@ -41,6 +41,9 @@ pub(super) async fn start(
     logs: LogHub,
 ) -> Result<Agent, String> {
     println!("==> Starting Serf agent...");
+    // Serf's `Agent.Start` logs this before creating Serf: the first line a `monitor` client
+    // is sent (unless a tags or keyring file was restored just before).
+    info!("agent: Serf agent starting");
     // Events from the very start, so handlers see our own member-join too.
     let (handle, events, task) = vassal_node::spawn_with_events(config)
         .await
@@ -114,9 +117,10 @@ pub(super) async fn start(
     };
 
     if !opts.join.is_empty() {
-        info!("Joining cluster...(replay: {})", opts.replay);
+        // Serf's `startupJoin` says these to the terminal, not the log (retry-join logs them).
+        println!("==> Joining cluster...(replay: {})", opts.replay);
         match join(&handle, &opts.join, opts.replay).await {
-            Ok(n) => info!("Join completed. Synced with {n} initial agents"),
+            Ok(n) => println!("    Join completed. Synced with {n} initial agents"),
             Err(e) => {
                 roles.stop().await;
                 handle.shutdown().await;
@@ -165,12 +169,19 @@ async fn resolve_all(list: &[String]) -> Result<Vec<SocketAddr>, Vec<String>> {
     Ok(addrs)
 }
 
-/// Joins `list`; the number of nodes synced with, or Serf's multi-error text.
+/// Serf's `Agent.Join`: joins `list`, logging it as Serf does; the number of nodes synced
+/// with, or Serf's multi-error text.
 async fn join(handle: &Handle, list: &[String], replay: bool) -> Result<usize, String> {
-    let addrs = resolve_all(list)
-        .await
-        .map_err(|errors| vassal_node::JoinError { errors }.to_string())?;
-    handle.join(addrs, replay).await.map_err(|e| e.to_string())
+    info!("agent: joining: [{}] replay: {replay}", list.join(" "));
+    let result = match resolve_all(list).await {
+        Ok(addrs) => handle.join(addrs, replay).await.map_err(|e| e.to_string()),
+        Err(errors) => Err(vassal_node::JoinError { errors }.to_string()),
+    };
+    match &result {
+        Ok(n) => info!("agent: joined: {n} nodes"),
+        Err(e) => warn!("agent: error joining: {e}"),
+    }
+    result
 }
 
 /// Serf's `retryJoin`: try every `interval` until a join works or `max` attempts failed.
@@ -182,23 +193,23 @@ async fn retry_join(
     replay: bool,
     gave_up: oneshot::Sender<()>,
 ) {
-    info!("Joining cluster...(replay: {replay})");
+    info!("agent: Joining cluster...(replay: {replay})");
     let mut attempt = 0u32;
     loop {
         match join(&handle, &list, replay).await {
             Ok(n) => {
-                info!("Join completed. Synced with {n} initial agents");
+                info!("agent: Join completed. Synced with {n} initial agents");
                 return;
             }
             Err(e) => {
                 attempt += 1;
                 // As in Serf: `-retry-max N` allows N retries after the first attempt.
                 if max > 0 && attempt > max {
-                    error!("maximum retry join attempts made, exiting");
+                    error!("agent: maximum retry join attempts made, exiting");
                     let _ = gave_up.send(());
                     return;
                 }
-                warn!("Join failed: {e}, retrying in {interval:?}");
+                warn!("agent: Join failed: {e}, retrying in {interval:?}");
             }
         }
         tokio::time::sleep(interval).await;

@@ -219,16 +219,47 @@ pub async fn run(script: &str, inv: &Invocation, timeout: Option<Duration>) -> i
             out.output.len()
         );
     }
-    if !out.output.is_empty() {
-        debug!(
-            "agent: Script '{script}' output: {}",
-            String::from_utf8_lossy(&out.output).trim_end()
+    let event = inv
+        .env
+        .iter()
+        .find(|(k, _)| k == "SERF_EVENT")
+        .map_or("", |(_, v)| v.as_str());
+    debug!(
+        "agent: Event '{event}' script output: {}",
+        String::from_utf8_lossy(&out.output).trim_end()
+    );
+    if !out.status.success() && !out.timed_out {
+        error!(
+            "agent: Error invoking script '{script}': {}",
+            go_exit_text(out.status)
         );
     }
-    if !out.status.success() && !out.timed_out {
-        error!("agent: Error invoking script '{script}': {}", out.status);
-    }
     Ok(out)
+}
+
+/// How Go's `os/exec` words a failed run: `exit status 3`, `signal: killed`.
+fn go_exit_text(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("signal: {}", signal_name(sig)),
+        (None, None) => status.to_string(),
+    }
+}
+
+/// Go's names for the signals a handler is likely to die of.
+fn signal_name(sig: i32) -> String {
+    match sig {
+        1 => "hangup".into(),
+        2 => "interrupt".into(),
+        3 => "quit".into(),
+        6 => "aborted".into(),
+        9 => "killed".into(),
+        11 => "segmentation fault".into(),
+        13 => "broken pipe".into(),
+        15 => "terminated".into(),
+        n => format!("signal {n}"),
+    }
 }
 
 /// How the dispatcher runs handlers.
@@ -359,7 +390,7 @@ pub fn spawn_dispatcher(
                 if let (Event::Query(q), Some(node)) = (&event, &node) {
                     if out.status.success() && !out.output.is_empty() {
                         if let Err(e) = node.respond(q.ltime, q.id, &out.output).await {
-                            warn!("agent: failed to respond to query '{}': {e}", q.name);
+                            warn!("agent: Failed to respond to query 'query: {}': {e}", q.name);
                         }
                     }
                 }
@@ -496,7 +527,7 @@ mod tests {
         );
         let logs = text(&logs);
         assert!(
-            logs.contains("Error invoking script 'echo boom >&2; exit 3': exit status: 3"),
+            logs.contains("Error invoking script 'echo boom >&2; exit 3': exit status 3"),
             "{logs}"
         );
         assert!(logs.contains("boom"), "{logs}");

@@ -105,9 +105,11 @@ fn a_16_byte_key_makes_a_keyring() {
 }
 
 #[test]
-fn unimplemented_serf_flags_are_refused_by_name() {
-    let e = options(&args(&["-node=a", "-syslog"])).unwrap_err();
-    assert!(e.to_string().contains("-syslog"), "{e}");
+fn syslog_and_log_json_are_opt_in() {
+    let o = options(&args(&["-node=a"])).unwrap();
+    assert_eq!((o.syslog, o.log_json), (None, false));
+    let o = options(&args(&["-node=a", "-syslog", "-log-json"])).unwrap();
+    assert_eq!((o.syslog, o.log_json), (Some(Facility::LOCAL0), true));
 }
 
 #[test]

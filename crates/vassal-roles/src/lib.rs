@@ -7,7 +7,9 @@
 //!   query, every response marked `X-Served-By`;
 //! - [`load`]: the answer to the `load` query (`uptime`'s line);
 //! - [`haproxy`]: keeps a real HAProxy's backend in step with the same members through its
-//!   runtime API (`vassal agent -haproxy-socket`), instead of the built-in balancer.
+//!   runtime API (`vassal agent -haproxy-socket`), instead of the built-in balancer;
+//! - [`ui`]: the live cluster page (`-ui-addr`): members, a map of the Vivaldi coordinates,
+//!   the node's health and queues, and events as they happen.
 //!
 //! [`pool`] is the pure rotation and health state machine under the balancer; [`backend`] says
 //! which members are backends, and where.
@@ -32,6 +34,7 @@ pub mod lb;
 pub mod load;
 pub mod pool;
 pub mod stats;
+pub mod ui;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -61,6 +64,8 @@ pub struct RolesConfig {
     /// `-lb-header-timeout`, `-lb-max-conns`: the limits of every built-in HTTP server (the
     /// balancer, its stats page, the web role).
     pub http_limits: http::ServeLimits,
+    /// Where the live cluster page is served (`-ui-addr`).
+    pub ui_listen: Option<SocketAddr>,
 }
 
 impl RolesConfig {
@@ -74,6 +79,7 @@ impl RolesConfig {
             answer_load: false,
             lb_backend_cidrs: Vec::new(),
             http_limits: http::ServeLimits::default(),
+            ui_listen: None,
         }
     }
 }
@@ -101,6 +107,7 @@ pub struct Roles {
     pub lb_addr: Option<SocketAddr>,
     pub stats_addr: Option<SocketAddr>,
     pub web_addr: Option<SocketAddr>,
+    pub ui_addr: Option<SocketAddr>,
 }
 
 impl Roles {
@@ -141,11 +148,16 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
         Some(a) => Some(listen("-web-listen", a).await?),
         None => None,
     };
+    let ui_listener = match config.ui_listen {
+        Some(a) => Some(listen("-ui-addr", a).await?),
+        None => None,
+    };
     let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
-    let (lb_addr, stats_addr, web_addr) = (
+    let (lb_addr, stats_addr, web_addr, ui_addr) = (
         local(&lb_listener),
         local(&stats_listener),
         local(&web_listener),
+        local(&ui_listener),
     );
 
     let (stop, stopped) = watch::channel(false);
@@ -203,11 +215,28 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
         )));
         info!("web role listening on {}", url(web_addr));
     }
+    if let Some(listener) = ui_listener {
+        let ui = ui::Ui::new(&config.node, handle.clone(), stopped.clone());
+        tasks.push(tokio::spawn(ui::run_events(
+            ui.clone(),
+            handle.events(),
+            stopped.clone(),
+        )));
+        tasks.push(tokio::spawn(http::serve(
+            "-ui-addr",
+            listener,
+            limits,
+            move |req, _| ui::serve(ui.clone(), req),
+            stopped.clone(),
+        )));
+        info!("cluster page on {}", url(ui_addr));
+    }
     Ok(Roles {
         stop,
         tasks,
         lb_addr,
         stats_addr,
         web_addr,
+        ui_addr,
     })
 }

@@ -75,6 +75,8 @@ pub struct RawConfig {
     pub lb_header_timeout: Option<Duration>,
     pub lb_max_conns: Option<usize>,
     pub lb_backend_cidr: Vec<Cidr>,
+    /// Where the live cluster page is served (`-ui-addr`).
+    pub ui_addr: Option<std::net::SocketAddr>,
 }
 
 /// A configuration file that could not be used.
@@ -151,6 +153,7 @@ const KEYS: &[&str] = &[
     "lb_header_timeout",
     "lb_max_conns",
     "lb_backend_cidr",
+    "ui_addr",
 ];
 
 impl RawConfig {
@@ -332,6 +335,7 @@ impl RawConfig {
             handler_timeout,
             lb_header_timeout,
             lb_max_conns,
+            ui_addr,
         );
         self.tags.extend(later.tags);
         self.lb_backend_cidr.extend(later.lb_backend_cidr);
@@ -486,6 +490,10 @@ impl Decoder<'_> {
             handler_timeout: self.duration("handler_timeout")?,
             lb_header_timeout: self.duration("lb_header_timeout")?,
             lb_max_conns: self.uint("lb_max_conns")?,
+            ui_addr: self.parsed("ui_addr", |v| {
+                v.parse()
+                    .map_err(|_| "expected IP:PORT, e.g. 127.0.0.1:9990".to_owned())
+            })?,
             lb_backend_cidr: self
                 .strings("lb_backend_cidr")?
                 .iter()

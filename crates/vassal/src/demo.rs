@@ -1,7 +1,8 @@
 //! `vassal demo`: Serf's web-load-balancer demo on one machine. One load-balancer agent `lb`
 //! and web agents `web-1..web-N`, each its own `vassal agent` process on its own loopback
 //! address, started in random order after random delays; the web nodes retry-join the
-//! balancer. Ctrl-C stops every agent (by PID) and waits for each.
+//! balancer. The balancer's agent also serves the live cluster page (`-ui-addr`). Ctrl-C stops
+//! every agent (by PID) and waits for each.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -40,6 +41,12 @@ pub fn flags() -> FlagSet {
             "Where its stats page is (default 127.0.0.1:9999)",
         )
         .flag(
+            "ui-addr",
+            Kind::Value,
+            "<ip:port>",
+            "Where the lb node serves the live cluster page (default 127.0.0.1:9990)",
+        )
+        .flag(
             "bind-base",
             Kind::Value,
             "<ip>",
@@ -70,6 +77,7 @@ pub struct DemoOptions {
     pub web: u8,
     pub lb_listen: SocketAddr,
     pub lb_stats: SocketAddr,
+    pub ui_addr: SocketAddr,
     pub base: Ipv4Addr,
     pub web_port: u16,
     pub profile: crate::parse::Profile,
@@ -117,6 +125,7 @@ pub fn options(args: &[String]) -> Result<DemoOptions, FlagError> {
         web,
         lb_listen: p.parse_or("lb-listen", ([127, 0, 0, 1], 8080).into(), addr)?,
         lb_stats: p.parse_or("lb-stats", ([127, 0, 0, 1], 9999).into(), addr)?,
+        ui_addr: p.parse_or("ui-addr", ([127, 0, 0, 1], 9990).into(), addr)?,
         base,
         web_port: p.parse_or("web-port", 8000, |v| {
             v.parse().map_err(|_| "expected a port number".to_owned())
@@ -164,6 +173,7 @@ fn plan(o: &DemoOptions) -> Vec<Node> {
         "role=lb".to_owned(),
         format!("-lb-listen={}", o.lb_listen),
         format!("-lb-stats={}", o.lb_stats),
+        format!("-ui-addr={}", o.ui_addr),
         // The web nodes are on loopback, whatever -lb-listen says (e.g. 0.0.0.0 to show the
         // demo to another machine): allow exactly them.
         "-lb-backend-cidr=127.0.0.0/8".to_owned(),
@@ -240,7 +250,11 @@ pub async fn run(o: DemoOptions) -> ExitCode {
 
 /// Fails with a hint if an address the demo needs is taken (another demo, or agents by hand).
 fn preflight(o: &DemoOptions, nodes: &[Node]) -> Result<(), String> {
-    let mut wanted = vec![("-lb-listen", o.lb_listen), ("-lb-stats", o.lb_stats)];
+    let mut wanted = vec![
+        ("-lb-listen", o.lb_listen),
+        ("-lb-stats", o.lb_stats),
+        ("-ui-addr", o.ui_addr),
+    ];
     for n in nodes {
         wanted.push(("-bind-base", n.gossip()));
         if n.name != "lb" {
@@ -290,6 +304,7 @@ async fn demo(o: DemoOptions) -> Result<ExitCode, String> {
         "    Load balancer stats:             http://{}/",
         o.lb_stats
     );
+    println!("    Cluster page (members, map):     http://{}/", o.ui_addr);
     println!("    Agent logs:                      {}", log_dir.display());
     println!();
     println!("    {:<8} {:<21} {:<21} web", "node", "gossip", "rpc");
@@ -425,6 +440,9 @@ mod tests {
         assert!(nodes[0]
             .args
             .contains(&"-lb-stats=127.0.0.1:9999".to_owned()));
+        assert!(nodes[0]
+            .args
+            .contains(&"-ui-addr=127.0.0.1:9990".to_owned()));
         assert!(nodes[0].args.contains(&"-node=lb".to_owned()));
         for w in &nodes[1..] {
             assert!(w.args.contains(&format!("-node={}", w.name)));
@@ -450,6 +468,7 @@ mod tests {
             (&["-bind-base=10.0.0.1"], "-bind-base"),
             (&["-bind-base=127.0.0.250", "-web=5"], "-bind-base"),
             (&["-lb-listen=8080"], "-lb-listen"),
+            (&["-ui-addr=9990"], "-ui-addr"),
         ] {
             let e = options(&args(a)).unwrap_err().to_string();
             assert!(e.contains(flag), "{a:?}: {e}");

@@ -1,148 +1,23 @@
 //! `vassal demo` itself (issue 5), as a person runs it: start it, open the URLs it prints,
 //! press Ctrl-C, and find nothing left running. It serves on the issue's fixed ports
-//! 127.0.0.1:8080 and :9999, so this is the only test that uses them; its agents' gossip
-//! addresses are moved off the default 127.0.0.10.. with -bind-base.
+//! 127.0.0.1:8080 and :9999 (and the cluster page's default :9990), so this is the only test
+//! that uses them; its agents' gossip addresses are moved off the default 127.0.0.10.. with
+//! -bind-base.
 //! Run `cargo build --release --bin vassal` first.
 
+#[path = "support/demo.rs"]
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use vassal_testkit::{http_get, vassal_bin, wait_until, Loopback};
+use support::{alive, fresh_base, started, Demo};
+use vassal_testkit::{http_get, wait_until, Loopback};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The running `vassal demo`, its output collected line by line. Dropped early (a failing
-/// test), it interrupts the demo so that it stops its agents, and kills it after 15 s.
-struct Demo {
-    child: Child,
-    out: Arc<Mutex<String>>,
-}
-
-impl Demo {
-    fn start(args: &[String]) -> Self {
-        let bin = vassal_bin();
-        assert!(
-            bin.exists(),
-            "{} not found: run `cargo build --release --bin vassal` first",
-            bin.display()
-        );
-        let mut child = Command::new(&bin)
-            .arg("demo")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning vassal demo");
-        let out = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let out = out.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut o = out.lock().unwrap();
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
-        Demo { child, out }
-    }
-
-    fn output(&self) -> String {
-        self.out.lock().unwrap().clone()
-    }
-
-    /// Waits until the demo says all `n` agents started; its output so far.
-    #[track_caller]
-    fn wait_started(&self, n: usize) -> String {
-        let line = format!("==> all {n} agents started");
-        wait_until(
-            Duration::from_secs(20),
-            "the demo to start its agents",
-            || {
-                let out = self.output();
-                if out.contains(&line) {
-                    Ok(out)
-                } else {
-                    Err(out)
-                }
-            },
-        )
-    }
-
-    fn interrupt(&self) {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        kill(pid, Signal::SIGINT).expect("SIGINT to our own demo process");
-    }
-
-    /// Waits for the demo to exit; panics with its output after `deadline`.
-    fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
-        let mut child_status = None;
-        let out = self.out.clone();
-        wait_until(deadline, "vassal demo to exit", || {
-            match self.child.try_wait().expect("waitpid on vassal demo") {
-                Some(s) => {
-                    child_status = Some(s);
-                    Ok(())
-                }
-                None => Err(out.lock().unwrap().clone()),
-            }
-        });
-        child_status.unwrap()
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.interrupt();
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(15) {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("---- vassal demo output ----\n{}", self.output());
-        }
-    }
-}
-
-/// `name → pid` from the demo's `==> started NAME (pid N, ...` lines.
-fn started(out: &str) -> BTreeMap<String, i32> {
-    out.lines()
-        .filter_map(|l| l.strip_prefix("==> started "))
-        .filter_map(|rest| {
-            let (name, rest) = rest.split_once(" (pid ")?;
-            let pid = rest.split(',').next()?.parse().ok()?;
-            Some((name.to_owned(), pid))
-        })
-        .collect()
-}
-
-fn alive(pid: i32) -> bool {
-    // Signal 0 checks existence; a zombie would also count, but the demo reaps its children.
-    kill(Pid::from_raw(pid), None).is_ok()
-}
-
-/// A loopback address with room above it for the demo's agents (`-bind-base`).
-fn fresh_base() -> Ipv4Addr {
-    let [a, b, c, d] = Loopback::fresh().ip().octets();
-    Ipv4Addr::new(a, b, c, d % 200 + 1)
-}
 
 // Issue 5: `vassal demo` prints its URLs, round-robins through 127.0.0.1:8080, lists the three
 // backends on 127.0.0.1:9999, and on Ctrl-C stops every agent it started.
@@ -158,6 +33,7 @@ fn vassal_demo_serves_round_robin_and_ctrl_c_stops_every_agent() {
     let out = demo.wait_started(4);
     assert!(out.contains("http://127.0.0.1:8080/"), "{out}");
     assert!(out.contains("http://127.0.0.1:9999/"), "{out}");
+    assert!(out.contains("http://127.0.0.1:9990/"), "{out}");
     for i in 0..4u8 {
         let [a, b, c, d] = base.octets();
         let rpc = format!("{}:7373", Ipv4Addr::new(a, b, c, d + i));
@@ -198,6 +74,24 @@ fn vassal_demo_serves_round_robin_and_ctrl_c_stops_every_agent() {
         .map(|n| (n.to_string(), 10))
         .collect();
     assert_eq!(counts, even);
+    // Issue 13: the lb node serves the cluster page, listing all four members.
+    let ui: SocketAddr = "127.0.0.1:9990".parse().unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the cluster page to list four alive members",
+        || {
+            let r = http_get(ui, "/cluster.json", HTTP_TIMEOUT)?;
+            let v: serde_json::Value = serde_json::from_str(&r.body).map_err(|e| e.to_string())?;
+            let alive = v["members"]
+                .as_array()
+                .map_or(0, |m| m.iter().filter(|m| m["status"] == "alive").count());
+            if alive == 4 && v["node"] == "lb" {
+                Ok(())
+            } else {
+                Err(format!("{v:#}"))
+            }
+        },
+    );
     let page = http_get(stats, "/", HTTP_TIMEOUT).unwrap();
     for n in ["web-1", "web-2", "web-3"] {
         assert!(
@@ -238,6 +132,7 @@ fn vassal_demo_reports_an_agent_that_dies() {
         format!("-bind-base={base}"),
         format!("-lb-listen={}", lo.addr()),
         format!("-lb-stats={}", lo.addr()),
+        format!("-ui-addr={}", lo.addr()),
         format!("-log-dir={}", log_dir.path().display()),
     ]);
     let out = demo.wait_started(2);
@@ -272,6 +167,7 @@ fn vassal_demo_refuses_a_taken_port_and_names_the_flag() {
         format!("-bind-base={base}"),
         format!("-lb-listen={}", taken.local_addr().unwrap()),
         format!("-lb-stats={}", lo.addr()),
+        format!("-ui-addr={}", lo.addr()),
     ]);
     let status = demo.wait_exit(Duration::from_secs(10));
     let out = demo.output();

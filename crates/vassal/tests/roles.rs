@@ -3,6 +3,9 @@
 //! a real `target/release/vassal agent` on its own loopback address (build it first:
 //! `cargo build --release --bin vassal`).
 
+#[path = "support/chromium.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::chromium;
 use vassal_testkit::{http_get, wait_until, Loopback, VassalAgent, VassalAgentBuilder};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -449,56 +453,6 @@ fn a_taken_lb_port_is_refused_with_the_flag_named() {
         log.contains("cannot listen on") && log.contains("-lb-listen"),
         "{log}"
     );
-}
-
-/// Headless Chromium (Debian's `chromium`, installed by scripts/setup): `--dump-dom` of `url`
-/// after its scripts ran, and a screenshot saved as `target/artifacts/<shot>.png`.
-fn chromium(url: &str, shot: &str) -> String {
-    let bin = std::path::Path::new("/usr/bin/chromium");
-    assert!(
-        bin.exists(),
-        "{} not found: run scripts/setup (it installs Debian's chromium)",
-        bin.display()
-    );
-    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let png = artifacts.join(format!("{shot}.png"));
-    let _ = std::fs::remove_file(&png);
-    let profile = tempfile::tempdir().unwrap();
-    let common = |extra: &[String]| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--hide-scrollbars",
-            "--virtual-time-budget=3000",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.push(format!("--user-data-dir={}", profile.path().display()));
-        a.extend(extra.iter().cloned());
-        a.push(url.to_owned());
-        a
-    };
-    let deadline = Duration::from_secs(90);
-    let dom = vassal_testkit::run_with_timeout(bin, &common(&["--dump-dom".into()]), deadline)
-        .unwrap_or_else(|e| panic!("chromium --dump-dom {url}: {e}"));
-    vassal_testkit::run_with_timeout(
-        bin,
-        &common(&[
-            format!("--screenshot={}", png.display()),
-            "--window-size=1100,520".into(),
-        ]),
-        deadline,
-    )
-    .unwrap_or_else(|e| panic!("chromium --screenshot {url}: {e}"));
-    let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
-    assert!(size > 1000, "{} is {size} bytes", png.display());
-    println!("screenshot: {}", png.canonicalize().unwrap().display());
-    dom
 }
 
 // What a person sees in a browser: the stats page lists every backend (filled in live by its

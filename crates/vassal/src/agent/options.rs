@@ -184,6 +184,12 @@ pub fn flags() -> FlagSet {
             "Run the built-in web role here (sets tag http_port)",
         )
         .flag(
+            "ui-addr",
+            Kind::Value,
+            "<ip:port>",
+            "Serve the live cluster page (members, coordinate map, events) here (default: off)",
+        )
+        .flag(
             "lb-backend-cidr",
             Kind::Multi,
             "<cidr>",
@@ -311,7 +317,8 @@ pub struct AgentOptions {
     pub keyring_file: Option<PathBuf>,
     /// `-haproxy-socket` and the sync's settings.
     pub haproxy: Option<(std::path::PathBuf, vassal_roles::haproxy::SyncConfig)>,
-    /// The built-in demo roles (`-lb-listen`, `-lb-stats`, `-web-listen`).
+    /// The built-in demo roles (`-lb-listen`, `-lb-stats`, `-web-listen`) and the cluster page
+    /// (`-ui-addr`).
     pub roles: vassal_roles::RolesConfig,
     pub rpc_addr: String,
     pub rpc_auth: String,
@@ -453,6 +460,7 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         role_addr("lb-stats")?,
         role_addr("web-listen")?,
     );
+    let ui_listen = role_addr("ui-addr")?.or(file.ui_addr);
     if let (Some(s), None) = (lb_stats, lb_listen) {
         return Err(bad(
             "lb-stats",
@@ -504,6 +512,7 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         answer_load: has_role && !handler_answers_load,
         lb_backend_cidrs,
         http_limits,
+        ui_listen,
         ..vassal_roles::RolesConfig::new(&node)
     };
     let list = |flag: &str, file: &[String]| -> Vec<String> {

@@ -387,3 +387,25 @@ fn a_tag_without_a_name_is_refused_in_a_file_too() {
     let e = options(&args(&[&file])).unwrap_err().to_string();
     assert!(e.contains("agent.json") && e.contains("\"tags\""), "{e}");
 }
+
+// Issue 13: the cluster page is off unless `-ui-addr` or the `ui_addr` key names an address;
+// the flag wins over the file.
+#[test]
+fn the_cluster_page_is_off_by_default_and_set_by_flag_or_file() {
+    assert_eq!(options(&[]).unwrap().roles.ui_listen, None);
+    let o = options(&args(&["-ui-addr=127.0.0.1:9990"])).unwrap();
+    assert_eq!(o.roles.ui_listen, Some("127.0.0.1:9990".parse().unwrap()));
+    let e = options(&args(&["-ui-addr=9990"])).unwrap_err().to_string();
+    assert!(e.contains("-ui-addr") && e.contains("IP:PORT"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_file(&dir, r#"{"ui_addr": "127.0.0.2:9990"}"#);
+    let o = options(&args(&[&file])).unwrap();
+    assert_eq!(o.roles.ui_listen, Some("127.0.0.2:9990".parse().unwrap()));
+    let o = options(&args(&[&file, "-ui-addr=127.0.0.3:9991"])).unwrap();
+    assert_eq!(o.roles.ui_listen, Some("127.0.0.3:9991".parse().unwrap()));
+
+    let bad = config_file(&dir, r#"{"ui_addr": "localhost"}"#);
+    let e = options(&args(&[&bad])).unwrap_err().to_string();
+    assert!(e.contains("ui_addr") && e.contains("IP:PORT"), "{e}");
+}

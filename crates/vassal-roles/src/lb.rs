@@ -102,6 +102,18 @@ impl Lb {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Publishes how many backends are in rotation (`vassal.lb.in_rotation`), after any change
+    /// to the pool's membership or checks.
+    fn publish_rotation(pool: &Pool) {
+        metrics::gauge!("vassal.lb.in_rotation").set(pool.in_rotation().len() as f64);
+    }
+
+    /// A request the balancer could not serve (`vassal.lb.failed`).
+    fn count_failed(&self) {
+        self.totals.failed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("vassal.lb.failed").increment(1);
+    }
+
     pub fn stats(&self) -> Stats {
         let now = Instant::now();
         let pool = self.pool();
@@ -149,6 +161,7 @@ impl Lb {
                 (MemberEventKind::Failed, Some(_)) => pool.member_failed(&m.name),
             }
             debug!(node = %m.name, event = %kind, in_rotation = ?pool.in_rotation(), "lb: member event");
+            Self::publish_rotation(&pool);
         }
     }
 
@@ -176,6 +189,7 @@ impl Lb {
                 MemberStatus::None => {}
             }
         }
+        Self::publish_rotation(&pool);
     }
 
     /// One health check: `GET /` answered with a status below 500 within [`CHECK_TIMEOUT`].
@@ -205,7 +219,12 @@ impl Lb {
         let was = pool.in_rotation().contains(&pick.name.as_str());
         pool.check_result(&pick, ok, detail.clone(), Instant::now());
         let is = pool.in_rotation().contains(&pick.name.as_str());
+        Self::publish_rotation(&pool);
         drop(pool);
+        if !ok {
+            metrics::counter!("vassal.lb.check_failures", "backend" => pick.name.clone())
+                .increment(1);
+        }
         if was != is {
             info!(backend = %pick.name, addr = %pick.addr, check = %detail,
                 "lb: {} is {} rotation", pick.name, if is { "in" } else { "out of" });
@@ -220,20 +239,21 @@ impl Lb {
         peer: SocketAddr,
     ) -> Response<Body> {
         self.totals.requests.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("vassal.lb.requests").increment(1);
         let (parts, body) = req.into_parts();
         let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect())
             .await
         {
             Ok(Ok(b)) => b.to_bytes(),
             Err(_) => {
-                self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                self.count_failed();
                 return http::text(
                     StatusCode::REQUEST_TIMEOUT,
                     format!("request body not received within {BODY_TIMEOUT:?}"),
                 );
             }
             Ok(Err(e)) => {
-                self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                self.count_failed();
                 return http::text(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("request body not read: {e} (the balancer buffers at most {MAX_BODY} bytes)"),
@@ -259,7 +279,7 @@ impl Lb {
         let mut errors: Vec<String> = Vec::new();
         loop {
             let Some(pick) = self.pool().pick(&tried) else {
-                self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                self.count_failed();
                 return if tried.is_empty() {
                     http::text(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -274,6 +294,7 @@ impl Lb {
             };
             if !tried.is_empty() {
                 self.totals.retries.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("vassal.lb.retries").increment(1);
             }
             let mut out = Request::new(Full::new(body.clone()));
             *out.method_mut() = parts.method.clone();
@@ -287,9 +308,20 @@ impl Lb {
             }
             append_forwarded_for(out.headers_mut(), peer);
 
+            let backend = pick.name.clone();
+            metrics::counter!("vassal.lb.backend.requests", "backend" => backend.clone())
+                .increment(1);
+            let sent = Instant::now();
             let result = tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(out)).await;
+            if !matches!(result, Ok(Ok(_))) {
+                metrics::counter!("vassal.lb.backend.failures", "backend" => backend.clone())
+                    .increment(1);
+            }
             match result {
                 Ok(Ok(resp)) => {
+                    // Time to the response's headers, in milliseconds as Go's timers.
+                    metrics::histogram!("vassal.lb.backend.latency", "backend" => backend)
+                        .record(sent.elapsed().as_secs_f64() * 1000.0);
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
                     let body = Tracked {
@@ -313,7 +345,7 @@ impl Lb {
                     errors.push(format!("{}: {}", pick.name, describe(&e)));
                     tried.push(pick.name);
                     if !(connect || idempotent) {
-                        self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                        self.count_failed();
                         return http::text(
                             StatusCode::BAD_GATEWAY,
                             format!("backend failed: {}", errors.join("; ")),
@@ -322,7 +354,7 @@ impl Lb {
                 }
                 Err(_) => {
                     self.pool().finished(&pick, Outcome::Broken, Instant::now());
-                    self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                    self.count_failed();
                     return http::text(
                         StatusCode::GATEWAY_TIMEOUT,
                         format!("{} did not answer within {RESPONSE_TIMEOUT:?}", pick.name),

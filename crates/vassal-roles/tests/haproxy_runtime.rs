@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use vassal_testkit::{wait_until, Haproxy, Loopback, Wrk, WrkReport};
+use vassal_testkit::{http_get, wait_until, Haproxy, Loopback, Wrk, WrkReport};
 
 fn lines_with(log: &str, needle: &str) -> Vec<String> {
     log.lines()
@@ -21,6 +21,7 @@ fn lines_with(log: &str, needle: &str) -> Vec<String> {
 fn cluster(
     label: &str,
     sections: impl Fn(std::net::SocketAddr) -> String,
+    extra: &[String],
 ) -> (
     Loopback,
     std::net::SocketAddr,
@@ -31,7 +32,7 @@ fn cluster(
     let lo = Loopback::fresh();
     let fe = lo.addr();
     let haproxy = Haproxy::start(label, &sections(fe));
-    let lb = runtime_lb(&lo, &haproxy);
+    let lb = runtime_lb_with(&lo, &haproxy, extra);
     let nodes = ["w1", "w2", "w3"]
         .iter()
         .map(|n| web_node(n, &lo, lo.addr(), true, lb.addr()))
@@ -43,7 +44,12 @@ fn cluster(
 // serving (no reload); a kill -9 goes into maintenance at once (no drain) and is deleted.
 #[test]
 fn web_members_become_haproxy_servers_without_a_reload_and_failures_are_cut() {
-    let (_lo, fe, mut haproxy, mut lb, mut nodes) = cluster("runtime", runtime_sections);
+    let metrics = Loopback::fresh().addr();
+    let (_lo, fe, mut haproxy, mut lb, mut nodes) = cluster(
+        "runtime",
+        runtime_sections,
+        &[format!("-metrics-addr={metrics}")],
+    );
     let want = ready(&nodes);
     wait_servers(
         &haproxy,
@@ -89,6 +95,32 @@ fn web_members_become_haproxy_servers_without_a_reload_and_failures_are_cut() {
     assert!(lines_with(&log, "web/w3 state drain").is_empty(), "{log}");
     wait_answering(fe, &["w1", "w2"], &mut lb);
     haproxy.assert_running();
+
+    // The sync's own figures: the commands HAProxy took, and two servers in rotation.
+    wait_until(SETTLE, "the HAProxy sync's figures on /metrics", || {
+        let page = http_get(metrics, "/metrics", Duration::from_secs(5))?.body;
+        let value = |series: &str| {
+            page.lines().find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+        };
+        let (commands, ready) = (
+            value("vassal_haproxy_commands"),
+            value("vassal_haproxy_in_rotation"),
+        );
+        // Three adds with their enables, then w3's maint and del: at least 11 commands.
+        if commands.is_some_and(|c| c >= 11.0) && ready == Some(2.0) {
+            Ok(())
+        } else {
+            Err(format!(
+                "commands {commands:?}, in rotation {ready:?}\n{page}"
+            ))
+        }
+    });
 }
 
 // Issue 5: a graceful leave under load fails no request. wrk keeps 8 connections busy on the
@@ -96,7 +128,7 @@ fn web_members_become_haproxy_servers_without_a_reload_and_failures_are_cut() {
 // as on a real web node. HAProxy must have drained w1 by then.
 #[test]
 fn a_graceful_leave_under_load_fails_no_request() {
-    let (_lo, fe, haproxy, mut lb, mut nodes) = cluster("leave", runtime_sections);
+    let (_lo, fe, haproxy, mut lb, mut nodes) = cluster("leave", runtime_sections, &[]);
     wait_servers(&haproxy, &mut lb, &ready(&nodes), "three ready servers");
 
     let wrk = Wrk::spawn(&format!("http://{fe}/"), 1, 8, Duration::from_secs(5));

@@ -241,3 +241,64 @@ fn sigusr1_prints_the_in_memory_sink_and_the_agent_keeps_running() {
     let out = a.cli(&["members"]).expect("members after SIGUSR1");
     assert_eq!(out.lines().count(), 2, "{out}");
 }
+
+/// The value of the first line of `page` that starts with `series` (name and labels, as
+/// written), if any.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+fn the_balancer_exports_requests_latency_and_rotation_per_backend() {
+    let lo = Loopback::fresh();
+    let (proxy, metrics) = (lo.addr(), lo.addr());
+    let lb = VassalAgent::builder("lb", &lo)
+        .tag("role", "lb")
+        .arg(&format!("-lb-listen={proxy}"))
+        .arg(&format!("-metrics-addr={metrics}"))
+        .spawn_ready();
+    let web_lo = Loopback::fresh();
+    let web = VassalAgent::builder("w1", &web_lo)
+        .tag("role", "web")
+        .arg(&format!("-web-listen={}", web_lo.addr()))
+        .join(lb.addr())
+        .spawn_ready();
+    lb.wait_alive_count(2, CONVERGE);
+    // Through the balancer once the web node is in rotation (its first check passed).
+    wait_until(
+        CONVERGE,
+        "a request through the balancer to be answered",
+        || {
+            let r = http_get(proxy, "/", Duration::from_secs(5))?;
+            (r.status == 200).then_some(()).ok_or(format!("{r:?}"))
+        },
+    );
+    let page = wait_until(CONVERGE, "the balancer's figures on /metrics", || {
+        let page = http_get(metrics, "/metrics", Duration::from_secs(5))?.body;
+        let requests = sample(&page, "vassal_lb_requests").unwrap_or(0.0);
+        let to_w1 = sample(&page, r#"vassal_lb_backend_requests{backend="w1"}"#).unwrap_or(0.0);
+        let rotation = sample(&page, "vassal_lb_in_rotation");
+        if requests >= 1.0 && to_w1 >= 1.0 && rotation == Some(1.0) {
+            Ok(page)
+        } else {
+            Err(format!(
+                "requests {requests}, to w1 {to_w1}, in rotation {rotation:?}\n{page}"
+            ))
+        }
+    });
+    assert!(
+        page.lines()
+            .any(|l| l.starts_with("vassal_lb_backend_latency") && l.contains(r#"backend="w1""#)),
+        "no latency for w1 in\n{page}"
+    );
+    if let Err(e) = promtool_check_metrics(&page) {
+        panic!("{e}\nthe page:\n{page}");
+    }
+    drop(web);
+}

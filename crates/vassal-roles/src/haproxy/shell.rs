@@ -58,6 +58,13 @@ async fn carry_out(sync: &mut BackendSync, api: &RuntimeApi) {
         match out {
             Output::ReadServers => {
                 let r = api.servers_state(&backend).await;
+                if let Ok(servers) = &r {
+                    // In rotation: neither in maintenance nor draining (the admin state alone;
+                    // HAProxy's own health checks are its business).
+                    let ready = servers.iter().filter(|s| s.admin == 0).count();
+                    metrics::gauge!("vassal.haproxy.servers").set(servers.len() as f64);
+                    metrics::gauge!("vassal.haproxy.in_rotation").set(ready as f64);
+                }
                 sync.handle_servers(now(), r.map_err(log_error));
             }
             Output::ReadSessions => {
@@ -68,8 +75,17 @@ async fn carry_out(sync: &mut BackendSync, api: &RuntimeApi) {
                 let mut result = Ok(());
                 for command in commands {
                     match api.run(&command).await {
-                        Ok(()) => info!("{command}"),
+                        Ok(()) => {
+                            metrics::counter!("vassal.haproxy.commands").increment(1);
+                            info!("{command}");
+                        }
                         Err(e) => {
+                            // HAProxy understood and said no, as against a socket that failed.
+                            if matches!(e, ApiError::Refused { .. }) {
+                                metrics::counter!("vassal.haproxy.refusals").increment(1);
+                            } else {
+                                metrics::counter!("vassal.haproxy.errors").increment(1);
+                            }
                             let message = log_error(e);
                             result = Err(RunError { command, message });
                             break;

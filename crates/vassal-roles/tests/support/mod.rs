@@ -70,11 +70,14 @@ pub fn lb_agent(name: &str, lo: &Loopback, extra: &[String]) -> VassalAgent {
 
 /// The runtime-API load balancer: `vassal agent -haproxy-socket=…`, its sync running.
 pub fn runtime_lb(lo: &Loopback, haproxy: &Haproxy) -> VassalAgent {
-    let mut lb = lb_agent(
-        "lb",
-        lo,
-        &[format!("-haproxy-socket={}", haproxy.socket().display())],
-    );
+    runtime_lb_with(lo, haproxy, &[])
+}
+
+/// [`runtime_lb`] with more agent arguments.
+pub fn runtime_lb_with(lo: &Loopback, haproxy: &Haproxy, extra: &[String]) -> VassalAgent {
+    let mut args = vec![format!("-haproxy-socket={}", haproxy.socket().display())];
+    args.extend_from_slice(extra);
+    let mut lb = lb_agent("lb", lo, &args);
     lb.wait_log_contains("syncing HAProxy backend \"web\"", SETTLE);
     lb
 }

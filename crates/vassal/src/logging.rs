@@ -395,7 +395,14 @@ fn now() -> (u64, u32) {
 /// (year, month, day, hour, minute, second) in UTC.
 fn civil(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
+    let (year, month, day) = civil_from_days(days);
+    (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Howard Hinnant's `civil_from_days`: the date `days` after 1970-01-01 as (year, month, day).
+/// The log's timestamps and the in-memory metrics dump share it.
+#[allow(clippy::cast_possible_wrap)]
+pub(crate) fn civil_from_days(days: u64) -> (i64, i64, i64) {
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -404,8 +411,7 @@ fn civil(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60)
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// `YYYY/MM/DD HH:MM:SS` in UTC, like Go's `log` with `LstdFlags`.

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::registry::lock;
+use crate::logging::civil_from_days;
 
 /// Serf's agent: `NewInmemSink(10*time.Second, time.Minute)`.
 pub const INTERVAL: Duration = Duration::from_secs(10);
@@ -243,20 +244,6 @@ pub fn go_time(t: SystemTime, mono: Option<Duration>) -> String {
         let _ = write!(out, " m=+{}.{:09}", m.as_secs(), m.subsec_nanos());
     }
     out
-}
-
-/// Howard Hinnant's `civil_from_days`: the date `days` after 1970-01-01.
-#[allow(clippy::cast_possible_wrap)]
-fn civil_from_days(days: u64) -> (i64, i64, i64) {
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 #[cfg(test)]

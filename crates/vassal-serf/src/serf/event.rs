@@ -8,7 +8,7 @@ use tracing::warn;
 use vassal_memberlist::broadcast::TransmitLimitedQueue;
 use vassal_memberlist::JoinId;
 
-use super::{ring_slot, Core, Event, Serf};
+use super::{before_buffer, ring_slot, Core, Event, Serf};
 use crate::clock::LamportClock;
 use crate::messages::{self, SerfMessage, UserEvent, UserEventEntry, UserEvents};
 
@@ -115,10 +115,8 @@ impl Core {
         if e.ltime < state.min_time {
             return false;
         }
-        // Older than the buffer reaches back: we can no longer tell whether we saw it.
-        let window = EVENT_BUFFER_SIZE as u64;
         let cur = state.clock.time();
-        if cur > window && e.ltime < cur.saturating_sub(window) {
+        if before_buffer(e.ltime, cur) {
             warn!(
                 "serf: received old event {} from time {} (current: {cur})",
                 e.name, e.ltime

@@ -702,3 +702,11 @@ impl Core {
 fn ring_slot(ltime: u64) -> usize {
     (ltime % EVENT_BUFFER_SIZE as u64) as usize
 }
+
+/// Whether `ltime` is older than a dedup buffer of [`EVENT_BUFFER_SIZE`] slots reaches back
+/// from the clock's `current` time: we can no longer tell whether we saw it (Serf drops such
+/// user events and queries as old).
+fn before_buffer(ltime: u64, current: u64) -> bool {
+    let window = EVENT_BUFFER_SIZE as u64;
+    current > window && ltime < current.saturating_sub(window)
+}

@@ -13,7 +13,7 @@ use vassal_memberlist::limits::later;
 use vassal_memberlist::{self as ml};
 
 use super::internal_query::INTERNAL_QUERY_PREFIX;
-use super::{ring_slot, Core, Event, Outcome, Serf, EVENT_BUFFER_SIZE};
+use super::{before_buffer, ring_slot, Core, Event, Outcome, Serf, EVENT_BUFFER_SIZE};
 use crate::clock::LamportClock;
 use crate::member::MemberStatus;
 use crate::messages::{self, Filter, QueryMsg, QueryResponseMsg, SerfMessage};
@@ -266,10 +266,8 @@ impl Core {
         if q.ltime < queries.min_time {
             return false;
         }
-        // Older than the dedup buffer reaches back: we can no longer tell whether we saw it.
-        let window = EVENT_BUFFER_SIZE as u64;
         let cur = queries.clock.time();
-        if cur > window && q.ltime < cur.saturating_sub(window) {
+        if before_buffer(q.ltime, cur) {
             warn!(
                 "serf: received old query {} from time {} (current: {cur})",
                 q.name, q.ltime

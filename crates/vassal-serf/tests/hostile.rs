@@ -9,8 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{addr, events, node, packet, run_for, serf_packet, user_event, user_names, VSN};
-use vassal_memberlist::wire::{Alive, Message};
+use support::{addr, events, forged_alive, node, run_for, serf_packet, user_event, user_names};
 use vassal_serf::messages::{self, QueryMsg};
 use vassal_serf::{Event, Outcome, SerfMessage};
 
@@ -71,15 +70,7 @@ fn a_lone_node_keeps_its_name_when_a_forged_alive_claims_it() {
     // "Remote shutdown": Go Serf 0.9.4 counts 0 answers of 0 as a lost vote and exits.
     let mut now = Instant::now();
     let mut s = node("a", 1, now);
-    let forged = Message::Alive(Alive {
-        incarnation: 2,
-        node: "a".into(),
-        addr: addr(9).ip(),
-        port: 7946,
-        meta: vec![],
-        vsn: VSN,
-    });
-    s.handle_packet(addr(9), &packet(forged), now);
+    s.handle_packet(addr(9), &forged_alive("a", 2, 9), now);
     let outcomes = run_for(&mut s, &mut now, Duration::from_secs(30));
     assert!(
         !outcomes.iter().any(|o| matches!(o, Outcome::Shutdown(_))),

@@ -11,7 +11,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{addr, events, node, packet, serf_packet, user_event, user_names, Cluster, VSN};
+use support::{
+    addr, events, forged_alive, node, packet, serf_packet, user_event, user_names, Cluster, VSN,
+};
 use vassal_memberlist::wire::{Alive, Message};
 use vassal_memberlist::Transmit;
 
@@ -331,15 +333,7 @@ fn a_lone_node_leaves_without_waiting_for_its_broadcast() {
 fn a_name_conflict_is_put_to_a_vote_that_we_win() {
     let now = Instant::now();
     let mut c = joined_pair(now, |_| {});
-    let forged = Message::Alive(Alive {
-        incarnation: 100,
-        node: "a".into(),
-        addr: addr(9).ip(),
-        port: 7946,
-        meta: vec![],
-        vsn: VSN,
-    });
-    c.nodes[0].handle_packet(addr(9), &packet(forged), c.now);
+    c.nodes[0].handle_packet(addr(9), &forged_alive("a", 100, 9), c.now);
     assert!(c.nodes[0].core.internal.conflict_vote.is_some());
     c.deliver();
     c.run_for(Duration::from_secs(10));
@@ -362,15 +356,7 @@ fn conflict_answers_count_only_from_known_live_members() {
     let now = Instant::now();
     let mut s = node("a", 1, now);
     s.handle_packet(addr(2), &alive("b", 2), now);
-    let forged = Message::Alive(Alive {
-        incarnation: 100,
-        node: "a".into(),
-        addr: addr(9).ip(),
-        port: 7946,
-        meta: vec![],
-        vsn: VSN,
-    });
-    s.handle_packet(addr(9), &packet(forged), now);
+    s.handle_packet(addr(9), &forged_alive("a", 100, 9), now);
     let Some(vote) = s.core.internal.conflict_vote.clone() else {
         panic!("no vote started");
     };

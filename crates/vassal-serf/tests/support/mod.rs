@@ -46,6 +46,19 @@ pub fn packet(msg: Message) -> Vec<u8> {
     wire::encode_packet(&[wire::encode_message(&msg)], &opts, [0; 12])
 }
 
+/// A memberlist `alive` claiming `name` at incarnation `incarnation` from `addr(i)`, with no
+/// tags: the forger's packet in the name-conflict tests.
+pub fn forged_alive(name: &str, incarnation: u32, i: u8) -> Vec<u8> {
+    packet(Message::Alive(wire::Alive {
+        incarnation,
+        node: name.into(),
+        addr: addr(i).ip(),
+        port: 7946,
+        meta: vec![],
+        vsn: VSN,
+    }))
+}
+
 /// A Serf message gossiped in a memberlist user message.
 pub fn serf_packet(msg: &SerfMessage) -> Vec<u8> {
     packet(Message::User(messages::encode(msg)))

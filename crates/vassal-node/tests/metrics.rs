@@ -2,21 +2,15 @@
 //! `DebuggingRecorder` as that thread's recorder, count Go's `memberlist.udp.*` and
 //! `memberlist.tcp.*` as they join, beside the core's `serf.member.join`.
 
+mod support;
+
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::MetricKind;
+use support::node;
 use tokio::time::Instant;
-use vassal_node::{spawn, Handle, NodeConfig};
 use vassal_serf::MemberStatus;
-
-async fn node(name: &str, seed: u64) -> Handle {
-    let mut ml = vassal_memberlist::Config::local(name);
-    ml.seed = seed;
-    let config = NodeConfig::new(vassal_serf::Config::new(ml), "127.0.0.1:0".parse().unwrap());
-    let (handle, _task) = spawn(config).await.expect("binds a free loopback port");
-    handle
-}
 
 /// Every counter and its value, by name (labels summed).
 fn counters(s: &Snapshotter) -> Vec<(String, u64)> {

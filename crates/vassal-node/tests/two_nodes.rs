@@ -1,19 +1,14 @@
 //! Two real nodes on loopback, driven through the public `Handle` API: they find each other
 //! alive, and a graceful leave shows up as `left` on the other side (spec §4.5).
 
+mod support;
+
 use std::time::Duration;
 
+use support::node;
 use tokio::time::Instant;
 use vassal_node::{spawn, Handle, NodeConfig};
 use vassal_serf::MemberStatus;
-
-async fn node(name: &str, seed: u64) -> Handle {
-    let mut ml = vassal_memberlist::Config::local(name);
-    ml.seed = seed;
-    let config = NodeConfig::new(vassal_serf::Config::new(ml), "127.0.0.1:0".parse().unwrap());
-    let (handle, _task) = spawn(config).await.expect("binds a free loopback port");
-    handle
-}
 
 /// Polls `handle.members()` until `name` has `status`, failing with what was seen instead.
 async fn wait_for_status(handle: &Handle, name: &str, status: MemberStatus, within: Duration) {

@@ -93,20 +93,24 @@ impl Coordinate {
         ret
     }
 
-    /// `01` + msgpack `{Adjustment, Error, Height, Vec}`, as Serf's ping delegate sends it.
+    /// `01` + msgpack `{Adjustment, Error, Height, Vec}`, as Serf's ping delegate sends it,
+    /// with the figures as msgpack `float32`. Go's decoder reads a `float32` into its `float64`
+    /// fields, and seven significant digits are far finer than Vivaldi's estimates (a
+    /// nanosecond on a millisecond), so every ack, one per node per second, is 44 bytes
+    /// (about a quarter) shorter than Go's own.
     pub fn to_ack_payload(&self) -> Vec<u8> {
         let mut w = Writer::with_buf(vec![PING_VERSION]);
         w.map_header(4);
         w.str("Adjustment");
-        w.f64(self.adjustment);
+        write_figure(&mut w, self.adjustment);
         w.str("Error");
-        w.f64(self.error);
+        write_figure(&mut w, self.error);
         w.str("Height");
-        w.f64(self.height);
+        write_figure(&mut w, self.height);
         w.str("Vec");
         w.array_header(self.vec.len());
         for v in &self.vec {
-            w.f64(*v);
+            write_figure(&mut w, *v);
         }
         w.into_vec()
     }
@@ -293,11 +297,60 @@ fn unit_vector_at(a: &[f64], b: &[f64], rng: &mut ChaCha8Rng) -> (Vec<f64>, f64)
     (unit, 0.0)
 }
 
+/// One coordinate figure for the wire: a `float32` when it fits one, else the full `float64`
+/// (a figure beyond `f32`'s range stays what it is rather than becoming infinite).
+fn write_figure(w: &mut Writer, v: f64) {
+    let short = v as f32;
+    if short.is_finite() || !v.is_finite() {
+        w.f32(short);
+    } else {
+        w.f64(v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
 
     use super::*;
+
+    #[test]
+    fn ack_payload_figures_are_float32_go_reads_into_float64() {
+        let c = Coordinate {
+            vec: vec![
+                0.000_123_456_789,
+                -0.002,
+                0.0,
+                1.5e-7,
+                0.0,
+                0.0,
+                0.0,
+                0.000_9,
+            ],
+            error: 0.734_567_891,
+            adjustment: -0.000_012_345_678,
+            height: 0.000_043_210_987,
+        };
+        let p = c.to_ack_payload();
+        // 11 figures of `ca` + 4 bytes, where go-msgpack would write `cb` + 8 bytes.
+        let as_go_writes = 1 + 1 + (1 + 10) + (1 + 5) + (1 + 6) + (1 + 3) + 1 + 11 * 9;
+        assert_eq!(p.len(), as_go_writes - 11 * 4);
+        assert_eq!(p.iter().filter(|&&b| b == 0xcb).count(), 0, "{p:02x?}");
+        let back = Coordinate::from_ack_payload(&p).unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-7 * b.abs().max(1e-9);
+        assert!(
+            close(back.error, c.error) && close(back.height, c.height),
+            "{back:?}"
+        );
+        assert!(close(back.adjustment, c.adjustment), "{back:?}");
+        for (x, y) in back.vec.iter().zip(&c.vec) {
+            assert!(close(*x, *y), "{back:?}");
+        }
+        // A figure too large for a float32 keeps its float64 (and is then refused as invalid).
+        let mut w = Writer::with_buf(Vec::new());
+        write_figure(&mut w, 1e300);
+        assert_eq!(w.into_vec()[0], 0xcb);
+    }
 
     #[test]
     fn ack_payload_round_trips_and_matches_gos_layout() {
@@ -306,7 +359,9 @@ mod tests {
         // spec A.7: 01, then a 4-entry map starting with "Adjustment".
         assert_eq!(&p[..3], &[0x01, 0x84, 0xaa]);
         assert_eq!(&p[3..13], b"Adjustment");
-        assert_eq!(Coordinate::from_ack_payload(&p).unwrap(), c);
+        let back = Coordinate::from_ack_payload(&p).unwrap();
+        assert_eq!(back.vec, c.vec);
+        assert!((back.height - c.height).abs() < 1e-12, "{back:?}");
         assert!(
             Coordinate::from_ack_payload(&[2, 0x80]).is_err(),
             "other ping versions are refused"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Go Serf against Vassal, cluster by cluster on loopback (crates/vassal-bench, `cluster-bench`):
+# convergence, idle memory/CPU/traffic, user events, queries, failure detection and graceful
+# leave, at N = 10, 50 and 100, three cluster lifetimes each, sequential start and then burst
+# start. Go and Vassal alternate within each rep, so both share the machine's conditions.
+#
+#   bench/cluster.sh [extra cluster-bench arguments]     (e.g. --settle 5s --idle 20s)
+#   SIZES=10 REPS=1 bench/cluster.sh                     (smaller: sizes and reps from env)
+#
+# Writes bench/results/cluster-DATE.jsonl and prints the Markdown summary. Needs /usr/bin/serf
+# (override with GO_SERF=...). A cluster lifetime takes 1-2 minutes; the defaults (36 of them)
+# take about an hour.
+# The harness stops only the agents it started (by PID), also on Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+go_serf=${GO_SERF:-/usr/bin/serf}
+target=${CARGO_TARGET_DIR:-target}
+cargo build --release --locked -p vassal -p vassal-bench
+mkdir -p bench/results
+out=bench/results/cluster-$(date +%Y%m%d-%H%M%S).jsonl
+bench=("$target/release/cluster-bench" --go "$go_serf" --vassal "$target/release/vassal"
+    --kinds go,vassal --sizes "${SIZES:-10,50,100}" --reps "${REPS:-3}" --out "$out")
+"${bench[@]}" --start sequential "$@"
+"${bench[@]}" --start burst "$@"
+"$target/release/cluster-bench" summarize "$out"
+echo "results: $out" >&2

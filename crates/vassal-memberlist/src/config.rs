@@ -30,6 +30,15 @@ pub struct Config {
     pub indirect_checks: usize,
     /// Broadcast retransmissions = `retransmit_mult × ceil(log10(n + 1))`.
     pub retransmit_mult: u32,
+    /// How many alive members hear our own news straight from us, besides gossip: our `alive`
+    /// once a join's push/pull is done, our `dead` when we leave, and (through
+    /// [`Memberlist::send_user_to_some`](crate::Memberlist::send_user_to_some)) Serf's user
+    /// events, queries and leave intent. Gossip misses a given node with a probability of
+    /// about `e^-(retransmits)`, which is far from nothing in a small cluster; a missed node
+    /// then waits for the next push/pull, tens of seconds. Telling up to this many members
+    /// directly closes that tail where it is widest, in clusters of up to this size. Zero: gossip
+    /// only, as Go's memberlist.
+    pub direct_fanout: usize,
     /// Suspicion timeout multiplier (Lifeguard minimum).
     pub suspicion_mult: u32,
     /// Upper bound on the suspicion timeout, as a multiple of the minimum.
@@ -80,6 +89,7 @@ impl Config {
             tcp_timeout: Duration::from_secs(10),
             indirect_checks: 3,
             retransmit_mult: 4,
+            direct_fanout: 64,
             suspicion_mult: 4,
             suspicion_max_timeout_mult: 6,
             push_pull_interval: Duration::from_secs(30),

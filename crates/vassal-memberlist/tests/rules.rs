@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::{addr, advance, alive, node, packet, sent, suspect};
@@ -214,6 +215,29 @@ fn graceful_leave_gossips_a_dead_from_ourselves() {
     assert!(dead, "the leave message was never sent");
     assert!(!a.leave_pending());
     assert_eq!(a.node("a").unwrap().state, NodeStateKind::Left);
+}
+
+/// `direct_fanout` (beyond Go): a leaving node tells every alive member of a small cluster
+/// itself, at once, so none of them waits for the next push/pull when gossip misses it.
+#[test]
+fn a_leaving_node_tells_each_alive_member_directly() {
+    let now = Instant::now();
+    let mut a = node("a", 1, now);
+    let peers = [alive("b", 2, 1), alive("c", 3, 1), alive("d", 4, 1)];
+    a.handle_packet(addr(2), &packet(&peers), now, &mut NoDelegate);
+    sent(&mut a);
+    a.leave(now, &mut NoDelegate);
+    let mut told: Vec<SocketAddr> = sent(&mut a)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Message::Dead(d) if d.node == "a" && d.from == "a"))
+        .map(|(to, _)| to)
+        .collect();
+    told.sort();
+    assert_eq!(
+        told,
+        vec![addr(2), addr(3), addr(4)],
+        "before any gossip round"
+    );
 }
 
 #[test]

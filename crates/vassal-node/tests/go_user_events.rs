@@ -43,7 +43,16 @@ async fn vassal_user_event_runs_a_go_handler() {
         wait_until(
             Duration::from_secs(10),
             "the Go handler to run for deploy",
-            || std::fs::read_to_string(&record).map_err(|e| format!("{}: {e}", record.display())),
+            || {
+                // The shell creates the file before it writes: wait for both lines.
+                let text = std::fs::read_to_string(&record)
+                    .map_err(|e| format!("{}: {e}", record.display()))?;
+                if text.lines().count() >= 2 {
+                    Ok(text)
+                } else {
+                    Err(format!("so far: {text:?}"))
+                }
+            },
         )
     })
     .await

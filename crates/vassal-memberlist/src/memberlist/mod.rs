@@ -364,7 +364,10 @@ impl Memberlist {
             node: me.node.name.clone(),
             from: me.node.name.clone(),
         };
+        let direct = wire::encode_message(&Message::Dead(dead.clone()));
         self.dead_node(dead, Some(LEAVE_NOTIFY), now, d);
+        // Besides the gossip: see `Config::direct_fanout`.
+        self.send_to_some(&direct);
     }
 
     /// Whether our leave message is still waiting to be gossiped to a live peer.
@@ -377,6 +380,27 @@ impl Memberlist {
         let meta = d.node_meta(META_MAX_SIZE);
         let alive = self.local_alive(meta);
         self.alive_node(alive, true, now, d);
+    }
+
+    /// Sends a delegate message (`08` + `msg`) straight to up to
+    /// [`direct_fanout`](Config::direct_fanout) random alive members, besides any gossip the
+    /// caller queues: Serf's own news (user events, queries, its leave intent) then reaches
+    /// every member of a small cluster even when gossip misses one.
+    pub fn send_user_to_some(&mut self, msg: &[u8]) {
+        let mut buf = Vec::with_capacity(msg.len().saturating_add(1));
+        buf.push(wire::MessageType::User as u8);
+        buf.extend_from_slice(msg);
+        self.send_to_some(&buf);
+    }
+
+    /// Sends one encoded message to up to `direct_fanout` random alive members (not us), alone
+    /// and without a CRC, as Go's `SendTo` sends.
+    fn send_to_some(&mut self, msg: &[u8]) {
+        let fanout = self.config.direct_fanout;
+        let targets = self.k_random_nodes(fanout, |n| n.node.state != NodeStateKind::Alive);
+        for t in targets {
+            self.send_packet(t.socket_addr(), &[msg.to_vec()], false);
+        }
     }
 
     /// Sends a delegate message (`08` + `msg`) straight to an address, alone: no piggybacked

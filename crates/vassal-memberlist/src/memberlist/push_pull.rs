@@ -102,6 +102,28 @@ impl Memberlist {
         }
     }
 
+    /// After a join: our `alive` straight to up to `direct_fanout` of the members the
+    /// exchange taught us, besides the gossip of it. Go leaves this to gossip alone; in a small
+    /// cluster that misses a node now and then, which then learns of us only at its next
+    /// push/pull (see [`Config::direct_fanout`](crate::Config::direct_fanout)). A member that
+    /// already knows us at this incarnation ignores it.
+    fn announce_self(&mut self) {
+        let Some(me) = self.state_of(&self.config.name) else {
+            return;
+        };
+        let alive = Alive {
+            incarnation: me.incarnation,
+            node: me.node.name.clone(),
+            addr: me.node.addr,
+            port: me.node.port,
+            meta: me.node.meta.clone(),
+            vsn: me.node.vsn,
+        };
+        self.send_to_some(&crate::wire::encode_message(&crate::wire::Message::Alive(
+            alive,
+        )));
+    }
+
     fn periodic_push_pull(&mut self, now: Instant, d: &mut impl Delegate) {
         let peers = self.k_random_nodes(1, |n| n.node.state != NodeStateKind::Alive);
         let Some(peer) = peers.into_iter().next() else {
@@ -276,6 +298,9 @@ impl Memberlist {
             .is_some_and(|p| p.pending == 0)
         {
             if let Some(p) = self.push_pull.joins.remove(&id) {
+                if p.joined > 0 {
+                    self.announce_self();
+                }
                 self.events.push_back(Event::JoinFinished {
                     id,
                     joined: p.joined,
@@ -300,9 +325,11 @@ pub fn push_pull_scale(interval: Duration, n: usize) -> Duration {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use crate::test_support::{addr, alive, deliver, entry, node, packet};
+    use std::net::SocketAddr;
+
+    use crate::test_support::{addr, alive, deliver, entry, node, packet, plain};
     use crate::wire::{self, PushPull, StreamMessage};
-    use crate::{Event, NoDelegate, NodeStateKind};
+    use crate::{Event, NoDelegate, NodeStateKind, Transmit};
 
     fn push_pull(nodes: Vec<wire::PushNodeState>) -> StreamMessage {
         StreamMessage::PushPull(PushPull {
@@ -322,8 +349,23 @@ mod tests {
         let mut b = node("b", 2, now);
         let id = b.join(&[addr(1)], now, &mut NoDelegate);
         let undelivered = deliver(&mut b, &mut a, now);
-        assert!(undelivered.is_empty());
         assert_eq!(b.incarnation_of("c"), Some(4), "b learned of c through a");
+        // Then b tells c of itself straight away (`direct_fanout`), besides the gossip (its
+        // copy to `a`, which already knows, was delivered above).
+        let told: Vec<(SocketAddr, wire::Message)> = (undelivered.into_iter())
+            .filter_map(|t| match t {
+                Transmit::Packet { to, bytes } => Some((to, bytes)),
+                Transmit::Stream { .. } => None,
+            })
+            .flat_map(|(to, bytes)| {
+                let p = wire::decode_packet(&bytes, &plain()).unwrap();
+                p.messages.into_iter().map(move |m| (to, m))
+            })
+            .collect();
+        assert!(
+            matches!(&told[..], [(to, wire::Message::Alive(al))] if *to == addr(3) && al.node == "b"),
+            "{told:?}"
+        );
         assert_eq!(b.node("a").unwrap().state, NodeStateKind::Alive);
         assert_eq!(a.node("b").unwrap().state, NodeStateKind::Alive);
         assert_eq!(

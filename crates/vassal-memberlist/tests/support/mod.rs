@@ -45,7 +45,7 @@ pub fn packet(msgs: &[Message]) -> Vec<u8> {
     wire::encode_packet(&encoded, &opts, [0; 12])
 }
 
-fn plain() -> ReadOptions<'static> {
+pub fn plain() -> ReadOptions<'static> {
     ReadOptions {
         label: &[],
         keyring: None,

@@ -96,6 +96,8 @@ impl Serf {
         // Go increments after sending: the next event gets a later time than this one.
         self.core.user_events.clock.increment();
         self.core.handle_user_event(&msg);
+        // Besides the gossip, straight to some members (memberlist's `direct_fanout`).
+        self.ml.send_user_to_some(&raw);
         self.core.user_events.queue.queue(None, raw, None);
         Ok(())
     }

@@ -131,6 +131,8 @@ impl Serf {
         // Go's `Leave` skips the broadcast when nobody else is alive: it would wait for nothing.
         if self.core.any_other_alive() {
             let bytes = messages::encode(&SerfMessage::Leave(msg));
+            // Besides the gossip, straight to some members (memberlist's `direct_fanout`).
+            self.ml.send_user_to_some(&bytes);
             (self.core.members.intent_queue).queue(None, bytes, Some(LEAVE_NOTIFY));
         }
         self.advance_leave(now);

@@ -233,6 +233,9 @@ impl Serf {
         };
         self.core.queries.own.insert(q.ltime, own);
         self.core.handle_query(&q, now);
+        // Besides the gossip, straight to some members (memberlist's `direct_fanout`): gossip
+        // never repairs a query that missed a node.
+        self.ml.send_user_to_some(&raw);
         self.core.queries.queue.queue(None, raw, None);
         self.after_input(now);
         Ok(q.ltime)

@@ -422,3 +422,47 @@ fn a_pruned_force_leave_erases_a_failed_member() {
     assert_eq!(member_events(&evs, MemberEventKind::Reap), ["b"]);
     assert_eq!(status(&c.nodes[0], "b"), None);
 }
+
+/// memberlist's `direct_fanout` (beyond Go): the node a user event, a query or a leave starts
+/// at sends it straight to each alive member of a small cluster, besides gossiping it, so a
+/// member gossip misses does not wait for the next push/pull (or, for a query, never hear it).
+#[test]
+fn own_events_queries_and_leave_intents_go_straight_to_each_member() {
+    let now = Instant::now();
+    let mut s = node("a", 1, now);
+    for (name, i) in [("b", 2), ("c", 3), ("d", 4)] {
+        s.handle_packet(addr(i), &alive(name, i), now);
+    }
+    std::iter::from_fn(|| s.poll_transmit()).for_each(drop);
+    let serf_type_told = |s: &mut Serf| {
+        let mut to: Vec<(std::net::SocketAddr, u8)> = std::iter::from_fn(|| s.poll_transmit())
+            .filter_map(|t| match t {
+                // `08` (memberlist user message) and then the Serf message type.
+                Transmit::Packet { to, bytes } if bytes.first() == Some(&8) => {
+                    Some((to, *bytes.get(1)?))
+                }
+                _ => None,
+            })
+            .collect();
+        to.sort();
+        to
+    };
+    let each = |t: crate::messages::MessageType| {
+        vec![(addr(2), t as u8), (addr(3), t as u8), (addr(4), t as u8)]
+    };
+    s.user_event("deploy", b"v2", false, now).unwrap();
+    assert_eq!(
+        serf_type_told(&mut s),
+        each(crate::messages::MessageType::UserEvent)
+    );
+    s.query("load", b"", &Default::default(), now).unwrap();
+    assert_eq!(
+        serf_type_told(&mut s),
+        each(crate::messages::MessageType::Query)
+    );
+    s.leave(now);
+    assert_eq!(
+        serf_type_told(&mut s),
+        each(crate::messages::MessageType::Leave)
+    );
+}

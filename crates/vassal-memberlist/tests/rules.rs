@@ -322,3 +322,25 @@ fn names_with_control_characters_never_enter_the_table() {
     assert!(a.node(evil).is_none());
     assert_eq!(a.stats().drops.get("node name has control characters"), 1);
 }
+
+/// Beyond Go (whose gossip ticker fires every 200 ms): an idle node does not wake for gossip
+/// rounds with nothing to send, and a broadcast queued later goes out at the next tick.
+#[test]
+fn an_idle_node_sleeps_through_empty_gossip_rounds() {
+    let mut now = Instant::now();
+    let mut a = node("a", 1, now);
+    a.handle_packet(addr(2), &packet(&[alive("b", 2, 1)]), now, &mut NoDelegate);
+    // Let the news of b run out of retransmits.
+    advance(&mut a, &mut now, Duration::from_secs(10));
+    sent(&mut a);
+    let gossip = a.config().gossip_interval;
+    let next = a.poll_timeout().expect("probing always has a next round");
+    assert!(
+        next > now + gossip,
+        "woken {:?} from now with nothing to gossip",
+        next - now
+    );
+    a.handle_packet(addr(3), &packet(&[alive("c", 3, 1)]), now, &mut NoDelegate);
+    let next = a.poll_timeout().unwrap();
+    assert!(next <= now + gossip, "news of c waits {:?}", next - now);
+}

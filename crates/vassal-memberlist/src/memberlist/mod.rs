@@ -342,6 +342,14 @@ impl Memberlist {
         self.config.keyring.as_mut()
     }
 
+    /// When the next gossip round is due, whether or not anything is queued: the layer above
+    /// asks for it while its own queues (which gossip drains through
+    /// [`Delegate::get_broadcasts`]) hold something, since [`poll_timeout`](Self::poll_timeout)
+    /// only counts memberlist's own.
+    pub fn next_gossip(&self) -> Option<Instant> {
+        self.gossip.next_round()
+    }
+
     /// Messages waiting in memberlist's own broadcast queue.
     pub fn queued_broadcasts(&self) -> usize {
         self.gossip.queued()

@@ -576,7 +576,16 @@ impl Serf {
             .chain(core.members.deadlines())
             .chain(core.next_snapshot_clock)
             .min();
-        [self.ml.poll_timeout(), serf].into_iter().flatten().min()
+        // Memberlist wakes for gossip only when its own queue holds something; ours go out
+        // through the same rounds.
+        let ours_queued = !(core.members.intent_queue.is_empty()
+            && core.user_events.queue.is_empty()
+            && core.queries.queue.is_empty());
+        let gossip = self.ml.next_gossip().filter(|_| ours_queued);
+        [self.ml.poll_timeout(), serf, gossip]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ----- internals -----

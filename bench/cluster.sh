@@ -5,7 +5,7 @@
 # start. Go and Vassal alternate within each rep, so both share the machine's conditions.
 #
 #   bench/cluster.sh [extra cluster-bench arguments]     (e.g. --settle 5s --idle 20s)
-#   SIZES=10 REPS=1 bench/cluster.sh                     (smaller: sizes and reps from env)
+#   SIZES=10 REPS=1 MODES=burst bench/cluster.sh         (smaller: sizes, reps, start modes)
 #
 # Writes bench/results/cluster-DATE.jsonl and prints the Markdown summary. Needs /usr/bin/serf
 # (override with GO_SERF=...). A cluster lifetime takes 1-2 minutes; the defaults (36 of them)
@@ -18,9 +18,26 @@ target=${CARGO_TARGET_DIR:-target}
 cargo build --release --locked -p vassal -p vassal-bench
 mkdir -p bench/results
 out=bench/results/cluster-$(date +%Y%m%d-%H%M%S).jsonl
+# shellcheck disable=SC2054 # the commas are in --kinds and --sizes values
 bench=("$target/release/cluster-bench" --go "$go_serf" --vassal "$target/release/vassal"
     --kinds go,vassal --sizes "${SIZES:-10,50,100}" --reps "${REPS:-3}" --out "$out")
-"${bench[@]}" --start sequential "$@"
-"${bench[@]}" --start burst "$@"
+# The idle-traffic figures read the `lo` counters of /proc/net/dev, which count every loopback
+# packet on the host. As root, the runs happen in a network namespace of their own, whose `lo`
+# carries nothing but this benchmark's agents (and no address outside it is reachable).
+run=()
+if [[ $(id -u) == 0 ]] && command -v ip >/dev/null; then
+    ns=vassal-bench-$$
+    ip netns add "$ns"
+    trap 'ip netns delete "$ns" 2>/dev/null || true' EXIT
+    ip -n "$ns" link set lo up
+    run=(ip netns exec "$ns")
+    echo "bench/cluster.sh: running in network namespace $ns" >&2
+else
+    echo "bench/cluster.sh: not root: idle traffic counts all of the host's loopback" >&2
+fi
+modes=${MODES:-sequential,burst}
+for mode in ${modes//,/ }; do
+    "${run[@]}" "${bench[@]}" --start "$mode" "$@"
+done
 "$target/release/cluster-bench" summarize "$out"
 echo "results: $out" >&2

@@ -122,8 +122,11 @@ pub struct RunArgs {
     /// Agents polled over the RPC (default: all up to 100, else a random 100 plus the seed).
     #[arg(long)]
     pub observers: Option<usize>,
-    /// Quiet time after convergence before the idle window.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    /// Quiet time after convergence before the idle window: long enough for the join
+    /// gossip (memberlist's alive and Serf's join intent of every node, each retransmitted by
+    /// every node) and the first round of push/pulls to be over, so that the window measures
+    /// an idle cluster and not the tail of its start.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub settle: Duration,
     /// The idle window over which CPU and loopback traffic are measured.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]

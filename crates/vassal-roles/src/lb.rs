@@ -3,7 +3,9 @@
 //! and retries on another backend.
 //!
 //! The [`Pool`] sits behind a plain mutex: every request takes it twice (pick, finish) for a
-//! few hundred nanoseconds, which is cheaper than a round trip to an owning task.
+//! few hundred nanoseconds, which is cheaper than a round trip to an owning task. Requests go
+//! to the backends over kept-alive connections ([`Upstreams`]) that the client connection's
+//! task drives itself; the per-request metrics are handles registered once.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderName, HeaderValue, HOST};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -29,6 +32,7 @@ use vassal_serf::{Event, Member, MemberEventKind, MemberStatus};
 use crate::backend::{web_backend, BackendPolicy, RefusedOnce};
 use crate::http::{self, Body};
 use crate::pool::{BackendStats, Outcome, Pick, Pool, PoolConfig};
+use crate::upstream::{Conn, SendError, Upstreams};
 
 /// Request bodies are buffered (so a request can be retried) up to this size.
 const MAX_BODY: usize = 1 << 20;
@@ -52,13 +56,27 @@ struct Totals {
     failed: AtomicU64,
 }
 
+/// The balancer-wide series, registered once.
+struct Counters {
+    /// `vassal.lb.requests`.
+    requests: metrics::Counter,
+    /// `vassal.lb.retries`.
+    retries: metrics::Counter,
+    /// `vassal.lb.failed`.
+    failed: metrics::Counter,
+}
+
 /// The balancer's shared state.
 pub struct Lb {
     node: String,
     started: Instant,
     pool: Mutex<Pool>,
+    /// For the health checks.
     client: Client<HttpConnector, Full<Bytes>>,
+    /// For the proxied requests.
+    upstreams: Upstreams,
     totals: Totals,
+    counters: Counters,
     /// Which member addresses may be backends.
     policy: BackendPolicy,
     /// Refused backends already logged.
@@ -91,7 +109,13 @@ impl Lb {
             started: Instant::now(),
             pool: Mutex::new(Pool::new(PoolConfig::default())),
             client,
+            upstreams: Upstreams::default(),
             totals: Totals::default(),
+            counters: Counters {
+                requests: metrics::counter!("vassal.lb.requests"),
+                retries: metrics::counter!("vassal.lb.retries"),
+                failed: metrics::counter!("vassal.lb.failed"),
+            },
             policy,
             refused: Mutex::new(RefusedOnce::default()),
         })
@@ -111,7 +135,7 @@ impl Lb {
     /// A request the balancer could not serve (`vassal.lb.failed`).
     fn count_failed(&self) {
         self.totals.failed.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("vassal.lb.failed").increment(1);
+        self.counters.failed.increment(1);
     }
 
     pub fn stats(&self) -> Stats {
@@ -192,6 +216,27 @@ impl Lb {
         Self::publish_rotation(&pool);
     }
 
+    /// Closes idle backend connections that have waited too long or whose backend is out of
+    /// rotation, and forgets backends no longer in the pool.
+    fn sweep_idle(&self) {
+        let in_rotation: Vec<String> = self
+            .pool()
+            .in_rotation()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let known: Vec<String> = self.pool().names().map(str::to_owned).collect();
+        self.upstreams.sweep(Instant::now(), |name| {
+            if in_rotation.iter().any(|n| n == name) {
+                Some(true)
+            } else if known.iter().any(|n| n == name) {
+                Some(false)
+            } else {
+                None
+            }
+        });
+    }
+
     /// One health check: `GET /` answered with a status below 500 within [`CHECK_TIMEOUT`].
     async fn check(self: Arc<Self>, pick: Pick) {
         let req = Request::get(format!("http://{}/", pick.addr))
@@ -239,7 +284,7 @@ impl Lb {
         peer: SocketAddr,
     ) -> Response<Body> {
         self.totals.requests.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("vassal.lb.requests").increment(1);
+        self.counters.requests.increment(1);
         let (parts, body) = req.into_parts();
         let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect())
             .await
@@ -269,12 +314,17 @@ impl Lb {
                 | Method::DELETE
                 | Method::TRACE
         );
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_owned();
+        // Origin form: the backend is named by the Host header (the client's, or its address).
+        let path = Uri::from(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        let mut headers = hyper::HeaderMap::with_capacity(parts.headers.len() + 1);
+        copy_end_to_end(&parts.headers, &mut headers);
+        append_forwarded_for(&mut headers, peer);
         let mut tried: Vec<String> = Vec::new();
         let mut errors: Vec<String> = Vec::new();
         loop {
@@ -294,38 +344,41 @@ impl Lb {
             };
             if !tried.is_empty() {
                 self.totals.retries.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("vassal.lb.retries").increment(1);
+                self.counters.retries.increment(1);
             }
             let mut out = Request::new(Full::new(body.clone()));
             *out.method_mut() = parts.method.clone();
-            *out.uri_mut() = Uri::try_from(format!("http://{}{}", pick.addr, path))
-                .unwrap_or_else(|_| Uri::from_static("/"));
-            copy_end_to_end(&parts.headers, out.headers_mut());
+            *out.uri_mut() = path.clone();
+            *out.headers_mut() = headers.clone();
             if !out.headers().contains_key(HOST) {
                 if let Ok(v) = HeaderValue::from_str(&pick.addr.to_string()) {
                     out.headers_mut().insert(HOST, v);
                 }
             }
-            append_forwarded_for(out.headers_mut(), peer);
 
-            let backend = pick.name.clone();
-            metrics::counter!("vassal.lb.backend.requests", "backend" => backend.clone())
-                .increment(1);
+            let backend = self.upstreams.metrics(&pick.name, pick.addr);
+            backend.requests.increment(1);
             let sent = Instant::now();
-            let result = tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(out)).await;
+            let result = tokio::time::timeout(
+                RESPONSE_TIMEOUT,
+                self.upstreams.send(&pick.name, pick.addr, out),
+            )
+            .await;
             if !matches!(result, Ok(Ok(_))) {
-                metrics::counter!("vassal.lb.backend.failures", "backend" => backend.clone())
+                metrics::counter!("vassal.lb.backend.failures", "backend" => pick.name.clone())
                     .increment(1);
             }
             match result {
-                Ok(Ok(resp)) => {
+                Ok(Ok((resp, conn))) => {
                     // Time to the response's headers, in milliseconds as Go's timers.
-                    metrics::histogram!("vassal.lb.backend.latency", "backend" => backend)
+                    backend
+                        .latency
                         .record(sent.elapsed().as_secs_f64() * 1000.0);
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
                     let body = Tracked {
                         inner: rbody,
+                        conn: Some(conn),
                         guard: Some(Finish {
                             lb: self.clone(),
                             pick,
@@ -334,15 +387,15 @@ impl Lb {
                     return Response::from_parts(rparts, body.boxed());
                 }
                 Ok(Err(e)) => {
-                    let connect = e.is_connect();
+                    let connect = matches!(e, SendError::Connect(_));
                     let outcome = if connect {
                         Outcome::ConnectFailed
                     } else {
                         Outcome::Broken
                     };
                     self.pool().finished(&pick, outcome, Instant::now());
-                    warn!(backend = %pick.name, addr = %pick.addr, "lb: {}", describe(&e));
-                    errors.push(format!("{}: {}", pick.name, describe(&e)));
+                    warn!(backend = %pick.name, addr = %pick.addr, "lb: {e}");
+                    errors.push(format!("{}: {e}", pick.name));
                     tried.push(pick.name);
                     if !(connect || idempotent) {
                         self.count_failed();
@@ -427,10 +480,38 @@ impl Drop for Finish {
     }
 }
 
-/// A backend's response body, counted as in flight until it is done.
+/// A backend's response body, counted as in flight until it is done, read through its
+/// connection; the connection is kept for another request once the body has been read to its
+/// end (and closed if the client went away before that).
 struct Tracked {
     inner: Incoming,
+    conn: Option<Conn>,
     guard: Option<Finish>,
+}
+
+impl Tracked {
+    /// The body is over: the request leaves the pool's in-flight count, and a connection that
+    /// can carry another request goes back to the idle ones.
+    fn done(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            if let Some(conn) = self.conn.take() {
+                guard
+                    .lb
+                    .upstreams
+                    .put(&guard.pick.name, guard.pick.addr, conn);
+            }
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // A body with nothing left to read may never be polled (no content); its connection
+        // is as good as after a read to the end.
+        if self.inner.is_end_stream() {
+            self.done();
+        }
+    }
 }
 
 impl hyper::body::Body for Tracked {
@@ -442,11 +523,27 @@ impl hyper::body::Body for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = r {
-            this.guard.take();
+        // The first poll of the body asks the connection for it, the second reads what the
+        // connection decoded then (usually already read with the headers): one write of the
+        // headers and the body to the client instead of two.
+        for _ in 0..2 {
+            if let Some(conn) = this.conn.as_mut() {
+                let _ = conn.poll_drive(cx);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => continue,
+                Poll::Ready(None) => {
+                    this.done();
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                r @ Poll::Ready(Some(Ok(_))) => return r,
+            }
         }
-        r
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
@@ -489,10 +586,13 @@ pub async fn run_membership(
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            _ = resync.tick() => match handle.members().await {
-                Ok(members) => lb.resync(&members),
-                Err(_) => return,
-            },
+            _ = resync.tick() => {
+                match handle.members().await {
+                    Ok(members) => lb.resync(&members),
+                    Err(_) => return,
+                }
+                lb.sweep_idle();
+            }
             () = check_due => {}
             () = http::stopped(&mut stop) => return,
         }

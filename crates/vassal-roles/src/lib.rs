@@ -12,7 +12,8 @@
 //!   the node's health and queues, and events as they happen.
 //!
 //! [`pool`] is the pure rotation and health state machine under the balancer; [`backend`] says
-//! which members are backends, and where.
+//! which members are backends, and where; [`upstream`] holds the balancer's kept-alive
+//! connections to them.
 //!
 //! ```no_run
 //! # async fn demo(handle: vassal_node::Handle) -> Result<(), vassal_roles::RolesError> {
@@ -35,6 +36,7 @@ pub mod load;
 pub mod pool;
 pub mod stats;
 pub mod ui;
+pub mod upstream;
 pub mod web;
 
 use std::net::SocketAddr;

@@ -125,6 +125,13 @@ impl LevelControl {
     }
 }
 
+/// What the monitor hub records whatever `-log-level` says: debug, as Serf's log writer, but
+/// not the HTTP libraries' own debug lines. hyper-util logs one for every request the load
+/// balancer proxies ("pooling idle connection"): formatting it cost the balancer's hot path a
+/// line, a timestamp and the hub's lock per request, and 512 of them would push every agent
+/// line out of the backlog `monitor` shows first.
+const HUB_DIRECTIVE: &str = "debug,hyper=info,hyper_util=info";
+
 /// Installs the agent's logger. Fails only if `-syslog` was asked for and no syslog socket
 /// takes datagrams (Serf then refuses to start, saying `Syslog setup failed`).
 pub fn init(settings: LogSettings, hub: LogHub) -> Result<LevelControl, String> {
@@ -140,7 +147,7 @@ pub fn init(settings: LogSettings, hub: LogHub) -> Result<LevelControl, String> 
         syslog: syslog.map(Mutex::new),
     }
     .with_filter(filter);
-    let monitor = HubLayer { hub }.with_filter(EnvFilter::new("debug"));
+    let monitor = HubLayer { hub }.with_filter(EnvFilter::new(HUB_DIRECTIVE));
     let ok = tracing_subscriber::registry()
         .with(console)
         .with(monitor)

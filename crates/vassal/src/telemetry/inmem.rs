@@ -99,6 +99,19 @@ struct Interval {
     samples: BTreeMap<String, Aggregate>,
 }
 
+/// Adds `v` to `name`'s aggregate in `all`, new if need be (its name copied only then: every
+/// update of a busy series, such as the balancer's per-request counters, comes here).
+fn ingest(all: &mut BTreeMap<String, Aggregate>, name: &str, v: f64, at: (SystemTime, Duration)) {
+    match all.get_mut(name) {
+        Some(a) => a.ingest(v, at),
+        None => {
+            let mut a = Aggregate::new(at);
+            a.ingest(v, at);
+            all.insert(name.to_owned(), a);
+        }
+    }
+}
+
 /// The in-memory sink.
 #[derive(Debug)]
 pub struct Inmem {
@@ -148,31 +161,24 @@ impl Inmem {
     /// A gauge's new value.
     pub fn gauge(&self, name: &str, v: f64) {
         let (wall, _) = self.now();
-        self.with_interval(wall, |i| {
-            i.gauges.insert(name.to_owned(), v);
+        self.with_interval(wall, |i| match i.gauges.get_mut(name) {
+            Some(g) => *g = v,
+            None => {
+                i.gauges.insert(name.to_owned(), v);
+            }
         });
     }
 
     /// A counter's increment.
     pub fn counter(&self, name: &str, v: f64) {
         let at = self.now();
-        self.with_interval(at.0, |i| {
-            i.counters
-                .entry(name.to_owned())
-                .or_insert_with(|| Aggregate::new(at))
-                .ingest(v, at);
-        });
+        self.with_interval(at.0, |i| ingest(&mut i.counters, name, v, at));
     }
 
     /// A sample (a timer, in milliseconds).
     pub fn sample(&self, name: &str, v: f64) {
         let at = self.now();
-        self.with_interval(at.0, |i| {
-            i.samples
-                .entry(name.to_owned())
-                .or_insert_with(|| Aggregate::new(at))
-                .ingest(v, at);
-        });
+        self.with_interval(at.0, |i| ingest(&mut i.samples, name, v, at));
     }
 
     /// `InmemSignal.dumpStats`: every interval but the one still being aggregated, gauges,

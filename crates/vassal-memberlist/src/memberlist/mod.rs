@@ -344,7 +344,7 @@ impl Memberlist {
 
     /// When the next gossip round is due, whether or not anything is queued: the layer above
     /// asks for it while its own queues (which gossip drains through
-    /// [`Delegate::get_broadcasts`]) hold something, since [`poll_timeout`](Self::poll_timeout)
+    /// [`Delegate::broadcasts`]) hold something, since [`poll_timeout`](Self::poll_timeout)
     /// only counts memberlist's own.
     pub fn next_gossip(&self) -> Option<Instant> {
         self.gossip.next_round()

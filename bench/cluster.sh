@@ -8,7 +8,9 @@
 #   SIZES=10 REPS=1 MODES=burst bench/cluster.sh         (smaller: sizes, reps, start modes)
 #
 # Writes bench/results/cluster-DATE.jsonl and prints the Markdown summary. Needs /usr/bin/serf
-# (override with GO_SERF=...). A cluster lifetime takes 1-2 minutes; the defaults (36 of them)
+# (override with GO_SERF=...). Vassal runs as the static build the image and deploy/install.sh
+# ship (deploy/build-image.sh: glibc linked in, non-PIE, as Go links its own); VASSAL_BUILD=dynamic
+# runs target/release/vassal instead. A cluster lifetime takes 1-2 minutes; the defaults (36 of them)
 # take about an hour.
 # The harness stops only the agents it started (by PID), also on Ctrl-C.
 set -euo pipefail
@@ -16,10 +18,15 @@ cd "$(dirname "$0")/.."
 go_serf=${GO_SERF:-/usr/bin/serf}
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release --locked -p vassal -p vassal-bench
+vassal=$target/release/vassal
+if [[ ${VASSAL_BUILD:-static} == static ]]; then
+    deploy/build-image.sh --binary-only >&2
+    vassal=$target/x86_64-unknown-linux-gnu/release/vassal
+fi
 mkdir -p bench/results
 out=bench/results/cluster-$(date +%Y%m%d-%H%M%S).jsonl
 # shellcheck disable=SC2054 # the commas are in --kinds and --sizes values
-bench=("$target/release/cluster-bench" --go "$go_serf" --vassal "$target/release/vassal"
+bench=("$target/release/cluster-bench" --go "$go_serf" --vassal "$vassal"
     --kinds go,vassal --sizes "${SIZES:-10,50,100}" --reps "${REPS:-3}" --out "$out")
 # The idle-traffic figures read the `lo` counters of /proc/net/dev, which count every loopback
 # packet on the host. As root, the runs happen in a network namespace of their own, whose `lo`

@@ -140,6 +140,13 @@ pub struct RunArgs {
     /// The RPC poll interval of each observer.
     #[arg(long, value_parser = parse_duration, default_value = "100ms")]
     pub poll_interval: Duration,
+    /// Run the handler for member events too (`false`: user events and queries only, for
+    /// scale runs, where every member event is one handler process per agent).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub member_handlers: bool,
+    /// Agents killed at once (kill -9) in the failure scenario.
+    #[arg(long, default_value_t = 1)]
+    pub kill: usize,
     /// Pause between scenarios.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub gap: Duration,

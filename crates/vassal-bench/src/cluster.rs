@@ -205,6 +205,9 @@ pub struct Plan {
     pub binary: PathBuf,
     pub start: StartMode,
     pub join: JoinMode,
+    /// Whether the handler also runs for member events (else only for user events and
+    /// queries: at N = 1,000 a member event is 1,000 handler processes).
+    pub member_handlers: bool,
 }
 
 pub struct Cluster {
@@ -310,8 +313,29 @@ impl Cluster {
             }
         }
         args.push("-tag=bench=1".to_owned());
-        args.push(format!("-event-handler={}", a.handler.display()));
+        if self.plan.member_handlers {
+            args.push(format!("-event-handler={}", a.handler.display()));
+        } else {
+            args.push(format!("-event-handler=user={}", a.handler.display()));
+            args.push(format!("-event-handler=query={}", a.handler.display()));
+        }
         args
+    }
+
+    /// Lines of every agent's own log that contain `needle` (e.g. Serf's
+    /// `EventMemberFailed:`, which Go and Vassal both log), summed over the agents.
+    pub fn logged(&self, needle: &str) -> usize {
+        self.agents
+            .iter()
+            .filter_map(|a| std::fs::read(&a.agent_log).ok())
+            .map(|text| {
+                text.split(|&b| b == b'\n')
+                    .filter(|line| {
+                        line.windows(needle.len()).any(|w| w == needle.as_bytes())
+                    })
+                    .count()
+            })
+            .sum()
     }
 
     fn spawn(&mut self, idx: usize, seed: Option<SocketAddrV4>) -> Result<(), String> {
@@ -407,9 +431,21 @@ impl Cluster {
                 for idx in 1..self.n() {
                     self.spawn(idx, Some(seed))?;
                 }
+                // Every joiner is waited for, so the error says how many failed, not just
+                // the first (with `-join`, an agent whose join times out exits).
+                let mut failed = Vec::new();
                 for idx in 1..self.n() {
-                    let c = self.wait_ready(idx, Duration::from_secs(120)).await?;
-                    keep(idx, c, &mut clients);
+                    match self.wait_ready(idx, Duration::from_secs(120)).await {
+                        Ok(c) => keep(idx, c, &mut clients),
+                        Err(e) => failed.push(e),
+                    }
+                }
+                if let Some(first) = failed.first() {
+                    return Err(format!(
+                        "{} of {} joiners did not start; first: {first}",
+                        failed.len(),
+                        self.n() - 1
+                    ));
                 }
             }
         }

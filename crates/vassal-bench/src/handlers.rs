@@ -127,6 +127,15 @@ impl EventLogs {
             .is_some_and(|m| agents.iter().all(|a| m.contains_key(a)))
     }
 
+    /// How many (agent, subject) pairs have run a handler for `event`, over every subject.
+    pub fn count(&self, event: &str) -> usize {
+        self.first
+            .iter()
+            .filter(|((e, _), _)| e == event)
+            .map(|(_, by_agent)| by_agent.len())
+            .sum()
+    }
+
     /// The handler times of `agents` for `event` about `subject`.
     pub fn times(&self, event: &str, subject: &str, agents: &[usize]) -> Vec<f64> {
         match self.seen(event, subject) {

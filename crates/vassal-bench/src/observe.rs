@@ -58,6 +58,8 @@ pub enum Probe {
         want: &'static str,
         also: Option<&'static str>,
     },
+    /// Every member of `targets` listed `failed` (`members-filtered(Status=failed)`).
+    Failed { targets: Vec<String> },
 }
 
 /// One observer's outcome.
@@ -144,6 +146,20 @@ async fn watch_one(
                         }
                         Ok(false)
                     }
+                }
+                Probe::Failed { targets } => {
+                    let filter = MembersFilter {
+                        status: "failed".to_owned(),
+                        ..MembersFilter::default()
+                    };
+                    let m = timed(deadline, client.members_filtered(&filter)).await?;
+                    let t = now();
+                    w.rtts.push(sent.elapsed().as_secs_f64());
+                    if targets.iter().all(|t| m.iter().any(|m| &m.name == t)) {
+                        w.done_at = Some(t);
+                        return Ok(true);
+                    }
+                    Ok(false)
                 }
                 Probe::Status { target, want, also } => {
                     let filter = MembersFilter {

@@ -157,6 +157,16 @@ const FIGURES: &[Figure] = &[
         field: "t100_s",
     },
     Figure {
+        label: "PSS of all agents, MiB",
+        scenario: "resources",
+        field: "pss_mib_total",
+    },
+    Figure {
+        label: "false `member-failed` handled before the kill",
+        scenario: "failure",
+        field: "false_failed_before",
+    },
+    Figure {
         label: "failure seen by all observers (t100), s",
         scenario: "failure",
         field: "t100_s",

@@ -232,6 +232,7 @@ impl Bench {
             binary: self.binary(kind).to_path_buf(),
             start: self.args.start,
             join: self.args.join_mode,
+            member_handlers: self.args.member_handlers,
         };
         let cluster = Cluster::prepare(plan, &addrs, &format!("n{n}-r{rep}"), self.args.keep)?;
         let observers = self.pick_observers(n);
@@ -275,6 +276,15 @@ impl Bench {
         log("  graceful leave");
         self.leave(life).await;
         Ok(())
+    }
+
+    /// How long to wait for member-event handlers: not at all when they do not run.
+    fn member_handler_timeout(&self) -> Duration {
+        if self.args.member_handlers {
+            self.args.handler_timeout
+        } else {
+            Duration::ZERO
+        }
     }
 
     /// Polls `events` every `every` until `done` or `limit`.
@@ -376,7 +386,7 @@ impl Bench {
                 })
                 .sum::<usize>()
         };
-        if converged {
+        if converged && self.args.member_handlers {
             Self::wait_handlers(
                 &mut life.cluster,
                 self.args.handler_timeout,
@@ -685,19 +695,33 @@ impl Bench {
     // -- failure ---------------------------------------------------------------------------
 
     async fn failure(&mut self, life: &mut Life) {
-        let Some(victim) = self.pick_victim(life) else {
+        let mut victims = Vec::new();
+        for _ in 0..self.args.kill.max(1) {
+            match self.pick_victim(life) {
+                Some(v) => victims.push(v),
+                None => break,
+            }
+        }
+        if victims.is_empty() {
             return;
-        };
-        let target = life.cluster.agents[victim].name.clone();
+        }
+        let targets: Vec<String> = victims
+            .iter()
+            .map(|&v| life.cluster.agents[v].name.clone())
+            .collect();
+        // Failures handled before this point are false verdicts: nobody had been killed yet.
+        life.cluster.events.poll();
+        let false_failed = life.cluster.events.count("member-failed");
+        let false_failed_logged = life.cluster.logged("EventMemberFailed:");
         let lm = LoadMeter::start();
         let t0 = now();
-        life.cluster.agents[victim].kill().await;
-        life.cluster.agents[victim].state = State::Killed;
+        for &v in &victims {
+            life.cluster.agents[v].kill().await;
+            life.cluster.agents[v].state = State::Killed;
+        }
         let deadline = Instant::now() + self.args.status_timeout;
-        let probe = Probe::Status {
-            target: target.clone(),
-            want: "failed",
-            also: None,
+        let probe = Probe::Failed {
+            targets: targets.clone(),
         };
         let conns = std::mem::take(&mut life.conns);
         let (conns, watches) = watch_all(conns, probe, self.args.poll_interval, deadline).await;
@@ -705,17 +729,42 @@ impl Bench {
         let live = life.cluster.live();
         Self::wait_handlers(
             &mut life.cluster,
-            self.args.handler_timeout,
+            self.member_handler_timeout(),
             Duration::from_millis(50),
-            |c| c.events.all_seen("member-failed", &target, &live),
+            |c| targets.iter().all(|t| c.events.all_seen("member-failed", t, &live)),
         )
         .await;
-        let handler = life.cluster.events.times("member-failed", &target, &live);
+        // An agent's handler time for the whole set: its last one (none if any is missing).
+        let per_target: Vec<Vec<Option<f64>>> = targets
+            .iter()
+            .map(|t| {
+                let seen = life.cluster.events.seen("member-failed", t);
+                live.iter()
+                    .map(|a| seen.and_then(|m| m.get(a).copied()))
+                    .collect()
+            })
+            .collect();
+        let handler: Vec<f64> = (0..live.len())
+            .filter_map(|i| {
+                per_target
+                    .iter()
+                    .map(|v| v[i])
+                    .try_fold(0.0_f64, |acc, t| Some(acc.max(t?)))
+            })
+            .collect();
         let seen: Vec<f64> = watches.iter().filter_map(|w| w.done_at).collect();
         let mut rec = self.base(life, "failure");
         rec.extend(spread("", &seen, watches.len(), t0));
         rec.extend(spread("handler_", &handler, live.len(), t0));
-        rec.insert("victim".into(), json!(target));
+        rec.insert("victim".into(), json!(targets.join(",")));
+        rec.insert("killed".into(), json!(targets.len()));
+        if self.args.member_handlers {
+            rec.insert("false_failed_before".into(), json!(false_failed));
+        }
+        rec.insert(
+            "false_failed_logged_before".into(),
+            json!(false_failed_logged),
+        );
         Self::poll_info(&mut rec, &watches);
         rec.extend(lm.result());
         self.sink.emit(&rec);
@@ -761,7 +810,7 @@ impl Bench {
         let live = life.cluster.live();
         Self::wait_handlers(
             &mut life.cluster,
-            self.args.handler_timeout,
+            self.member_handler_timeout(),
             Duration::from_millis(50),
             |c| c.events.all_seen("member-leave", &target, &live),
         )

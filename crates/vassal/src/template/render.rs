@@ -555,6 +555,7 @@ fn first_line_of(source: &str, word: &str) -> Option<usize> {
 mod tests {
     use super::*;
     use std::net::IpAddr;
+    use std::path::Path;
 
     fn member(name: &str, ip: &str, status: MemberStatus, tags: &[(&str, &str)]) -> Member {
         Member {
@@ -742,6 +743,30 @@ mod tests {
         let (e, _d) = engine("{% for m in members|with_tag(\"role\",\"web\")|alive %}{{ m.tags.http_port }};{% endfor %}");
         let out = e.unwrap().render(0, &View::new(&c, "lb")).unwrap();
         assert_eq!(out, "{{ 7 * 7 }}\n};8080;");
+    }
+
+    #[test]
+    fn the_shipped_nginx_template_lists_alive_web_members() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/templates/nginx-upstream.conf.j2");
+        let dir = tempfile::tempdir().unwrap();
+        let spec = TemplateSpec {
+            source: src,
+            destination: dir.path().join("up.conf"),
+            command: None,
+            command_timeout: None,
+        };
+        let e = Engine::load(&[spec]).unwrap();
+        let out = e.render(0, &View::new(&cluster(), "lb")).unwrap();
+        assert_eq!(
+            out,
+            "# Rendered by vassal (template mode) from nginx-upstream.conf.j2; edits are \
+             overwritten.\nupstream vassal_web {\n    server 10.0.0.2:8080 max_fails=1 \
+             fail_timeout=5s;  # web-1\n}\n"
+        );
+        let alone = vec![member("lb", "10.0.0.1", MemberStatus::Alive, &[])];
+        let out = e.render(0, &View::new(&alone, "lb")).unwrap();
+        assert!(out.contains("    server 127.0.0.1:1 down;\n}\n"), "{out}");
     }
 
     #[test]

@@ -200,7 +200,7 @@ fn environment() -> Environment<'static> {
         "with_status",
         |members: Value, statuses: Rest<String>| -> Result<Value, Error> {
             filter_members(&members, |m| {
-                attr_str(m, "status").is_some_and(|s| statuses.iter().any(|x| *x == s))
+                attr_str(m, "status").is_some_and(|s| statuses.contains(&s))
             })
         },
     );

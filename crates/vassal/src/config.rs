@@ -663,6 +663,58 @@ mod tests {
     }
 
     #[test]
+    fn templates_take_strings_or_objects_and_concatenate_across_files() {
+        let mut a =
+            parse(r#"{"templates": ["a.tmpl:a.conf:nginx -s reload"], "template_wait": "2s"}"#)
+                .unwrap();
+        let b = parse(
+            r#"{"templates": [{"source": "b.tmpl", "destination": "b.conf",
+                               "command": "true", "command_timeout": "5s"}]}"#,
+        )
+        .unwrap();
+        a.merge(b);
+        assert_eq!(a.template_wait, Some(Duration::from_secs(2)));
+        let got: Vec<(String, String, Option<Duration>)> = a
+            .templates
+            .iter()
+            .map(|t| {
+                (
+                    t.source.display().to_string(),
+                    t.command.clone().unwrap_or_default(),
+                    t.command_timeout,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "a.tmpl".to_owned(),
+                    "nginx -s reload".to_owned(),
+                    Some(crate::template::DEFAULT_COMMAND_TIMEOUT)
+                ),
+                (
+                    "b.tmpl".to_owned(),
+                    "true".to_owned(),
+                    Some(Duration::from_secs(5))
+                ),
+            ]
+        );
+        for text in [
+            r#"{"templates": "a:b"}"#,
+            r#"{"templates": [{"source": "a"}]}"#,
+            r#"{"templates": ["nocolon"]}"#,
+            r#"{"template_wait": "soon"}"#,
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(
+                e.key.as_deref().is_some_and(|k| k.starts_with("template")),
+                "{text}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn a_file_holding_a_bare_string_is_refused_without_quoting_it() {
         // It may be a key pasted into the wrong file.
         let e = parse(r#""SECRETKEY==""#).unwrap_err().to_string();

@@ -1,6 +1,6 @@
 //! Test support for Vassal: deadline-bounded waits, free loopback addresses, and process
 //! harnesses for the real Go Serf agent ([`GoSerf`]), our own binary ([`VassalAgent`]), the
-//! real HAProxy ([`Haproxy`]), a tiny web backend ([`WebServer`]) and bounded load ([`Wrk`]).
+//! real HAProxy ([`Haproxy`]), the real nginx ([`Nginx`]), a tiny web backend ([`WebServer`]) and bounded load ([`Wrk`]).
 //!
 //! House rules this crate enforces (STYLE.md item 11, spec §8):
 //! - tests wait on conditions with deadlines ([`wait_until`]), never on bare sleeps;
@@ -15,6 +15,7 @@ mod haproxy;
 mod http;
 mod mixed;
 mod net;
+mod nginx;
 mod process;
 mod prometheus;
 mod vassal;
@@ -28,6 +29,7 @@ pub use haproxy::{admin_command, haproxy_bin, Haproxy, HaproxyServer};
 pub use http::{http_get, http_get_ok, HttpResponse};
 pub use mixed::{go_then_vassal, CliMatrix, QueryAnswerer};
 pub use net::Loopback;
+pub use nginx::{nginx_bin, Nginx};
 pub use process::{run_cli, run_with_timeout, CliRun};
 pub use prometheus::{
     prometheus_bin, promtool_bin, promtool_check_metrics, PromSample, Prometheus,

@@ -148,6 +148,19 @@ impl Proc {
         }
     }
 
+    /// SIGTERM, then wait up to `deadline` for the exit, then SIGKILL: for a server whose
+    /// master must stop its own workers (nginx), which SIGKILL would leave behind.
+    pub(crate) fn terminate(&mut self, deadline: Duration) -> ExitStatus {
+        if let Some(status) = self.try_exit() {
+            return status;
+        }
+        self.signal(Signal::SIGTERM);
+        match self.wait_exit(deadline) {
+            Some(status) => status,
+            None => self.kill_9(),
+        }
+    }
+
     /// SIGINT (graceful leave, §5.6), then wait up to `deadline`; SIGKILL and panic if it
     /// does not exit in time.
     #[track_caller]

@@ -112,6 +112,19 @@ impl Wrk {
     /// Starts `wrk --latency -tTHREADS -cCONNECTIONS -dDURATION URL` (loopback URLs only).
     #[track_caller]
     pub fn spawn(url: &str, threads: u32, connections: u32, duration: Duration) -> Wrk {
+        Wrk::spawn_with(url, threads, connections, duration, &[])
+    }
+
+    /// [`Wrk::spawn`] with more wrk arguments before the URL, e.g.
+    /// `["-H", "Connection: close"]` for a connection per request.
+    #[track_caller]
+    pub fn spawn_with(
+        url: &str,
+        threads: u32,
+        connections: u32,
+        duration: Duration,
+        extra: &[&str],
+    ) -> Wrk {
         assert!(
             url.starts_with("http://127."),
             "{url}: load goes only to 127.0.0.0/8"
@@ -129,8 +142,10 @@ impl Wrk {
             format!("-d{}s", duration.as_secs().max(1)),
             "--timeout".to_owned(),
             "2s".to_owned(),
-            url.to_owned(),
         ];
+        let mut args = args;
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.push(url.to_owned());
         Wrk {
             proc: Proc::spawn("wrk", &bin, &args, &[]),
             duration,

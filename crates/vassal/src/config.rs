@@ -77,6 +77,10 @@ pub struct RawConfig {
     pub lb_backend_cidr: Vec<Cidr>,
     /// Where the live cluster page is served (`-ui-addr`).
     pub ui_addr: Option<std::net::SocketAddr>,
+    /// Template mode (`-template`): `"SRC:DEST[:COMMAND]"` strings or objects.
+    pub templates: Vec<crate::template::TemplateSpec>,
+    /// `-template-wait`.
+    pub template_wait: Option<Duration>,
 }
 
 /// A configuration file that could not be used.
@@ -154,6 +158,8 @@ const KEYS: &[&str] = &[
     "lb_max_conns",
     "lb_backend_cidr",
     "ui_addr",
+    "templates",
+    "template_wait",
 ];
 
 impl RawConfig {
@@ -336,7 +342,9 @@ impl RawConfig {
             lb_header_timeout,
             lb_max_conns,
             ui_addr,
+            template_wait,
         );
+        self.templates.extend(later.templates);
         self.tags.extend(later.tags);
         self.lb_backend_cidr.extend(later.lb_backend_cidr);
         self.start_join.extend(later.start_join);
@@ -445,6 +453,29 @@ impl Decoder<'_> {
         }
     }
 
+    /// `templates`: a list of `"SRC:DEST[:COMMAND]"` strings or objects with `source`,
+    /// `destination`, `command` and `command_timeout`.
+    fn templates(&self) -> Result<Vec<crate::template::TemplateSpec>, ConfigError> {
+        match self.map.get("templates") {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    crate::template::TemplateSpec::from_json(v)
+                        .map_err(|e| self.err("templates", e))
+                })
+                .collect(),
+            Some(v) => Err(self.err(
+                "templates",
+                format!(
+                    "expected a list ([\"src.tmpl:dest.conf:command\", {{\"source\": …}}]), \
+                     found {}",
+                    kind(v)
+                ),
+            )),
+        }
+    }
+
     fn decode(&mut self) -> Result<(), ConfigError> {
         let mut c = RawConfig {
             node_name: self.string("node_name")?,
@@ -488,6 +519,8 @@ impl Decoder<'_> {
             metrics_addr: self.string("metrics_addr")?,
             validate_node_names: self.bool("validate_node_names")?,
             handler_timeout: self.duration("handler_timeout")?,
+            template_wait: self.duration("template_wait")?,
+            templates: self.templates()?,
             lb_header_timeout: self.duration("lb_header_timeout")?,
             lb_max_conns: self.uint("lb_max_conns")?,
             ui_addr: self.parsed("ui_addr", |v| {
@@ -626,6 +659,58 @@ mod tests {
                 .and_then(|c| c.validated(Path::new("a.json")))
                 .unwrap_err();
             assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn templates_take_strings_or_objects_and_concatenate_across_files() {
+        let mut a =
+            parse(r#"{"templates": ["a.tmpl:a.conf:nginx -s reload"], "template_wait": "2s"}"#)
+                .unwrap();
+        let b = parse(
+            r#"{"templates": [{"source": "b.tmpl", "destination": "b.conf",
+                               "command": "true", "command_timeout": "5s"}]}"#,
+        )
+        .unwrap();
+        a.merge(b);
+        assert_eq!(a.template_wait, Some(Duration::from_secs(2)));
+        let got: Vec<(String, String, Option<Duration>)> = a
+            .templates
+            .iter()
+            .map(|t| {
+                (
+                    t.source.display().to_string(),
+                    t.command.clone().unwrap_or_default(),
+                    t.command_timeout,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "a.tmpl".to_owned(),
+                    "nginx -s reload".to_owned(),
+                    Some(crate::template::DEFAULT_COMMAND_TIMEOUT)
+                ),
+                (
+                    "b.tmpl".to_owned(),
+                    "true".to_owned(),
+                    Some(Duration::from_secs(5))
+                ),
+            ]
+        );
+        for text in [
+            r#"{"templates": "a:b"}"#,
+            r#"{"templates": [{"source": "a"}]}"#,
+            r#"{"templates": ["nocolon"]}"#,
+            r#"{"template_wait": "soon"}"#,
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(
+                e.key.as_deref().is_some_and(|k| k.starts_with("template")),
+                "{text}: {e}"
+            );
         }
     }
 

@@ -11,6 +11,7 @@ mod handlers;
 mod logging;
 mod parse;
 mod telemetry;
+mod template;
 
 use std::process::ExitCode;
 

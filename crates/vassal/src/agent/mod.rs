@@ -3,7 +3,7 @@
 //!
 //! The flow, one module a step: `options` checks the flags and config files and turns them
 //! into the node's config; `start` binds RPC, prints Serf's banner and spawns the tasks beside
-//! the node; `events` fans the node's events out to the handlers, RPC streams and the HAProxy
+//! the node (template mode among them, `crate::template`); `events` fans the node's events out to the handlers, RPC streams and the HAProxy
 //! sync; `signals` waits for SIGINT/SIGTERM/SIGHUP/SIGUSR1 (or an RPC leave) and says how the
 //! agent exits.
 
@@ -58,10 +58,15 @@ async fn run_until_exit(
         println!("Warning: 'RejoinAfterLeave' enabled without snapshot file");
     }
     options::load_files(&mut opts)?;
+    // Before anything starts: a bad template is refused with its line and a hint.
+    let templates = match opts.templates.is_empty() {
+        true => None,
+        false => Some(crate::template::Engine::load(&opts.templates).map_err(|e| e.to_string())?),
+    };
     let config = options::node_config(&opts).await?;
     // Before the node starts, so its first joins are counted.
     let telemetry = crate::telemetry::Telemetry::start(&opts.metrics).await?;
-    let mut agent = start::start(&opts, config, logs).await?;
+    let mut agent = start::start(&opts, config, logs, templates).await?;
     telemetry.spawn_figures(agent.handle.clone(), agent.handler_stats.clone());
     let code = signals::wait(&opts, &level, &mut agent, &telemetry).await?;
     // After the leave: the balancer has stopped sending here, so open requests can finish.

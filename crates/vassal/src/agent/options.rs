@@ -210,6 +210,19 @@ pub fn flags() -> FlagSet {
              the file-descriptor limit if lower)",
         )
         .flag(
+            "template",
+            Kind::Multi,
+            "<src:dest[:command]>",
+            "Render Jinja template SRC over the members into DEST when it changes, then run \
+             COMMAND (e.g. nginx -s reload); repeatable",
+        )
+        .flag(
+            "template-wait",
+            Kind::Value,
+            "<duration>",
+            "Quiet time membership needs before templates render (default 1s)",
+        )
+        .flag(
             "handler-timeout",
             Kind::Value,
             "<duration>",
@@ -310,6 +323,10 @@ pub struct AgentOptions {
     pub event_handlers: Vec<HandlerSpec>,
     /// `-handler-timeout`; `None` for no limit.
     pub handler_timeout: Option<Duration>,
+    /// `-template` and the config files' `templates`: template mode.
+    pub templates: Vec<crate::template::TemplateSpec>,
+    /// `-template-wait`, `template_wait`: quiet time before templates render.
+    pub template_wait: Duration,
     pub replay: bool,
     pub snapshot: Option<PathBuf>,
     pub rejoin: bool,
@@ -447,6 +464,10 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         .chain(p.values("event-handler"))
         .map(|h| HandlerSpec::parse(h).map_err(|e| bad("event-handler", h, e.to_string())))
         .collect::<Result<_, _>>()?;
+    let mut templates = file.templates.clone();
+    for t in p.values("template") {
+        templates.push(crate::template::TemplateSpec::parse(t).map_err(|e| bad("template", t, e))?);
+    }
     let role_addr = |flag: &str| -> Result<Option<SocketAddr>, FlagError> {
         p.value(flag)
             .map(|v| {
@@ -575,6 +596,12 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             )?,
         )
         .filter(|d| !d.is_zero()),
+        templates,
+        template_wait: p.parse_or(
+            "template-wait",
+            file.template_wait.unwrap_or(crate::template::DEFAULT_WAIT),
+            parse_duration,
+        )?,
         replay: p.bool_or("replay", file.replay_on_join == Some(true)),
         snapshot: value("snapshot", &file.snapshot_path).map(PathBuf::from),
         rejoin: p.bool_or("rejoin", file.rejoin_after_leave == Some(true)),

@@ -1,5 +1,5 @@
 //! Starting the agent on its node: the RPC listener, Serf's banner, then the tasks beside the
-//! node (handlers, mDNS discovery, the demo roles, the first join, the HAProxy sync and
+//! node (handlers, templates, mDNS discovery, the demo roles, the first join, the HAProxy sync and
 //! retry-join), in the order Serf's agent starts them.
 
 use std::net::SocketAddr;
@@ -39,6 +39,7 @@ pub(super) async fn start(
     opts: &AgentOptions,
     config: NodeConfig,
     logs: LogHub,
+    templates: Option<crate::template::Engine>,
 ) -> Result<Agent, String> {
     println!("==> Starting Serf agent...");
     // Serf's `Agent.Start` logs this before creating Serf: the first line a `monitor` client
@@ -89,6 +90,16 @@ pub(super) async fn start(
     println!();
 
     let (scripts_tx, handler_stats) = start_handlers(opts, &handle, handler_events);
+    if let Some(engine) = templates {
+        // Before the first join, so that its member events are seen.
+        crate::template::spawn(
+            handle.clone(),
+            engine,
+            opts.templates.clone(),
+            opts.node.clone(),
+            opts.template_wait,
+        );
+    }
 
     let _discovery = match &opts.discover {
         None => None,

@@ -330,9 +330,7 @@ impl Cluster {
             .filter_map(|a| std::fs::read(&a.agent_log).ok())
             .map(|text| {
                 text.split(|&b| b == b'\n')
-                    .filter(|line| {
-                        line.windows(needle.len()).any(|w| w == needle.as_bytes())
-                    })
+                    .filter(|line| line.windows(needle.len()).any(|w| w == needle.as_bytes()))
                     .count()
             })
             .sum()

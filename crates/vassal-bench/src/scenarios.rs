@@ -731,7 +731,11 @@ impl Bench {
             &mut life.cluster,
             self.member_handler_timeout(),
             Duration::from_millis(50),
-            |c| targets.iter().all(|t| c.events.all_seen("member-failed", t, &live)),
+            |c| {
+                targets
+                    .iter()
+                    .all(|t| c.events.all_seen("member-failed", t, &live))
+            },
         )
         .await;
         // An agent's handler time for the whole set: its last one (none if any is missing).

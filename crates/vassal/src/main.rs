@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     let rest = &args[1..];
     match command.as_str() {
         "agent" => match agent::options(rest) {
-            Ok(opts) => agent_runtime(&opts).block_on(agent::run(opts)),
+            Ok(opts) => run_to_end(agent_runtime(&opts), agent::run(opts)),
             Err(e) => flag_error(
                 e,
                 &agent::flags()
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
             ),
         },
         "demo" => match demo::options(rest) {
-            Ok(opts) => runtime().block_on(demo::run(opts)),
+            Ok(opts) => run_to_end(runtime(), demo::run(opts)),
             Err(e) => flag_error(
                 e,
                 &demo::flags().usage(
@@ -71,6 +71,19 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Runs `main` to its end, then stops the runtime without waiting on stragglers: dropping a
+/// runtime waits for every blocking task (a render, a DNS lookup, a handler's pipe read) and
+/// would keep an agent that has logged "shutdown complete" alive for as long as one of them
+/// takes.
+fn run_to_end(
+    rt: tokio::runtime::Runtime,
+    main: impl std::future::Future<Output = ExitCode>,
+) -> ExitCode {
+    let code = rt.block_on(main);
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }
 
 fn flag_error(e: FlagError, usage: &str) -> ExitCode {

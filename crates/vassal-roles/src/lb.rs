@@ -30,15 +30,15 @@ use vassal_node::Handle;
 use vassal_serf::{Event, Member, MemberEventKind, MemberStatus};
 
 use crate::backend::{web_backend, BackendPolicy, RefusedOnce};
+use crate::check::CheckConfig;
 use crate::http::{self, Body};
 use crate::pool::{BackendStats, Outcome, Pick, Pool, PoolConfig};
 use crate::upstream::{Conn, SendError, Upstreams};
 
 /// Request bodies are buffered (so a request can be retried) up to this size.
 const MAX_BODY: usize = 1 << 20;
-/// A backend must answer a health check within this (a busy machine can take a while; a dead
-/// backend refuses the connection at once).
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// A health check's page is read (then dropped) up to this size.
+const CHECK_BODY_LIMIT: usize = 64 << 10;
 /// A backend must start its answer within this.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client must send its whole request body (at most `MAX_BODY`) within this once its
@@ -81,6 +81,8 @@ pub struct Lb {
     policy: BackendPolicy,
     /// Refused backends already logged.
     refused: Mutex<RefusedOnce>,
+    /// What a health check asks and accepts.
+    check: CheckConfig,
 }
 
 /// What `/stats.json` returns.
@@ -96,7 +98,7 @@ pub struct Stats {
 }
 
 impl Lb {
-    pub fn new(node: &str, policy: BackendPolicy) -> Arc<Self> {
+    pub fn new(node: &str, policy: BackendPolicy, check: CheckConfig) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(1)));
@@ -107,7 +109,11 @@ impl Lb {
         Arc::new(Lb {
             node: node.to_owned(),
             started: Instant::now(),
-            pool: Mutex::new(Pool::new(PoolConfig::default())),
+            pool: Mutex::new(Pool::new(PoolConfig {
+                check_interval: check.interval,
+                fall: check.fall,
+                rise: check.rise,
+            })),
             client,
             upstreams: Upstreams::default(),
             totals: Totals::default(),
@@ -118,6 +124,7 @@ impl Lb {
             },
             policy,
             refused: Mutex::new(RefusedOnce::default()),
+            check,
         })
     }
 
@@ -237,26 +244,39 @@ impl Lb {
         });
     }
 
-    /// One health check: `GET /` answered with a status below 500 within [`CHECK_TIMEOUT`].
+    /// One health check: `GET <path>` answered within the timeout with a status the
+    /// [`CheckConfig`] accepts (by default any below 500).
     async fn check(self: Arc<Self>, pick: Pick) {
-        let req = Request::get(format!("http://{}/", pick.addr))
+        let timeout = self.check.timeout;
+        let req = Request::get(format!("http://{}{}", pick.addr, self.check.path))
             .header("user-agent", "vassal-lb-check")
             .body(Full::new(Bytes::new()));
         let checked = async {
             // An address no URI can hold fails its check rather than the agent.
             let req = req.map_err(|e| e.to_string())?;
-            match tokio::time::timeout(CHECK_TIMEOUT, self.client.request(req)).await {
+            match tokio::time::timeout(timeout, self.client.request(req)).await {
                 Ok(Ok(resp)) => Ok(resp),
                 Ok(Err(e)) => Err(describe(&e)),
-                Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+                Err(_) => Err(format!("no answer within {timeout:?}")),
             }
         };
         let (ok, detail) = match checked.await {
             Ok(resp) => {
                 let status = resp.status();
-                // Read the page to the end so the connection goes back to the pool.
-                let _ = resp.into_body().collect().await;
-                (status.as_u16() < 500, format!("HTTP {}", status.as_u16()))
+                // Read the page to the end (within the timeout, and at most a few pages'
+                // worth) so the connection goes back to the pool.
+                let _ = tokio::time::timeout(
+                    timeout,
+                    Limited::new(resp.into_body(), CHECK_BODY_LIMIT).collect(),
+                )
+                .await;
+                let ok = self.check.status.contains(status.as_u16());
+                let detail = if ok {
+                    format!("HTTP {}", status.as_u16())
+                } else {
+                    format!("HTTP {}, expected {}", status.as_u16(), self.check.status)
+                };
+                (ok, detail)
             }
             Err(detail) => (false, detail),
         };

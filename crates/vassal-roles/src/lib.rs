@@ -29,6 +29,7 @@
 //! ```
 
 pub mod backend;
+pub mod check;
 pub mod haproxy;
 pub mod http;
 pub mod lb;
@@ -68,6 +69,8 @@ pub struct RolesConfig {
     pub http_limits: http::ServeLimits,
     /// Where the live cluster page is served (`-ui-addr`).
     pub ui_listen: Option<SocketAddr>,
+    /// `-lb-check-*`: the balancer's health checks.
+    pub lb_check: check::CheckConfig,
 }
 
 impl RolesConfig {
@@ -82,6 +85,7 @@ impl RolesConfig {
             lb_backend_cidrs: Vec::new(),
             http_limits: http::ServeLimits::default(),
             ui_listen: None,
+            lb_check: check::CheckConfig::default(),
         }
     }
 }
@@ -97,6 +101,8 @@ pub enum RolesError {
     },
     #[error("-lb-stats needs -lb-listen: the stats page belongs to the load balancer")]
     StatsWithoutLb,
+    #[error("{0}")]
+    BadCheck(String),
 }
 
 /// The running roles. [`stop`](Self::stop) them after the node has left, so that requests in
@@ -138,6 +144,7 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
     if config.lb_stats.is_some() && config.lb_listen.is_none() {
         return Err(RolesError::StatsWithoutLb);
     }
+    config.lb_check.validate().map_err(RolesError::BadCheck)?;
     let lb_listener = match config.lb_listen {
         Some(a) => Some(listen("-lb-listen", a).await?),
         None => None,
@@ -174,7 +181,7 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
     let limits = config.http_limits;
     if let (Some(listener), Some(listen)) = (lb_listener, lb_addr) {
         let policy = backend::BackendPolicy::for_listener(listen.ip(), config.lb_backend_cidrs);
-        let lb = lb::Lb::new(&config.node, policy);
+        let lb = lb::Lb::new(&config.node, policy, config.lb_check.clone());
         tasks.push(tokio::spawn(lb::run_membership(
             lb.clone(),
             handle.clone(),

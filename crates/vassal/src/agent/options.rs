@@ -210,6 +210,43 @@ pub fn flags() -> FlagSet {
              the file-descriptor limit if lower)",
         )
         .flag(
+            "lb-check-path",
+            Kind::Value,
+            "<path>",
+            "Page the balancer's health check asks with GET (default /)",
+        )
+        .flag(
+            "lb-check-interval",
+            Kind::Value,
+            "<duration>",
+            "Time between two health checks of one backend (default 1s)",
+        )
+        .flag(
+            "lb-check-timeout",
+            Kind::Value,
+            "<duration>",
+            "A backend must answer a health check within this (default 2s)",
+        )
+        .flag(
+            "lb-check-rise",
+            Kind::Value,
+            "<n>",
+            "Passing checks in a row that bring a down backend back (default 1)",
+        )
+        .flag(
+            "lb-check-fall",
+            Kind::Value,
+            "<n>",
+            "Failing checks in a row that take a backend out of rotation (default 2)",
+        )
+        .flag(
+            "lb-check-status",
+            Kind::Value,
+            "<codes>",
+            "Statuses a health check accepts: codes, ranges, classes, e.g. 200,3xx (default \
+             100-499)",
+        )
+        .flag(
             "handler-timeout",
             Kind::Value,
             "<duration>",
@@ -505,6 +542,39 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             parse_max_conns,
         )?,
     };
+    let defaults = vassal_roles::check::CheckConfig::default();
+    let lb_check = vassal_roles::check::CheckConfig {
+        path: p.parse_or(
+            "lb-check-path",
+            file.lb_check_path.clone().unwrap_or(defaults.path),
+            vassal_roles::check::parse_path,
+        )?,
+        interval: p.parse_or(
+            "lb-check-interval",
+            file.lb_check_interval.unwrap_or(defaults.interval),
+            |v| parse_duration(v).and_then(vassal_roles::check::check_period),
+        )?,
+        timeout: p.parse_or(
+            "lb-check-timeout",
+            file.lb_check_timeout.unwrap_or(defaults.timeout),
+            |v| parse_duration(v).and_then(vassal_roles::check::check_period),
+        )?,
+        rise: p.parse_or(
+            "lb-check-rise",
+            file.lb_check_rise.unwrap_or(defaults.rise),
+            vassal_roles::check::parse_count,
+        )?,
+        fall: p.parse_or(
+            "lb-check-fall",
+            file.lb_check_fall.unwrap_or(defaults.fall),
+            vassal_roles::check::parse_count,
+        )?,
+        status: p.parse_or(
+            "lb-check-status",
+            file.lb_check_status.clone().unwrap_or(defaults.status),
+            str::parse,
+        )?,
+    };
     let roles = vassal_roles::RolesConfig {
         lb_listen,
         lb_stats,
@@ -513,6 +583,7 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         lb_backend_cidrs,
         http_limits,
         ui_listen,
+        lb_check,
         ..vassal_roles::RolesConfig::new(&node)
     };
     let list = |flag: &str, file: &[String]| -> Vec<String> {

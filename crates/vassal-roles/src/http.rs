@@ -3,8 +3,11 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,8 +20,10 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::time::Sleep;
 use tracing::{debug, warn};
 use vassal_node::{AcceptBackoff, Throttle};
 
@@ -36,6 +41,10 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// backlog until one closes (HAProxy's `maxconn` does the same). `-lb-max-conns`. The agent
 /// lowers it to half its file-descriptor limit when that is smaller.
 pub const DEFAULT_MAX_CONNS: usize = 4096;
+/// A client that does not take any of its response for this long (its receive window stays
+/// full) is disconnected: with bodies streamed, a client reading nothing would otherwise hold
+/// a backend connection and a connection slot for ever (HAProxy's `timeout client`).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The warning that a server is at its connection limit is logged at most this often.
 pub const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -46,6 +55,8 @@ pub struct ServeLimits {
     pub header_timeout: Option<Duration>,
     /// See [`DEFAULT_MAX_CONNS`]; at least 1.
     pub max_conns: usize,
+    /// See [`DEFAULT_WRITE_TIMEOUT`]; `None` for no limit.
+    pub write_timeout: Option<Duration>,
 }
 
 impl Default for ServeLimits {
@@ -53,6 +64,7 @@ impl Default for ServeLimits {
         ServeLimits {
             header_timeout: Some(DEFAULT_HEADER_TIMEOUT),
             max_conns: DEFAULT_MAX_CONNS,
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
         }
     }
 }
@@ -174,6 +186,7 @@ pub async fn serve<F, Fut>(
                     let fut = handle(req, peer);
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
+                let stream = WriteTimeout::new(stream, limits.write_timeout);
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -192,5 +205,103 @@ pub async fn serve<F, Fut>(
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             warn!(?local, "requests still open after {SHUTDOWN_GRACE:?}; closing them");
         }
+    }
+}
+
+/// A client connection whose writes fail once one has waited [`ServeLimits::write_timeout`]
+/// for the client to make room.
+pub struct WriteTimeout<S> {
+    inner: S,
+    timeout: Option<Duration>,
+    /// Armed while a write (or flush) waits.
+    waiting: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    pub fn new(inner: S, timeout: Option<Duration>) -> Self {
+        WriteTimeout {
+            inner,
+            timeout,
+            waiting: None,
+        }
+    }
+
+    /// The inner stream (for a TLS handshake's details).
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A write that did not complete: arms the timer, or fails if it ran out.
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let Some(timeout) = self.timeout else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took none of its response for {timeout:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn done<T>(&mut self, r: io::Result<T>) -> Poll<io::Result<T>> {
+        self.waiting = None;
+        Poll::Ready(r)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => this.done(r),
+            Poll::Pending => this.pending(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => this.done(r),
+            Poll::Pending => this.pending(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Ready(r) => this.done(r),
+            Poll::Pending => this.pending(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -33,18 +33,13 @@ use crate::backend::{web_backend, BackendPolicy, RefusedOnce};
 use crate::check::CheckConfig;
 use crate::http::{self, Body};
 use crate::pool::{BackendStats, Outcome, Pick, Pool, PoolConfig};
+use crate::relay::{Outgoing, Source};
 use crate::upstream::{Conn, SendError, Upstreams};
 
-/// Request bodies are buffered (so a request can be retried) up to this size.
-const MAX_BODY: usize = 1 << 20;
 /// A health check's page is read (then dropped) up to this size.
 const CHECK_BODY_LIMIT: usize = 64 << 10;
 /// A backend must start its answer within this.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A client must send its whole request body (at most `MAX_BODY`) within this once its
-/// headers are in (the header timeout covers only the headers): a body trickled in byte by
-/// byte must not hold a connection slot for ever.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the pool is reconciled with the full member list (events can be missed when a
 /// subscriber lags; a `leaving` status has no event of its own).
 const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
@@ -296,6 +291,31 @@ impl Lb {
         }
     }
 
+    /// Waits for `send`: a backend must start its answer within [`RESPONSE_TIMEOUT`] of the
+    /// request, or of the last piece of its body the client sent (an upload of any length
+    /// is not cut off while it moves).
+    async fn answer_within<T>(
+        &self,
+        sent: Instant,
+        source: Option<&Source>,
+        send: impl std::future::Future<Output = T>,
+    ) -> Result<T, ()> {
+        let mut send = std::pin::pin!(send);
+        loop {
+            let since = source.map_or(sent, |s| s.progress().max(sent));
+            let deadline = since + RESPONSE_TIMEOUT;
+            tokio::select! {
+                r = &mut send => return Ok(r),
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    let moved = source.is_some_and(|s| s.progress() > since);
+                    if !moved {
+                        return Err(());
+                    }
+                }
+            }
+        }
+    }
+
     /// Proxies one request to a backend in rotation, retrying on the next one when a backend
     /// cannot be reached (or, for idempotent methods, when it broke before answering).
     pub async fn proxy(
@@ -306,25 +326,9 @@ impl Lb {
         self.totals.requests.fetch_add(1, Ordering::Relaxed);
         self.counters.requests.increment(1);
         let (parts, body) = req.into_parts();
-        let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect())
-            .await
-        {
-            Ok(Ok(b)) => b.to_bytes(),
-            Err(_) => {
-                self.count_failed();
-                return http::text(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!("request body not received within {BODY_TIMEOUT:?}"),
-                );
-            }
-            Ok(Err(e)) => {
-                self.count_failed();
-                return http::text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body not read: {e} (the balancer buffers at most {MAX_BODY} bytes)"),
-                );
-            }
-        };
+        // A bodiless request (most are) can be sent again as it is; a body streams from the
+        // client, and the request is retried only while none of it has gone to a backend.
+        let source = (!body.is_end_stream()).then(|| Source::new(body, Instant::now()));
         let idempotent = matches!(
             parts.method,
             Method::GET
@@ -366,7 +370,21 @@ impl Lb {
                 self.totals.retries.fetch_add(1, Ordering::Relaxed);
                 self.counters.retries.increment(1);
             }
-            let mut out = Request::new(Full::new(body.clone()));
+            if source.as_ref().is_some_and(|s| !s.retryable()) {
+                // Part of the body went to the backend that failed: it cannot be replayed.
+                self.count_failed();
+                return http::text(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "backend failed while the request body was being sent (not retried): {}",
+                        errors.join("; ")
+                    ),
+                );
+            }
+            let out_body = source
+                .as_ref()
+                .map_or_else(Outgoing::empty, Source::attempt);
+            let mut out = Request::new(out_body);
             *out.method_mut() = parts.method.clone();
             *out.uri_mut() = path.clone();
             *out.headers_mut() = headers.clone();
@@ -379,11 +397,13 @@ impl Lb {
             let backend = self.upstreams.metrics(&pick.name, pick.addr);
             backend.requests.increment(1);
             let sent = Instant::now();
-            let result = tokio::time::timeout(
-                RESPONSE_TIMEOUT,
-                self.upstreams.send(&pick.name, pick.addr, out),
-            )
-            .await;
+            let result = self
+                .answer_within(
+                    sent,
+                    source.as_ref(),
+                    self.upstreams.send(&pick.name, pick.addr, out),
+                )
+                .await;
             if !matches!(result, Ok(Ok(_))) {
                 metrics::counter!("vassal.lb.backend.failures", "backend" => pick.name.clone())
                     .increment(1);
@@ -450,7 +470,10 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-const HOP_BY_HOP: [&str; 8] = [
+/// Headers that concern one connection, not the request. `expect` is answered by the
+/// balancer's own server (its `100 Continue`), so it does not go on either.
+const HOP_BY_HOP: [&str; 9] = [
+    "expect",
     "connection",
     "keep-alive",
     "proxy-connection",

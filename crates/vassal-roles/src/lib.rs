@@ -35,6 +35,7 @@ pub mod http;
 pub mod lb;
 pub mod load;
 pub mod pool;
+pub mod relay;
 pub mod stats;
 pub mod ui;
 pub mod upstream;

@@ -541,6 +541,7 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             file.lb_max_conns.unwrap_or_else(default_max_conns),
             parse_max_conns,
         )?,
+        ..vassal_roles::http::ServeLimits::default()
     };
     let defaults = vassal_roles::check::CheckConfig::default();
     let lb_check = vassal_roles::check::CheckConfig {

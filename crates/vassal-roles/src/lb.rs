@@ -29,10 +29,10 @@ use tracing::{debug, info, warn};
 use vassal_node::Handle;
 use vassal_serf::{Event, Member, MemberEventKind, MemberStatus};
 
-use crate::backend::{web_backend, BackendPolicy, RefusedOnce};
+use crate::backend::{reported_load, web_backend, BackendPolicy, RefusedOnce};
 use crate::check::CheckConfig;
 use crate::http::{self, Body};
-use crate::pool::{BackendStats, Outcome, Pick, Pool, PoolConfig};
+use crate::pool::{BackendStats, Balance, Outcome, Pick, Pool, PoolConfig};
 use crate::relay::{Outgoing, Source};
 use crate::upstream::{Conn, SendError, Upstreams};
 
@@ -93,7 +93,12 @@ pub struct Stats {
 }
 
 impl Lb {
-    pub fn new(node: &str, policy: BackendPolicy, check: CheckConfig) -> Arc<Self> {
+    pub fn new(
+        node: &str,
+        policy: BackendPolicy,
+        check: CheckConfig,
+        balance: Balance,
+    ) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(1)));
@@ -108,6 +113,7 @@ impl Lb {
                 check_interval: check.interval,
                 fall: check.fall,
                 rise: check.rise,
+                balance,
             })),
             client,
             upstreams: Upstreams::default(),
@@ -181,7 +187,8 @@ impl Lb {
             match (kind, addr) {
                 (MemberEventKind::Reap, _) | (_, None) => pool.remove(&m.name),
                 (MemberEventKind::Join | MemberEventKind::Update, Some(a)) => {
-                    pool.member_alive(&m.name, a, now)
+                    pool.member_alive(&m.name, a, now);
+                    pool.set_load(&m.name, reported_load(m));
                 }
                 (MemberEventKind::Leave, Some(_)) => pool.member_left(&m.name),
                 (MemberEventKind::Failed, Some(_)) => pool.member_failed(&m.name),
@@ -209,7 +216,10 @@ impl Lb {
         }
         for (m, a) in backends {
             match m.status {
-                MemberStatus::Alive => pool.member_alive(&m.name, a, now),
+                MemberStatus::Alive => {
+                    pool.member_alive(&m.name, a, now);
+                    pool.set_load(&m.name, reported_load(m));
+                }
                 MemberStatus::Leaving | MemberStatus::Left => pool.member_left(&m.name),
                 MemberStatus::Failed => pool.member_failed(&m.name),
                 MemberStatus::None => {}

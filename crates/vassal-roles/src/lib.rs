@@ -72,6 +72,11 @@ pub struct RolesConfig {
     pub ui_listen: Option<SocketAddr>,
     /// `-lb-check-*`: the balancer's health checks.
     pub lb_check: check::CheckConfig,
+    /// `-lb-balance`: how the balancer picks a backend.
+    pub lb_balance: pool::Balance,
+    /// `-web-delay`: the web role holds every answer this long first (to stand in for a
+    /// slow node in benchmarks and demos of `leastload`).
+    pub web_delay: Option<std::time::Duration>,
 }
 
 impl RolesConfig {
@@ -87,6 +92,8 @@ impl RolesConfig {
             http_limits: http::ServeLimits::default(),
             ui_listen: None,
             lb_check: check::CheckConfig::default(),
+            lb_balance: pool::Balance::RoundRobin,
+            web_delay: None,
         }
     }
 }
@@ -182,7 +189,12 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
     let limits = config.http_limits;
     if let (Some(listener), Some(listen)) = (lb_listener, lb_addr) {
         let policy = backend::BackendPolicy::for_listener(listen.ip(), config.lb_backend_cidrs);
-        let lb = lb::Lb::new(&config.node, policy, config.lb_check.clone());
+        let lb = lb::Lb::new(
+            &config.node,
+            policy,
+            config.lb_check.clone(),
+            config.lb_balance,
+        );
         tasks.push(tokio::spawn(lb::run_membership(
             lb.clone(),
             handle.clone(),
@@ -210,8 +222,13 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
         }
     }
     if let Some(listener) = web_listener {
-        let web = web::Web::new(&config.node);
+        let web = web::Web::new(&config.node, config.web_delay);
         tasks.push(tokio::spawn(web::run_load_queries(
+            web.clone(),
+            handle.clone(),
+            stopped.clone(),
+        )));
+        tasks.push(tokio::spawn(web::run_load_tag(
             web.clone(),
             handle.clone(),
             stopped.clone(),

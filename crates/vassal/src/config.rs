@@ -82,6 +82,10 @@ pub struct RawConfig {
     pub lb_check_rise: Option<u32>,
     pub lb_check_fall: Option<u32>,
     pub lb_check_status: Option<vassal_roles::check::StatusSet>,
+    /// `-lb-balance`.
+    pub lb_balance: Option<vassal_roles::pool::Balance>,
+    /// `-web-delay`.
+    pub web_delay: Option<Duration>,
     /// Where the live cluster page is served (`-ui-addr`).
     pub ui_addr: Option<std::net::SocketAddr>,
 }
@@ -166,6 +170,8 @@ const KEYS: &[&str] = &[
     "lb_check_rise",
     "lb_check_fall",
     "lb_check_status",
+    "lb_balance",
+    "web_delay",
     "ui_addr",
 ];
 
@@ -354,6 +360,8 @@ impl RawConfig {
             lb_check_rise,
             lb_check_fall,
             lb_check_status,
+            lb_balance,
+            web_delay,
             ui_addr,
         );
         self.tags.extend(later.tags);
@@ -529,6 +537,8 @@ impl Decoder<'_> {
             lb_check_rise: self.count("lb_check_rise")?,
             lb_check_fall: self.count("lb_check_fall")?,
             lb_check_status: self.parsed("lb_check_status", str::parse)?,
+            lb_balance: self.parsed("lb_balance", str::parse)?,
+            web_delay: self.duration("web_delay")?,
             ui_addr: self.parsed("ui_addr", |v| {
                 v.parse()
                     .map_err(|_| "expected IP:PORT, e.g. 127.0.0.1:9990".to_owned())

@@ -247,6 +247,20 @@ pub fn flags() -> FlagSet {
              100-499)",
         )
         .flag(
+            "lb-balance",
+            Kind::Value,
+            "<method>",
+            "How the balancer picks a backend: roundrobin, leastconn or leastload (by the load \
+             web nodes report; default roundrobin)",
+        )
+        .flag(
+            "web-delay",
+            Kind::Value,
+            "<duration>",
+            "Hold every web-role answer this long (stands in for a slow node in benchmarks; \
+             default 0)",
+        )
+        .flag(
             "handler-timeout",
             Kind::Value,
             "<duration>",
@@ -585,6 +599,25 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         http_limits,
         ui_listen,
         lb_check,
+        lb_balance: p.parse_or(
+            "lb-balance",
+            file.lb_balance.unwrap_or_default(),
+            str::parse,
+        )?,
+        web_delay: Some(p.parse_or(
+            "web-delay",
+            file.web_delay.unwrap_or(Duration::ZERO),
+            |v| {
+                parse_duration(v).and_then(|d| {
+                    if d > Duration::from_secs(60) {
+                        Err(format!("{d:?} is more than a minute; a benchmark's slow node wants milliseconds, e.g. 20ms"))
+                    } else {
+                        Ok(d)
+                    }
+                })
+            },
+        )?)
+        .filter(|d| !d.is_zero()),
         ..vassal_roles::RolesConfig::new(&node)
     };
     let list = |flag: &str, file: &[String]| -> Vec<String> {

@@ -477,3 +477,23 @@ fn health_check_keys_in_a_file_reach_the_options_and_flags_win() {
         assert!(e.contains(key), "{json}: {e}");
     }
 }
+
+#[test]
+fn lb_balance_is_roundrobin_unless_told_and_a_typo_is_refused() {
+    use vassal_roles::pool::Balance;
+    assert_eq!(options(&[]).unwrap().roles.lb_balance, Balance::RoundRobin);
+    let o = options(&args(&["-lb-balance=leastload", "-web-delay=20ms"])).unwrap();
+    assert_eq!(o.roles.lb_balance, Balance::LeastLoad);
+    assert_eq!(o.roles.web_delay, Some(Duration::from_millis(20)));
+    let e = options(&args(&["-lb-balance=leastconnections"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("-lb-balance") && e.contains("roundrobin, leastconn or leastload"),
+        "{e}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_file(&dir, r#"{"lb_balance": "leastconn"}"#);
+    let o = options(&args(&[&file])).unwrap();
+    assert_eq!(o.roles.lb_balance, Balance::LeastConn);
+}

@@ -15,15 +15,16 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 use vassal_node::{AcceptBackoff, Throttle};
 
@@ -128,6 +129,22 @@ pub async fn serve<F, Fut>(
     listener: TcpListener,
     limits: ServeLimits,
     handle: F,
+    stop: watch::Receiver<bool>,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_with(name, listener, limits, None, handle, stop).await
+}
+
+/// [`serve`], over TLS when `tls` is given: the handshake must finish within the header
+/// timeout (10 s without one), and a client that chose `h2` by ALPN is served HTTP/2.
+pub async fn serve_with<F, Fut>(
+    name: &'static str,
+    listener: TcpListener,
+    limits: ServeLimits,
+    tls: Option<TlsAcceptor>,
+    handle: F,
     mut stop: watch::Receiver<bool>,
 ) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
@@ -142,6 +159,9 @@ pub async fn serve<F, Fut>(
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new());
     builder.header_read_timeout(limits.header_timeout);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new());
+    let handshake_timeout = limits.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT);
     loop {
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
@@ -187,10 +207,41 @@ pub async fn serve<F, Fut>(
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
                 let stream = WriteTimeout::new(stream, limits.write_timeout);
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let Some(acceptor) = tls.clone() else {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            debug!(%peer, "connection ended: {e}");
+                        }
+                        drop(slot);
+                    });
+                    continue;
+                };
+                let (h1, h2, watcher) = (builder.clone(), h2.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let stream =
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                debug!(%peer, "TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                debug!(%peer, "no TLS handshake within {handshake_timeout:?}");
+                                return;
+                            }
+                        };
+                    let is_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    let io = TokioIo::new(stream);
+                    let ended = if is_h2 {
+                        watcher.watch(h2.serve_connection(io, service)).await
+                    } else {
+                        watcher.watch(h1.serve_connection(io, service)).await
+                    };
+                    if let Err(e) = ended {
                         debug!(%peer, "connection ended: {e}");
                     }
                     drop(slot);

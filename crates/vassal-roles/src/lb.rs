@@ -399,7 +399,12 @@ impl Lb {
             *out.uri_mut() = path.clone();
             *out.headers_mut() = headers.clone();
             if !out.headers().contains_key(HOST) {
-                if let Ok(v) = HeaderValue::from_str(&pick.addr.to_string()) {
+                // HTTP/2 names the host in the request's authority, not in a header.
+                let host = match parts.uri.authority() {
+                    Some(a) => HeaderValue::from_str(a.as_str()),
+                    None => HeaderValue::from_str(&pick.addr.to_string()),
+                };
+                if let Ok(v) = host {
                     out.headers_mut().insert(HOST, v);
                 }
             }

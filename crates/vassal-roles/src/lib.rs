@@ -37,11 +37,13 @@ pub mod load;
 pub mod pool;
 pub mod relay;
 pub mod stats;
+pub mod tls;
 pub mod ui;
 pub mod upstream;
 pub mod web;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -74,6 +76,8 @@ pub struct RolesConfig {
     pub lb_check: check::CheckConfig,
     /// `-lb-balance`: how the balancer picks a backend.
     pub lb_balance: pool::Balance,
+    /// `-lb-tls-cert`, `-lb-tls-key`: the balancer serves HTTPS (HTTP/2 and HTTP/1.1).
+    pub lb_tls: Option<tls::TlsFiles>,
     /// `-web-delay`: the web role holds every answer this long first (to stand in for a
     /// slow node in benchmarks and demos of `leastload`).
     pub web_delay: Option<std::time::Duration>,
@@ -94,6 +98,7 @@ impl RolesConfig {
             lb_check: check::CheckConfig::default(),
             lb_balance: pool::Balance::RoundRobin,
             web_delay: None,
+            lb_tls: None,
         }
     }
 }
@@ -111,6 +116,8 @@ pub enum RolesError {
     StatsWithoutLb,
     #[error("{0}")]
     BadCheck(String),
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The running roles. [`stop`](Self::stop) them after the node has left, so that requests in
@@ -124,9 +131,18 @@ pub struct Roles {
     pub stats_addr: Option<SocketAddr>,
     pub web_addr: Option<SocketAddr>,
     pub ui_addr: Option<SocketAddr>,
+    /// The balancer's certificate, when it serves HTTPS.
+    tls: Option<Arc<tls::CertStore>>,
 }
 
 impl Roles {
+    /// Reads the balancer's certificate and key again (SIGHUP): new connections get the new
+    /// pair, open ones keep theirs. `None` without TLS; an error keeps the old pair.
+    pub fn reload_tls(&self) -> Option<Result<&tls::TlsFiles, tls::TlsError>> {
+        let store = self.tls.as_ref()?;
+        Some(store.reload().map(|()| store.files()))
+    }
+
     /// Stops accepting, lets open requests finish (at most [`http::SHUTDOWN_GRACE`]).
     pub async fn stop(self) {
         let _ = self.stop.send(true);
@@ -153,6 +169,12 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
         return Err(RolesError::StatsWithoutLb);
     }
     config.lb_check.validate().map_err(RolesError::BadCheck)?;
+    // Read before anything listens, so a bad file stops the start with its own message.
+    let tls_store = match (&config.lb_tls, config.lb_listen) {
+        (Some(files), Some(_)) => Some(tls::CertStore::open(files.clone())?),
+        _ => None,
+    };
+    let acceptor = tls_store.as_ref().map(|s| s.acceptor()).transpose()?;
     let lb_listener = match config.lb_listen {
         Some(a) => Some(listen("-lb-listen", a).await?),
         None => None,
@@ -202,14 +224,20 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
             stopped.clone(),
         )));
         let proxy = lb.clone();
-        tasks.push(tokio::spawn(http::serve(
+        let https = acceptor.is_some();
+        tasks.push(tokio::spawn(http::serve_with(
             "-lb-listen",
             listener,
             limits,
+            acceptor,
             move |req, peer| proxy.clone().proxy(req, peer),
             stopped.clone(),
         )));
-        info!("load balancer listening on {}", url(lb_addr));
+        let lb_url = match lb_addr {
+            Some(a) if https => format!("https://{a}/ (HTTP/2 and HTTP/1.1)"),
+            a => url(a),
+        };
+        info!("load balancer listening on {lb_url}");
         if let Some(listener) = stats_listener {
             tasks.push(tokio::spawn(http::serve(
                 "-lb-stats",
@@ -265,5 +293,6 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
         stats_addr,
         web_addr,
         ui_addr,
+        tls: tls_store,
     })
 }

@@ -86,6 +86,9 @@ pub struct RawConfig {
     pub lb_balance: Option<vassal_roles::pool::Balance>,
     /// `-web-delay`.
     pub web_delay: Option<Duration>,
+    /// `-lb-tls-cert`, `-lb-tls-key`.
+    pub lb_tls_cert: Option<String>,
+    pub lb_tls_key: Option<String>,
     /// Where the live cluster page is served (`-ui-addr`).
     pub ui_addr: Option<std::net::SocketAddr>,
 }
@@ -172,6 +175,8 @@ const KEYS: &[&str] = &[
     "lb_check_status",
     "lb_balance",
     "web_delay",
+    "lb_tls_cert",
+    "lb_tls_key",
     "ui_addr",
 ];
 
@@ -362,6 +367,8 @@ impl RawConfig {
             lb_check_status,
             lb_balance,
             web_delay,
+            lb_tls_cert,
+            lb_tls_key,
             ui_addr,
         );
         self.tags.extend(later.tags);
@@ -539,6 +546,8 @@ impl Decoder<'_> {
             lb_check_status: self.parsed("lb_check_status", str::parse)?,
             lb_balance: self.parsed("lb_balance", str::parse)?,
             web_delay: self.duration("web_delay")?,
+            lb_tls_cert: self.string("lb_tls_cert")?,
+            lb_tls_key: self.string("lb_tls_key")?,
             ui_addr: self.parsed("ui_addr", |v| {
                 v.parse()
                     .map_err(|_| "expected IP:PORT, e.g. 127.0.0.1:9990".to_owned())

@@ -254,6 +254,19 @@ pub fn flags() -> FlagSet {
              web nodes report; default roundrobin)",
         )
         .flag(
+            "lb-tls-cert",
+            Kind::Value,
+            "<path>",
+            "Serve the balancer over HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate \
+             chain; needs -lb-tls-key; re-read on SIGHUP",
+        )
+        .flag(
+            "lb-tls-key",
+            Kind::Value,
+            "<path>",
+            "The PEM private key of -lb-tls-cert",
+        )
+        .flag(
             "web-delay",
             Kind::Value,
             "<duration>",
@@ -599,6 +612,39 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         http_limits,
         ui_listen,
         lb_check,
+        lb_tls: match (
+            value("lb-tls-cert", &file.lb_tls_cert),
+            value("lb-tls-key", &file.lb_tls_key),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                if lb_listen.is_none() {
+                    return Err(bad(
+                        "lb-tls-cert",
+                        cert,
+                        "needs -lb-listen: the certificate is the load balancer's".into(),
+                    ));
+                }
+                Some(vassal_roles::tls::TlsFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                })
+            }
+            (Some(cert), None) => {
+                return Err(bad(
+                    "lb-tls-cert",
+                    cert,
+                    "needs -lb-tls-key, the certificate's private key".into(),
+                ))
+            }
+            (None, Some(key)) => {
+                return Err(bad(
+                    "lb-tls-key",
+                    key,
+                    "needs -lb-tls-cert, the certificate it is the key of".into(),
+                ))
+            }
+        },
         lb_balance: p.parse_or(
             "lb-balance",
             file.lb_balance.unwrap_or_default(),

@@ -497,3 +497,33 @@ fn lb_balance_is_roundrobin_unless_told_and_a_typo_is_refused() {
     let o = options(&args(&[&file])).unwrap();
     assert_eq!(o.roles.lb_balance, Balance::LeastConn);
 }
+
+#[test]
+fn lb_tls_needs_both_files_and_the_balancer() {
+    let o = options(&args(&[
+        "-lb-listen=127.0.0.1:8080",
+        "-lb-tls-cert=/etc/lb/cert.pem",
+        "-lb-tls-key=/etc/lb/key.pem",
+    ]))
+    .unwrap();
+    let tls = o.roles.lb_tls.expect("TLS files");
+    assert_eq!(tls.cert, std::path::Path::new("/etc/lb/cert.pem"));
+    assert_eq!(tls.key, std::path::Path::new("/etc/lb/key.pem"));
+    for (a, says) in [
+        (
+            &["-lb-listen=127.0.0.1:8080", "-lb-tls-cert=c.pem"][..],
+            "needs -lb-tls-key",
+        ),
+        (
+            &["-lb-listen=127.0.0.1:8080", "-lb-tls-key=k.pem"],
+            "needs -lb-tls-cert",
+        ),
+        (
+            &["-lb-tls-cert=c.pem", "-lb-tls-key=k.pem"],
+            "needs -lb-listen",
+        ),
+    ] {
+        let e = options(&args(a)).unwrap_err().to_string();
+        assert!(e.contains(says), "{a:?}: {e}");
+    }
+}

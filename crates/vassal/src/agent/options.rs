@@ -731,7 +731,7 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         rejoin: p.bool_or("rejoin", file.rejoin_after_leave == Some(true)),
         tags_file: value("tags-file", &file.tags_file).map(PathBuf::from),
         keyring_file: value("keyring-file", &file.keyring_file).map(PathBuf::from),
-        haproxy: haproxy_options(&p)?,
+        haproxy: haproxy_options(&p, roles.lb_balance)?,
         roles,
         rpc_addr: value("rpc-addr", &file.rpc_addr)
             .unwrap_or(crate::cli::DEFAULT_RPC_ADDR)
@@ -806,6 +806,7 @@ pub(super) fn load_files(opts: &mut AgentOptions) -> Result<(), String> {
 /// `-haproxy-socket`, `-haproxy-backend`, `-haproxy-quiesce`: the HAProxy runtime-API sync.
 fn haproxy_options(
     p: &crate::flags::Parsed,
+    balance: vassal_roles::pool::Balance,
 ) -> Result<Option<(std::path::PathBuf, vassal_roles::haproxy::SyncConfig)>, FlagError> {
     let Some(socket) = p.value("haproxy-socket") else {
         for flag in ["haproxy-backend", "haproxy-quiesce"] {
@@ -829,6 +830,8 @@ fn haproxy_options(
     }
     let mut config = vassal_roles::haproxy::SyncConfig::new(backend);
     config.quiesce = p.parse_or("haproxy-quiesce", config.quiesce, parse_duration)?;
+    // The same figures as the built-in balancer's leastload, as HAProxy server weights.
+    config.weights = balance == vassal_roles::pool::Balance::LeastLoad;
     Ok(Some((socket.into(), config)))
 }
 

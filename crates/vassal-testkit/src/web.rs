@@ -215,6 +215,20 @@ fn serve(stream: TcpStream, shared: &Shared, busy: &AtomicBool) {
     }
 }
 
+/// Discards what it is given, counting the bytes.
+struct CountingSink<'a>(&'a AtomicU64);
+
+impl Write for CountingSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,19 +289,5 @@ mod tests {
         assert!(!lines.iter().any(|l| l.starts_with("Connection: close")));
         // The count goes up just after the write, so it may trail what the client has read.
         wait_served(&web, 2);
-    }
-}
-
-/// Discards what it is given, counting the bytes.
-struct CountingSink<'a>(&'a AtomicU64);
-
-impl Write for CountingSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }

@@ -54,6 +54,12 @@ fn stats(addr: SocketAddr) -> Result<Value, String> {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; anything else (`cargo test --all-targets`, nextest's
+    // listing) must not start half a minute of load.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("lb_balance: run it with `cargo bench -p vassal-roles --bench lb_balance`");
+        return;
+    }
     let secs = env_u32("LB_BENCH_SECS", 10);
     let conns = env_u32("LB_BENCH_CONNS", 32);
     let delay = env_u32("LB_BENCH_DELAY_MS", 20);

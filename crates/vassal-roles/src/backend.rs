@@ -32,6 +32,21 @@ pub fn is_web(m: &Member) -> bool {
     m.tags.get(ROLE_TAG).map(String::as_str) == Some(WEB_ROLE)
 }
 
+/// The tag a web node keeps fresh with its load: its mean time to serve a request over the
+/// last second, in milliseconds (`load=0.12`). `-lb-balance leastload` and the HAProxy
+/// sync's weights read it.
+pub const LOAD_TAG: &str = "load";
+/// The most a `load` tag may say (an hour per request); anything past it, or not a number,
+/// is read as no figure.
+pub const MAX_LOAD: f64 = 3_600_000.0;
+
+/// The load `m` reports in its `load` tag, if it is a number from 0 to [`MAX_LOAD`] (the tag
+/// comes from the network: anything else counts as no figure).
+pub fn reported_load(m: &Member) -> Option<f64> {
+    let v: f64 = m.tags.get(LOAD_TAG)?.trim().parse().ok()?;
+    (v.is_finite() && (0.0..=MAX_LOAD).contains(&v)).then_some(v)
+}
+
 /// An IP network: an address and a prefix length (`10.0.0.0/8`, `fd00::/8`). A bare address
 /// is a /32 (/128). Bits past the prefix must be zero, so a typo like `10.0.0.1/8` is refused
 /// rather than read as something the operator did not mean.

@@ -3,8 +3,11 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,13 +15,16 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 use vassal_node::{AcceptBackoff, Throttle};
 
@@ -36,6 +42,10 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// backlog until one closes (HAProxy's `maxconn` does the same). `-lb-max-conns`. The agent
 /// lowers it to half its file-descriptor limit when that is smaller.
 pub const DEFAULT_MAX_CONNS: usize = 4096;
+/// A client that does not take any of its response for this long (its receive window stays
+/// full) is disconnected: with bodies streamed, a client reading nothing would otherwise hold
+/// a backend connection and a connection slot for ever (HAProxy's `timeout client`).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The warning that a server is at its connection limit is logged at most this often.
 pub const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -46,6 +56,8 @@ pub struct ServeLimits {
     pub header_timeout: Option<Duration>,
     /// See [`DEFAULT_MAX_CONNS`]; at least 1.
     pub max_conns: usize,
+    /// See [`DEFAULT_WRITE_TIMEOUT`]; `None` for no limit.
+    pub write_timeout: Option<Duration>,
 }
 
 impl Default for ServeLimits {
@@ -53,6 +65,7 @@ impl Default for ServeLimits {
         ServeLimits {
             header_timeout: Some(DEFAULT_HEADER_TIMEOUT),
             max_conns: DEFAULT_MAX_CONNS,
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
         }
     }
 }
@@ -116,6 +129,22 @@ pub async fn serve<F, Fut>(
     listener: TcpListener,
     limits: ServeLimits,
     handle: F,
+    stop: watch::Receiver<bool>,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_with(name, listener, limits, None, handle, stop).await
+}
+
+/// [`serve`], over TLS when `tls` is given: the handshake must finish within the header
+/// timeout (10 s without one), and a client that chose `h2` by ALPN is served HTTP/2.
+pub async fn serve_with<F, Fut>(
+    name: &'static str,
+    listener: TcpListener,
+    limits: ServeLimits,
+    tls: Option<TlsAcceptor>,
+    handle: F,
     mut stop: watch::Receiver<bool>,
 ) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
@@ -130,6 +159,9 @@ pub async fn serve<F, Fut>(
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new());
     builder.header_read_timeout(limits.header_timeout);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new());
+    let handshake_timeout = limits.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT);
     loop {
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
@@ -174,10 +206,42 @@ pub async fn serve<F, Fut>(
                     let fut = handle(req, peer);
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let stream = WriteTimeout::new(stream, limits.write_timeout);
+                let Some(acceptor) = tls.clone() else {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            debug!(%peer, "connection ended: {e}");
+                        }
+                        drop(slot);
+                    });
+                    continue;
+                };
+                let (h1, h2, watcher) = (builder.clone(), h2.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let stream =
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                debug!(%peer, "TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                debug!(%peer, "no TLS handshake within {handshake_timeout:?}");
+                                return;
+                            }
+                        };
+                    let is_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    let io = TokioIo::new(stream);
+                    let ended = if is_h2 {
+                        watcher.watch(h2.serve_connection(io, service)).await
+                    } else {
+                        watcher.watch(h1.serve_connection(io, service)).await
+                    };
+                    if let Err(e) = ended {
                         debug!(%peer, "connection ended: {e}");
                     }
                     drop(slot);
@@ -192,5 +256,103 @@ pub async fn serve<F, Fut>(
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             warn!(?local, "requests still open after {SHUTDOWN_GRACE:?}; closing them");
         }
+    }
+}
+
+/// A client connection whose writes fail once one has waited [`ServeLimits::write_timeout`]
+/// for the client to make room.
+pub struct WriteTimeout<S> {
+    inner: S,
+    timeout: Option<Duration>,
+    /// Armed while a write (or flush) waits.
+    waiting: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    pub fn new(inner: S, timeout: Option<Duration>) -> Self {
+        WriteTimeout {
+            inner,
+            timeout,
+            waiting: None,
+        }
+    }
+
+    /// The inner stream (for a TLS handshake's details).
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A write that did not complete: arms the timer, or fails if it ran out.
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let Some(timeout) = self.timeout else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took none of its response for {timeout:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn done<T>(&mut self, r: io::Result<T>) -> Poll<io::Result<T>> {
+        self.waiting = None;
+        Poll::Ready(r)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => this.done(r),
+            Poll::Pending => this.pending(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => this.done(r),
+            Poll::Pending => this.pending(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Ready(r) => this.done(r),
+            Poll::Pending => this.pending(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

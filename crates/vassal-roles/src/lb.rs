@@ -29,22 +29,17 @@ use tracing::{debug, info, warn};
 use vassal_node::Handle;
 use vassal_serf::{Event, Member, MemberEventKind, MemberStatus};
 
-use crate::backend::{web_backend, BackendPolicy, RefusedOnce};
+use crate::backend::{reported_load, web_backend, BackendPolicy, RefusedOnce};
+use crate::check::CheckConfig;
 use crate::http::{self, Body};
-use crate::pool::{BackendStats, Outcome, Pick, Pool, PoolConfig};
+use crate::pool::{BackendStats, Balance, Outcome, Pick, Pool, PoolConfig};
+use crate::relay::{Outgoing, Source};
 use crate::upstream::{Conn, SendError, Upstreams};
 
-/// Request bodies are buffered (so a request can be retried) up to this size.
-const MAX_BODY: usize = 1 << 20;
-/// A backend must answer a health check within this (a busy machine can take a while; a dead
-/// backend refuses the connection at once).
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// A health check's page is read (then dropped) up to this size.
+const CHECK_BODY_LIMIT: usize = 64 << 10;
 /// A backend must start its answer within this.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A client must send its whole request body (at most `MAX_BODY`) within this once its
-/// headers are in (the header timeout covers only the headers): a body trickled in byte by
-/// byte must not hold a connection slot for ever.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the pool is reconciled with the full member list (events can be missed when a
 /// subscriber lags; a `leaving` status has no event of its own).
 const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
@@ -81,6 +76,8 @@ pub struct Lb {
     policy: BackendPolicy,
     /// Refused backends already logged.
     refused: Mutex<RefusedOnce>,
+    /// What a health check asks and accepts.
+    check: CheckConfig,
 }
 
 /// What `/stats.json` returns.
@@ -96,7 +93,12 @@ pub struct Stats {
 }
 
 impl Lb {
-    pub fn new(node: &str, policy: BackendPolicy) -> Arc<Self> {
+    pub fn new(
+        node: &str,
+        policy: BackendPolicy,
+        check: CheckConfig,
+        balance: Balance,
+    ) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(1)));
@@ -107,7 +109,12 @@ impl Lb {
         Arc::new(Lb {
             node: node.to_owned(),
             started: Instant::now(),
-            pool: Mutex::new(Pool::new(PoolConfig::default())),
+            pool: Mutex::new(Pool::new(PoolConfig {
+                check_interval: check.interval,
+                fall: check.fall,
+                rise: check.rise,
+                balance,
+            })),
             client,
             upstreams: Upstreams::default(),
             totals: Totals::default(),
@@ -118,6 +125,7 @@ impl Lb {
             },
             policy,
             refused: Mutex::new(RefusedOnce::default()),
+            check,
         })
     }
 
@@ -179,7 +187,8 @@ impl Lb {
             match (kind, addr) {
                 (MemberEventKind::Reap, _) | (_, None) => pool.remove(&m.name),
                 (MemberEventKind::Join | MemberEventKind::Update, Some(a)) => {
-                    pool.member_alive(&m.name, a, now)
+                    pool.member_alive(&m.name, a, now);
+                    pool.set_load(&m.name, reported_load(m));
                 }
                 (MemberEventKind::Leave, Some(_)) => pool.member_left(&m.name),
                 (MemberEventKind::Failed, Some(_)) => pool.member_failed(&m.name),
@@ -207,7 +216,10 @@ impl Lb {
         }
         for (m, a) in backends {
             match m.status {
-                MemberStatus::Alive => pool.member_alive(&m.name, a, now),
+                MemberStatus::Alive => {
+                    pool.member_alive(&m.name, a, now);
+                    pool.set_load(&m.name, reported_load(m));
+                }
                 MemberStatus::Leaving | MemberStatus::Left => pool.member_left(&m.name),
                 MemberStatus::Failed => pool.member_failed(&m.name),
                 MemberStatus::None => {}
@@ -237,26 +249,39 @@ impl Lb {
         });
     }
 
-    /// One health check: `GET /` answered with a status below 500 within [`CHECK_TIMEOUT`].
+    /// One health check: `GET <path>` answered within the timeout with a status the
+    /// [`CheckConfig`] accepts (by default any below 500).
     async fn check(self: Arc<Self>, pick: Pick) {
-        let req = Request::get(format!("http://{}/", pick.addr))
+        let timeout = self.check.timeout;
+        let req = Request::get(format!("http://{}{}", pick.addr, self.check.path))
             .header("user-agent", "vassal-lb-check")
             .body(Full::new(Bytes::new()));
         let checked = async {
             // An address no URI can hold fails its check rather than the agent.
             let req = req.map_err(|e| e.to_string())?;
-            match tokio::time::timeout(CHECK_TIMEOUT, self.client.request(req)).await {
+            match tokio::time::timeout(timeout, self.client.request(req)).await {
                 Ok(Ok(resp)) => Ok(resp),
                 Ok(Err(e)) => Err(describe(&e)),
-                Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+                Err(_) => Err(format!("no answer within {timeout:?}")),
             }
         };
         let (ok, detail) = match checked.await {
             Ok(resp) => {
                 let status = resp.status();
-                // Read the page to the end so the connection goes back to the pool.
-                let _ = resp.into_body().collect().await;
-                (status.as_u16() < 500, format!("HTTP {}", status.as_u16()))
+                // Read the page to the end (within the timeout, and at most a few pages'
+                // worth) so the connection goes back to the pool.
+                let _ = tokio::time::timeout(
+                    timeout,
+                    Limited::new(resp.into_body(), CHECK_BODY_LIMIT).collect(),
+                )
+                .await;
+                let ok = self.check.status.contains(status.as_u16());
+                let detail = if ok {
+                    format!("HTTP {}", status.as_u16())
+                } else {
+                    format!("HTTP {}, expected {}", status.as_u16(), self.check.status)
+                };
+                (ok, detail)
             }
             Err(detail) => (false, detail),
         };
@@ -276,6 +301,31 @@ impl Lb {
         }
     }
 
+    /// Waits for `send`: a backend must start its answer within [`RESPONSE_TIMEOUT`] of the
+    /// request, or of the last piece of its body the client sent (an upload of any length
+    /// is not cut off while it moves).
+    async fn answer_within<T>(
+        &self,
+        sent: Instant,
+        source: Option<&Source>,
+        send: impl std::future::Future<Output = T>,
+    ) -> Result<T, ()> {
+        let mut send = std::pin::pin!(send);
+        loop {
+            let since = source.map_or(sent, |s| s.progress().max(sent));
+            let deadline = since + RESPONSE_TIMEOUT;
+            tokio::select! {
+                r = &mut send => return Ok(r),
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    let moved = source.is_some_and(|s| s.progress() > since);
+                    if !moved {
+                        return Err(());
+                    }
+                }
+            }
+        }
+    }
+
     /// Proxies one request to a backend in rotation, retrying on the next one when a backend
     /// cannot be reached (or, for idempotent methods, when it broke before answering).
     pub async fn proxy(
@@ -286,25 +336,9 @@ impl Lb {
         self.totals.requests.fetch_add(1, Ordering::Relaxed);
         self.counters.requests.increment(1);
         let (parts, body) = req.into_parts();
-        let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect())
-            .await
-        {
-            Ok(Ok(b)) => b.to_bytes(),
-            Err(_) => {
-                self.count_failed();
-                return http::text(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!("request body not received within {BODY_TIMEOUT:?}"),
-                );
-            }
-            Ok(Err(e)) => {
-                self.count_failed();
-                return http::text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body not read: {e} (the balancer buffers at most {MAX_BODY} bytes)"),
-                );
-            }
-        };
+        // A bodiless request (most are) can be sent again as it is; a body streams from the
+        // client, and the request is retried only while none of it has gone to a backend.
+        let source = (!body.is_end_stream()).then(|| Source::new(body, Instant::now()));
         let idempotent = matches!(
             parts.method,
             Method::GET
@@ -346,12 +380,31 @@ impl Lb {
                 self.totals.retries.fetch_add(1, Ordering::Relaxed);
                 self.counters.retries.increment(1);
             }
-            let mut out = Request::new(Full::new(body.clone()));
+            if source.as_ref().is_some_and(|s| !s.retryable()) {
+                // Part of the body went to the backend that failed: it cannot be replayed.
+                self.count_failed();
+                return http::text(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "backend failed while the request body was being sent (not retried): {}",
+                        errors.join("; ")
+                    ),
+                );
+            }
+            let out_body = source
+                .as_ref()
+                .map_or_else(Outgoing::empty, Source::attempt);
+            let mut out = Request::new(out_body);
             *out.method_mut() = parts.method.clone();
             *out.uri_mut() = path.clone();
             *out.headers_mut() = headers.clone();
             if !out.headers().contains_key(HOST) {
-                if let Ok(v) = HeaderValue::from_str(&pick.addr.to_string()) {
+                // HTTP/2 names the host in the request's authority, not in a header.
+                let host = match parts.uri.authority() {
+                    Some(a) => HeaderValue::from_str(a.as_str()),
+                    None => HeaderValue::from_str(&pick.addr.to_string()),
+                };
+                if let Ok(v) = host {
                     out.headers_mut().insert(HOST, v);
                 }
             }
@@ -359,11 +412,13 @@ impl Lb {
             let backend = self.upstreams.metrics(&pick.name, pick.addr);
             backend.requests.increment(1);
             let sent = Instant::now();
-            let result = tokio::time::timeout(
-                RESPONSE_TIMEOUT,
-                self.upstreams.send(&pick.name, pick.addr, out),
-            )
-            .await;
+            let result = self
+                .answer_within(
+                    sent,
+                    source.as_ref(),
+                    self.upstreams.send(&pick.name, pick.addr, out),
+                )
+                .await;
             if !matches!(result, Ok(Ok(_))) {
                 metrics::counter!("vassal.lb.backend.failures", "backend" => pick.name.clone())
                     .increment(1);
@@ -430,7 +485,10 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-const HOP_BY_HOP: [&str; 8] = [
+/// Headers that concern one connection, not the request. `expect` is answered by the
+/// balancer's own server (its `100 Continue`), so it does not go on either.
+const HOP_BY_HOP: [&str; 9] = [
+    "expect",
     "connection",
     "keep-alive",
     "proxy-connection",

@@ -29,17 +29,21 @@
 //! ```
 
 pub mod backend;
+pub mod check;
 pub mod haproxy;
 pub mod http;
 pub mod lb;
 pub mod load;
 pub mod pool;
+pub mod relay;
 pub mod stats;
+pub mod tls;
 pub mod ui;
 pub mod upstream;
 pub mod web;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -68,6 +72,15 @@ pub struct RolesConfig {
     pub http_limits: http::ServeLimits,
     /// Where the live cluster page is served (`-ui-addr`).
     pub ui_listen: Option<SocketAddr>,
+    /// `-lb-check-*`: the balancer's health checks.
+    pub lb_check: check::CheckConfig,
+    /// `-lb-balance`: how the balancer picks a backend.
+    pub lb_balance: pool::Balance,
+    /// `-lb-tls-cert`, `-lb-tls-key`: the balancer serves HTTPS (HTTP/2 and HTTP/1.1).
+    pub lb_tls: Option<tls::TlsFiles>,
+    /// `-web-delay`: the web role holds every answer this long first (to stand in for a
+    /// slow node in benchmarks and demos of `leastload`).
+    pub web_delay: Option<std::time::Duration>,
 }
 
 impl RolesConfig {
@@ -82,6 +95,10 @@ impl RolesConfig {
             lb_backend_cidrs: Vec::new(),
             http_limits: http::ServeLimits::default(),
             ui_listen: None,
+            lb_check: check::CheckConfig::default(),
+            lb_balance: pool::Balance::RoundRobin,
+            web_delay: None,
+            lb_tls: None,
         }
     }
 }
@@ -97,6 +114,10 @@ pub enum RolesError {
     },
     #[error("-lb-stats needs -lb-listen: the stats page belongs to the load balancer")]
     StatsWithoutLb,
+    #[error("{0}")]
+    BadCheck(String),
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The running roles. [`stop`](Self::stop) them after the node has left, so that requests in
@@ -110,9 +131,18 @@ pub struct Roles {
     pub stats_addr: Option<SocketAddr>,
     pub web_addr: Option<SocketAddr>,
     pub ui_addr: Option<SocketAddr>,
+    /// The balancer's certificate, when it serves HTTPS.
+    tls: Option<Arc<tls::CertStore>>,
 }
 
 impl Roles {
+    /// Reads the balancer's certificate and key again (SIGHUP): new connections get the new
+    /// pair, open ones keep theirs. `None` without TLS; an error keeps the old pair.
+    pub fn reload_tls(&self) -> Option<Result<&tls::TlsFiles, tls::TlsError>> {
+        let store = self.tls.as_ref()?;
+        Some(store.reload().map(|()| store.files()))
+    }
+
     /// Stops accepting, lets open requests finish (at most [`http::SHUTDOWN_GRACE`]).
     pub async fn stop(self) {
         let _ = self.stop.send(true);
@@ -138,6 +168,13 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
     if config.lb_stats.is_some() && config.lb_listen.is_none() {
         return Err(RolesError::StatsWithoutLb);
     }
+    config.lb_check.validate().map_err(RolesError::BadCheck)?;
+    // Read before anything listens, so a bad file stops the start with its own message.
+    let tls_store = match (&config.lb_tls, config.lb_listen) {
+        (Some(files), Some(_)) => Some(tls::CertStore::open(files.clone())?),
+        _ => None,
+    };
+    let acceptor = tls_store.as_ref().map(|s| s.acceptor()).transpose()?;
     let lb_listener = match config.lb_listen {
         Some(a) => Some(listen("-lb-listen", a).await?),
         None => None,
@@ -174,7 +211,12 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
     let limits = config.http_limits;
     if let (Some(listener), Some(listen)) = (lb_listener, lb_addr) {
         let policy = backend::BackendPolicy::for_listener(listen.ip(), config.lb_backend_cidrs);
-        let lb = lb::Lb::new(&config.node, policy);
+        let lb = lb::Lb::new(
+            &config.node,
+            policy,
+            config.lb_check.clone(),
+            config.lb_balance,
+        );
         tasks.push(tokio::spawn(lb::run_membership(
             lb.clone(),
             handle.clone(),
@@ -182,14 +224,20 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
             stopped.clone(),
         )));
         let proxy = lb.clone();
-        tasks.push(tokio::spawn(http::serve(
+        let https = acceptor.is_some();
+        tasks.push(tokio::spawn(http::serve_with(
             "-lb-listen",
             listener,
             limits,
+            acceptor,
             move |req, peer| proxy.clone().proxy(req, peer),
             stopped.clone(),
         )));
-        info!("load balancer listening on {}", url(lb_addr));
+        let lb_url = match lb_addr {
+            Some(a) if https => format!("https://{a}/ (HTTP/2 and HTTP/1.1)"),
+            a => url(a),
+        };
+        info!("load balancer listening on {lb_url}");
         if let Some(listener) = stats_listener {
             tasks.push(tokio::spawn(http::serve(
                 "-lb-stats",
@@ -202,8 +250,13 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
         }
     }
     if let Some(listener) = web_listener {
-        let web = web::Web::new(&config.node);
+        let web = web::Web::new(&config.node, config.web_delay);
         tasks.push(tokio::spawn(web::run_load_queries(
+            web.clone(),
+            handle.clone(),
+            stopped.clone(),
+        )));
+        tasks.push(tokio::spawn(web::run_load_tag(
             web.clone(),
             handle.clone(),
             stopped.clone(),
@@ -240,5 +293,6 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
         stats_addr,
         web_addr,
         ui_addr,
+        tls: tls_store,
     })
 }

@@ -10,12 +10,75 @@
 //!   connection on a real request takes it out at once (passive check);
 //! - a graceful leave puts it in `draining`: no new requests, in-flight ones finish;
 //! - a failure (`member-failed`) takes it out at once.
+//!
+//! Which backend in rotation takes the next request is the [`Balance`]: round robin, the one
+//! with the fewest requests in flight, or a smooth weighted round robin (nginx's) whose
+//! weights come from the load each web node reports ([`load_weight`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+/// How the next backend is chosen (`-lb-balance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// Each backend in rotation in turn (by name).
+    #[default]
+    RoundRobin,
+    /// The backend with the fewest requests in flight (ties in turn).
+    LeastConn,
+    /// In turn, in proportion to weights from the load each backend reports (the `load` tag
+    /// a web node keeps fresh); see [`load_weight`].
+    LeastLoad,
+}
+
+impl std::str::FromStr for Balance {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "roundrobin" => Ok(Balance::RoundRobin),
+            "leastconn" => Ok(Balance::LeastConn),
+            "leastload" => Ok(Balance::LeastLoad),
+            _ => Err(format!(
+                "{s:?} is not a balancing method; use roundrobin, leastconn or leastload"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Balance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Balance::RoundRobin => "roundrobin",
+            Balance::LeastConn => "leastconn",
+            Balance::LeastLoad => "leastload",
+        })
+    }
+}
+
+/// The weight of a backend that reports no load (and of an idle one): HAProxy's largest.
+pub const MAX_WEIGHT: u32 = 256;
+
+/// The weight `leastload` gives a backend reporting `load` (its mean time to serve a request,
+/// in milliseconds): [`MAX_WEIGHT`] / (1 + load)², at least 1. Squared, so that the balancer
+/// is decisive: a node twice as slow gets a quarter of the share, and a node a hundred times
+/// slower than its peers (a stalled disk, a CPU hog beside it) gets well under 1 % of the
+/// requests, yet never none: it stays in rotation while it passes its checks. No figure (a
+/// backend that is not a Vassal web node) counts as idle.
+pub fn load_weight(load: Option<f64>) -> u32 {
+    match load {
+        Some(l) if l.is_finite() && l > 0.0 => {
+            let w = f64::from(MAX_WEIGHT) / ((1.0 + l) * (1.0 + l));
+            // In 1..=MAX_WEIGHT by the clamp, so the cast is exact.
+            w.round().clamp(1.0, f64::from(MAX_WEIGHT)) as u32
+        }
+        _ => MAX_WEIGHT,
+    }
+}
 
 /// Health-check settings.
 #[derive(Debug, Clone)]
@@ -26,6 +89,8 @@ pub struct PoolConfig {
     pub fall: u32,
     /// Consecutive passing checks that bring a down backend back.
     pub rise: u32,
+    /// How the next backend is chosen.
+    pub balance: Balance,
 }
 
 impl Default for PoolConfig {
@@ -34,6 +99,7 @@ impl Default for PoolConfig {
             check_interval: Duration::from_secs(1),
             fall: 2,
             rise: 1,
+            balance: Balance::RoundRobin,
         }
     }
 }
@@ -112,6 +178,12 @@ struct Backend {
     next_check: Instant,
     /// A check was handed out and has not reported yet.
     checking: bool,
+    /// `leastload`'s weight, from the member's reported load.
+    weight: u32,
+    /// The load the member reports, if any (milliseconds per request).
+    load: Option<f64>,
+    /// Smooth weighted round robin's running score.
+    current: i64,
 }
 
 impl Backend {
@@ -150,7 +222,7 @@ pub enum Outcome {
 }
 
 /// One row of the stats page.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackendStats {
     pub name: String,
     pub addr: String,
@@ -165,6 +237,10 @@ pub struct BackendStats {
     pub last_check_ms_ago: Option<u64>,
     pub last_check_ok: Option<bool>,
     pub last_check: Option<String>,
+    /// The load the member reports (ms per request), if any.
+    pub load: Option<f64>,
+    /// Its `leastload` weight.
+    pub weight: u32,
 }
 
 /// The backends, by member name.
@@ -212,9 +288,20 @@ impl Pool {
                         last_check: None,
                         next_check: now,
                         checking: false,
+                        weight: MAX_WEIGHT,
+                        load: None,
+                        current: 0,
                     },
                 );
             }
+        }
+    }
+
+    /// The load `name` reports (its `load` tag), which sets its `leastload` weight.
+    pub fn set_load(&mut self, name: &str, load: Option<f64>) {
+        if let Some(b) = self.backends.get_mut(name) {
+            b.load = load;
+            b.weight = load_weight(load);
         }
     }
 
@@ -306,21 +393,65 @@ impl Pool {
         };
     }
 
-    /// Picks the next backend in rotation after the last one picked, skipping `exclude` (the
+    /// Picks the next backend in rotation by the [`Balance`], skipping `exclude` (the
     /// backends this request already tried), and counts the request as in flight on it.
     pub fn pick(&mut self, exclude: &[String]) -> Option<Pick> {
-        let usable = |(n, b): &(&String, &Backend)| b.in_rotation() && !exclude.contains(n);
+        let name = match self.config.balance {
+            Balance::RoundRobin => self.next_in_turn(exclude, |_| true)?,
+            Balance::LeastConn => {
+                let fewest = self
+                    .backends
+                    .iter()
+                    .filter(|(n, b)| b.in_rotation() && !exclude.contains(n))
+                    .map(|(_, b)| b.in_flight)
+                    .min()?;
+                self.next_in_turn(exclude, |b| b.in_flight == fewest)?
+            }
+            Balance::LeastLoad => self.smooth_weighted(exclude)?,
+        };
+        let b = self.backends.get_mut(&name)?;
+        b.in_flight = b.in_flight.saturating_add(1);
+        self.last = Some(name.clone());
+        Some(Pick { name, addr: b.addr })
+    }
+
+    /// The first backend in rotation (and not excluded) that `also` accepts, after the last
+    /// one picked.
+    fn next_in_turn(&self, exclude: &[String], also: impl Fn(&Backend) -> bool) -> Option<String> {
+        let usable =
+            |(n, b): &(&String, &Backend)| b.in_rotation() && !exclude.contains(n) && also(b);
         let after = self.last.as_ref().and_then(|last| {
             self.backends
                 .range::<String, _>((std::ops::Bound::Excluded(last), std::ops::Bound::Unbounded))
                 .find(usable)
         });
-        let (name, _) = after.or_else(|| self.backends.iter().find(usable))?;
-        let name = name.clone();
-        let b = self.backends.get_mut(&name)?;
-        b.in_flight = b.in_flight.saturating_add(1);
-        self.last = Some(name.clone());
-        Some(Pick { name, addr: b.addr })
+        after
+            .or_else(|| self.backends.iter().find(usable))
+            .map(|(n, _)| n.clone())
+    }
+
+    /// nginx's smooth weighted round robin: every candidate's score grows by its weight, the
+    /// highest score wins and drops by the sum of the weights. Over any run of picks each
+    /// backend's share is its weight's, spread out rather than in bursts.
+    fn smooth_weighted(&mut self, exclude: &[String]) -> Option<String> {
+        let mut total: i64 = 0;
+        let mut best: Option<(&String, i64)> = None;
+        for (n, b) in &mut self.backends {
+            if !b.in_rotation() || exclude.contains(n) {
+                continue;
+            }
+            let w = i64::from(b.weight.max(1));
+            b.current = b.current.saturating_add(w);
+            total = total.saturating_add(w);
+            if best.is_none_or(|(_, c)| b.current > c) {
+                best = Some((n, b.current));
+            }
+        }
+        let name = best?.0.clone();
+        if let Some(b) = self.backends.get_mut(&name) {
+            b.current = b.current.saturating_sub(total);
+        }
+        Some(name)
     }
 
     /// A request picked with [`pick`](Self::pick) has ended.
@@ -367,6 +498,8 @@ impl Pool {
                 }),
                 last_check_ok: b.last_check.as_ref().map(|c| c.ok),
                 last_check: b.last_check.as_ref().map(|c| c.detail.clone()),
+                load: b.load,
+                weight: b.weight,
             })
             .collect()
     }
@@ -540,5 +673,73 @@ mod tests {
         assert_eq!(serve(&mut p, 2, now), ["web-1", "web-2"]);
         p.member_failed("web-2");
         assert_eq!(serve(&mut p, 3, now), ["web-3", "web-1", "web-3"]);
+    }
+
+    fn pool_balanced(balance: Balance, names: &[&str], now: Instant) -> Pool {
+        let mut p = Pool::new(PoolConfig {
+            balance,
+            ..PoolConfig::default()
+        });
+        for (i, n) in names.iter().enumerate() {
+            p.member_alive(n, addr(i as u8 + 2), now);
+        }
+        for c in p.due_checks(now) {
+            p.check_result(&c, true, "HTTP 200".into(), now);
+        }
+        p
+    }
+
+    #[test]
+    fn leastconn_picks_the_backend_with_the_fewest_in_flight() {
+        let now = Instant::now();
+        let mut p = pool_balanced(Balance::LeastConn, &["web-1", "web-2", "web-3"], now);
+        let a = p.pick(&[]).unwrap();
+        let b = p.pick(&[]).unwrap();
+        assert_eq!((a.name.as_str(), b.name.as_str()), ("web-1", "web-2"));
+        p.finished(&a, Outcome::Answered, now);
+        // web-2 is busy: web-3 and web-1 (both idle) in turn, never web-2.
+        let got: Vec<String> = (0..2)
+            .map(|_| {
+                let k = p.pick(&[]).unwrap();
+                p.finished(&k, Outcome::Answered, now);
+                k.name
+            })
+            .collect();
+        assert_eq!(got, ["web-3", "web-1"]);
+    }
+
+    #[test]
+    fn load_weights_fall_with_the_square_of_the_load_and_never_reach_zero() {
+        assert_eq!(load_weight(None), MAX_WEIGHT);
+        assert_eq!(load_weight(Some(0.0)), MAX_WEIGHT);
+        assert_eq!(load_weight(Some(1.0)), 64);
+        assert_eq!(load_weight(Some(3.0)), 16);
+        assert_eq!(load_weight(Some(1e9)), 1, "overloaded: less, never none");
+        for junk in [f64::NAN, f64::INFINITY, -5.0] {
+            assert_eq!(load_weight(Some(junk)), MAX_WEIGHT, "{junk}");
+        }
+    }
+
+    // Issue 15: a node reporting itself loaded receives less, never none.
+    #[test]
+    fn leastload_shares_requests_by_weight_and_the_loaded_one_still_gets_some() {
+        let now = Instant::now();
+        let mut p = pool_balanced(Balance::LeastLoad, &["web-1", "web-2", "web-3"], now);
+        p.set_load("web-1", Some(0.0));
+        p.set_load("web-2", Some(1.0));
+        p.set_load("web-3", Some(1000.0));
+        let got = serve(&mut p, (256 + 64 + 1) * 4, now);
+        let count = |n: &str| got.iter().filter(|g| *g == n).count();
+        assert_eq!(
+            (count("web-1"), count("web-2"), count("web-3")),
+            (256 * 4, 64 * 4, 4),
+            "shares follow the weights"
+        );
+        // Smooth: web-2's requests are spread out, not in one burst.
+        let first_web2 = got.iter().position(|g| g == "web-2").unwrap();
+        assert!(first_web2 < 8, "{first_web2}");
+        // Out of rotation means none, whatever the load.
+        p.member_failed("web-3");
+        assert!(serve(&mut p, 100, now).iter().all(|g| g != "web-3"));
     }
 }

@@ -15,14 +15,14 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use metrics::{Counter, Histogram};
 use tokio::net::TcpStream;
+
+use crate::relay::Outgoing;
 
 /// A backend must accept a connection within this.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -33,9 +33,9 @@ pub const MAX_IDLE_PER_BACKEND: usize = 256;
 
 /// One kept-alive HTTP/1.1 connection to a backend.
 pub struct Conn {
-    sender: SendRequest<Full<Bytes>>,
+    sender: SendRequest<Outgoing>,
     /// The connection's state machine; `None` once it has ended.
-    driver: Option<Connection<TokioIo<TcpStream>, Full<Bytes>>>,
+    driver: Option<Connection<TokioIo<TcpStream>, Outgoing>>,
     idle_since: Instant,
 }
 
@@ -120,8 +120,8 @@ impl Conn {
     /// (the connection had ended), it is handed back with the error.
     async fn send(
         &mut self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, (hyper::Error, Option<Request<Full<Bytes>>>)> {
+        req: Request<Outgoing>,
+    ) -> Result<Response<Incoming>, (hyper::Error, Option<Request<Outgoing>>)> {
         let mut response = std::pin::pin!(self.sender.try_send_request(req));
         poll_fn(|cx| {
             // An ending connection fails the response, which says how.
@@ -269,7 +269,7 @@ impl Upstreams {
         &self,
         name: &str,
         addr: SocketAddr,
-        mut req: Request<Full<Bytes>>,
+        mut req: Request<Outgoing>,
     ) -> Result<(Response<Incoming>, Conn), SendError> {
         loop {
             let (mut conn, fresh) = match self.take(name, addr) {

@@ -1,10 +1,16 @@
 //! The web role: a page naming this node, with the cluster's load table filled from a `load`
 //! query sent every few seconds (Serf's demo did this with `serf query load` from cron). Every
 //! response carries `X-Served-By: <node name>`.
+//!
+//! The node also keeps its `load` tag fresh ([`run_load_tag`]): the mean time it took to serve
+//! a request over the last second, in milliseconds, which `-lb-balance leastload` weighs
+//! backends by. A slow node (a CPU hog beside it, a slow disk, or `-web-delay` in a benchmark)
+//! reports a high figure however few requests it gets, so the balancer keeps sending it less.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
@@ -14,8 +20,13 @@ use tracing::warn;
 use vassal_node::{Handle, QueryReply};
 use vassal_serf::QueryParams;
 
+use crate::backend::LOAD_TAG;
 use crate::http::{self, escape, Body};
 use crate::load;
+use crate::pool::load_weight;
+
+/// How often the `load` tag is brought up to date (when it changed enough to matter).
+pub const LOAD_TAG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the load query is sent, and how often the page reloads itself.
 pub const LOAD_INTERVAL: Duration = Duration::from_secs(5);
@@ -65,16 +76,32 @@ pub struct Web {
     node: String,
     served_by: HeaderValue,
     table: RwLock<LoadTable>,
+    /// `-web-delay`.
+    delay: Option<Duration>,
+    /// Requests served and their total time (µs) since the tag was last computed.
+    served: AtomicU64,
+    busy_micros: AtomicU64,
 }
 
 impl Web {
-    pub fn new(node: &str) -> Arc<Self> {
+    pub fn new(node: &str, delay: Option<Duration>) -> Arc<Self> {
         Arc::new(Web {
             node: node.to_owned(),
             served_by: HeaderValue::from_str(node)
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid-node-name")),
             table: RwLock::new(LoadTable::default()),
+            delay,
+            served: AtomicU64::new(0),
+            busy_micros: AtomicU64::new(0),
         })
+    }
+
+    /// The mean milliseconds per request since the last call, if any request was served;
+    /// starts the next window.
+    fn take_load(&self) -> Option<f64> {
+        let served = self.served.swap(0, Ordering::Relaxed);
+        let micros = self.busy_micros.swap(0, Ordering::Relaxed);
+        (served > 0).then(|| micros as f64 / served as f64 / 1000.0)
     }
 
     fn table(&self) -> LoadTable {
@@ -82,6 +109,10 @@ impl Web {
     }
 
     pub async fn serve(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        if let Some(d) = self.delay {
+            tokio::time::sleep(d).await;
+        }
         let mut resp = match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/" | "/index.html") => http::respond(
                 StatusCode::OK,
@@ -99,6 +130,9 @@ impl Web {
         };
         resp.headers_mut()
             .insert("x-served-by", self.served_by.clone());
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.served.fetch_add(1, Ordering::Relaxed);
+        self.busy_micros.fetch_add(took, Ordering::Relaxed);
         resp
     }
 }
@@ -191,6 +225,57 @@ pub async fn run_load_queries(web: Arc<Web>, handle: Handle, mut stop: watch::Re
     }
 }
 
+/// Whether a new load figure is worth a tag update (gossiped to every node): only when the
+/// weight it gives differs from the published one's by more than a tenth.
+pub fn load_changed(published: Option<f64>, now: f64) -> bool {
+    let Some(old) = published else {
+        return true;
+    };
+    let (a, b) = (load_weight(Some(old)), load_weight(Some(now)));
+    a.abs_diff(b) * 10 > a.max(b)
+}
+
+/// The figure as the tag carries it: milliseconds, to the microsecond.
+pub fn format_load(ms: f64) -> String {
+    format!("{ms:.3}")
+}
+
+/// Keeps this node's `load` tag fresh: every [`LOAD_TAG_INTERVAL`] the mean time per request
+/// over the interval, published when it moved enough to change the node's weight (a second
+/// without requests keeps the last figure: the health checks alone come every second).
+pub async fn run_load_tag(web: Arc<Web>, handle: Handle, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(LOAD_TAG_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut published: Option<f64> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = http::stopped(&mut stop) => return,
+        }
+        let Some(now) = web.take_load() else {
+            continue;
+        };
+        if !load_changed(published, now) {
+            continue;
+        }
+        let members = match handle.members().await {
+            Ok(m) => m,
+            Err(vassal_node::NodeError::Stopped) => return,
+            Err(_) => continue,
+        };
+        let Some(me) = members.into_iter().find(|m| m.name == web.node) else {
+            continue;
+        };
+        let mut tags = me.tags;
+        tags.insert(LOAD_TAG.to_owned(), format_load(now));
+        match handle.set_tags(tags).await {
+            Ok(()) => published = Some(now),
+            Err(vassal_node::NodeError::Stopped) => return,
+            Err(e) => warn!("web: load tag not updated: {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +318,14 @@ mod tests {
         assert!(p.contains("load average: 0.1, 0.2, 0.3"), "{p}");
         assert!(p.contains("&lt;evil&gt;") && !p.contains("<script>"), "{p}");
         assert!(p.contains("sent at 10:00:00 UTC"), "{p}");
+    }
+
+    #[test]
+    fn the_load_tag_changes_only_when_the_weight_would() {
+        assert!(load_changed(None, 0.05), "the first figure is published");
+        assert!(!load_changed(Some(0.05), 0.06), "noise around a fast node");
+        assert!(load_changed(Some(0.05), 20.0), "a node slowing down");
+        assert!(!load_changed(Some(40.0), 60.0), "both at the floor weight");
+        assert_eq!(format_load(12.3456), "12.346");
     }
 }

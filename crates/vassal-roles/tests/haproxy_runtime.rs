@@ -219,3 +219,47 @@ fn start_up_reconciles_what_the_backend_already_holds() {
     assert!(log.contains("set server web/stale state drain"), "{log}");
     assert!(log.contains("del server web/stale"), "{log}");
 }
+
+/// `srv_uweight` of `server` in `show servers state web`.
+fn user_weight(h: &Haproxy, server: &str) -> Result<u32, String> {
+    let reply = h.cmd("show servers state web")?;
+    let mut lines = reply.lines().skip(1);
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or("no header")?
+        .trim_start_matches('#')
+        .split_whitespace()
+        .collect();
+    let col = |n: &str| header.iter().position(|c| *c == n).ok_or(format!("no {n}"));
+    let (name_i, weight_i) = (col("srv_name")?, col("srv_uweight")?);
+    lines
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(name_i) == Some(&server))
+        .and_then(|f| f.get(weight_i)?.parse().ok())
+        .ok_or_else(|| format!("no server {server}: {reply}"))
+}
+
+// Issue 15: with -lb-balance leastload, each web member's `load` tag becomes its server's
+// weight through the runtime API (256 / (1 + load)², at least 1), as the built-in balancer
+// weighs its backends.
+#[test]
+fn leastload_turns_load_tags_into_server_weights() {
+    let lo = Loopback::fresh();
+    let haproxy = Haproxy::start("weights", &runtime_sections(lo.addr()));
+    let mut lb = runtime_lb_with(&lo, &haproxy, &["-lb-balance=leastload".to_owned()]);
+    let web = vassal_testkit::WebServer::start(lo.addr(), "w1").expect("web server");
+    let _agent = vassal_testkit::VassalAgent::builder("w1", &lo)
+        .tag("role", "web")
+        .tag("http_port", &web.addr().port().to_string())
+        .tag("load", "3")
+        .arg("-profile=local")
+        .join(lb.addr())
+        .spawn();
+    wait_until(SETTLE, "w1's weight 16 in HAProxy", || {
+        lb.assert_running();
+        match user_weight(&haproxy, "w1") {
+            Ok(16) => Ok(()),
+            other => Err(format!("{other:?}\nlb log:\n{}", lb.log_tail(20))),
+        }
+    });
+}

@@ -19,6 +19,8 @@ struct Conn {
 struct Shared {
     body: Vec<u8>,
     served: AtomicU64,
+    /// Request-body bytes read, over every request.
+    received: AtomicU64,
     stopping: AtomicBool,
     conns: Mutex<Vec<Conn>>,
 }
@@ -53,6 +55,7 @@ impl WebServer {
         let shared = Arc::new(Shared {
             body: format!("{name}\n").into_bytes(),
             served: AtomicU64::new(0),
+            received: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             conns: Mutex::new(Vec::new()),
         });
@@ -79,6 +82,11 @@ impl WebServer {
     /// Requests answered so far.
     pub fn served(&self) -> u64 {
         self.shared.served.load(Ordering::Relaxed)
+    }
+
+    /// Request-body bytes read so far, over every request.
+    pub fn received(&self) -> u64 {
+        self.shared.received.load(Ordering::Relaxed)
     }
 
     /// Stops accepting, lets requests in flight finish (their responses say
@@ -178,14 +186,14 @@ fn serve(stream: TcpStream, shared: &Shared, busy: &AtomicBool) {
                 }
             }
         }
-        if content_length > 0
-            && io::copy(
+        if content_length > 0 {
+            match io::copy(
                 &mut (&mut reader).take(content_length as u64),
-                &mut io::sink(),
-            )
-            .is_err()
-        {
-            return;
+                &mut CountingSink(&shared.received),
+            ) {
+                Ok(n) if n == content_length as u64 => {}
+                _ => return,
+            }
         }
         close |= shared.stopping.load(Ordering::SeqCst);
         let mut response = format!(
@@ -204,6 +212,20 @@ fn serve(stream: TcpStream, shared: &Shared, busy: &AtomicBool) {
             let _ = writer.shutdown(Shutdown::Both);
             return;
         }
+    }
+}
+
+/// Discards what it is given, counting the bytes.
+struct CountingSink<'a>(&'a AtomicU64);
+
+impl Write for CountingSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -75,6 +75,20 @@ pub struct RawConfig {
     pub lb_header_timeout: Option<Duration>,
     pub lb_max_conns: Option<usize>,
     pub lb_backend_cidr: Vec<Cidr>,
+    /// The balancer's health check (`-lb-check-*`).
+    pub lb_check_path: Option<String>,
+    pub lb_check_interval: Option<Duration>,
+    pub lb_check_timeout: Option<Duration>,
+    pub lb_check_rise: Option<u32>,
+    pub lb_check_fall: Option<u32>,
+    pub lb_check_status: Option<vassal_roles::check::StatusSet>,
+    /// `-lb-balance`.
+    pub lb_balance: Option<vassal_roles::pool::Balance>,
+    /// `-web-delay`.
+    pub web_delay: Option<Duration>,
+    /// `-lb-tls-cert`, `-lb-tls-key`.
+    pub lb_tls_cert: Option<String>,
+    pub lb_tls_key: Option<String>,
     /// Where the live cluster page is served (`-ui-addr`).
     pub ui_addr: Option<std::net::SocketAddr>,
     /// Template mode (`-template`): `"SRC:DEST[:COMMAND]"` strings or objects.
@@ -157,6 +171,16 @@ const KEYS: &[&str] = &[
     "lb_header_timeout",
     "lb_max_conns",
     "lb_backend_cidr",
+    "lb_check_path",
+    "lb_check_interval",
+    "lb_check_timeout",
+    "lb_check_rise",
+    "lb_check_fall",
+    "lb_check_status",
+    "lb_balance",
+    "web_delay",
+    "lb_tls_cert",
+    "lb_tls_key",
     "ui_addr",
     "templates",
     "template_wait",
@@ -341,6 +365,16 @@ impl RawConfig {
             handler_timeout,
             lb_header_timeout,
             lb_max_conns,
+            lb_check_path,
+            lb_check_interval,
+            lb_check_timeout,
+            lb_check_rise,
+            lb_check_fall,
+            lb_check_status,
+            lb_balance,
+            web_delay,
+            lb_tls_cert,
+            lb_tls_key,
             ui_addr,
             template_wait,
         );
@@ -414,6 +448,20 @@ impl Decoder<'_> {
                 format!("bad duration {s:?}: {e} (use Go's syntax, e.g. \"30s\", \"5m\", \"1h\")"),
             )
         })
+    }
+
+    /// A health-check interval or timeout.
+    fn period(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        self.duration(key)?
+            .map(|d| vassal_roles::check::check_period(d).map_err(|e| self.err(key, e)))
+            .transpose()
+    }
+
+    /// A health-check rise or fall count.
+    fn count(&self, key: &str) -> Result<Option<u32>, ConfigError> {
+        self.uint::<u32>(key)?
+            .map(|n| vassal_roles::check::check_count(n).map_err(|e| self.err(key, e)))
+            .transpose()
     }
 
     /// A string value read by `parse`, which says what is wrong with a bad one.
@@ -523,6 +571,16 @@ impl Decoder<'_> {
             templates: self.templates()?,
             lb_header_timeout: self.duration("lb_header_timeout")?,
             lb_max_conns: self.uint("lb_max_conns")?,
+            lb_check_path: self.parsed("lb_check_path", vassal_roles::check::parse_path)?,
+            lb_check_interval: self.period("lb_check_interval")?,
+            lb_check_timeout: self.period("lb_check_timeout")?,
+            lb_check_rise: self.count("lb_check_rise")?,
+            lb_check_fall: self.count("lb_check_fall")?,
+            lb_check_status: self.parsed("lb_check_status", str::parse)?,
+            lb_balance: self.parsed("lb_balance", str::parse)?,
+            web_delay: self.duration("web_delay")?,
+            lb_tls_cert: self.string("lb_tls_cert")?,
+            lb_tls_key: self.string("lb_tls_key")?,
             ui_addr: self.parsed("ui_addr", |v| {
                 v.parse()
                     .map_err(|_| "expected IP:PORT, e.g. 127.0.0.1:9990".to_owned())

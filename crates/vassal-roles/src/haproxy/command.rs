@@ -28,6 +28,9 @@ pub enum Op {
     ShutdownSessions,
     /// `del server B/S`: remove a server that is in maintenance and has no connections.
     Del,
+    /// `set server B/S weight N`: the server's share (`-lb-balance leastload`'s weight from
+    /// the member's `load` tag; 1 to 256).
+    Weight(u32),
 }
 
 /// One runtime-API command on one server of one backend.
@@ -84,6 +87,7 @@ impl fmt::Display for Command {
             Op::Maint => write!(f, "set server {b}/{s} state maint"),
             Op::ShutdownSessions => write!(f, "shutdown sessions server {b}/{s}"),
             Op::Del => write!(f, "del server {b}/{s}"),
+            Op::Weight(w) => write!(f, "set server {b}/{s} weight {w}"),
         }
     }
 }

@@ -13,6 +13,8 @@ pub struct ServerState {
     pub addr: Option<SocketAddr>,
     /// `srv_admin_state`, a bit mask (see the `ADMIN_*` constants).
     pub admin: u32,
+    /// `srv_uweight`, the weight set by the user (`set server … weight`), when listed.
+    pub weight: Option<u32>,
 }
 
 /// Forced into maintenance (`disable server`, `state maint`, or a fresh `add server`).
@@ -64,6 +66,7 @@ pub fn parse_servers_state(reply: &str) -> Result<Vec<ServerState>, String> {
         col("srv_admin_state")?,
         col("srv_port")?,
     );
+    let weight_i = cols.iter().position(|c| *c == "srv_uweight");
     let mut servers = Vec::new();
     for line in lines {
         let line = line.trim();
@@ -90,6 +93,7 @@ pub fn parse_servers_state(reply: &str) -> Result<Vec<ServerState>, String> {
             name: field(name_i)?.to_owned(),
             addr,
             admin,
+            weight: weight_i.and_then(|i| f.get(i)?.parse().ok()),
         });
     }
     Ok(servers)

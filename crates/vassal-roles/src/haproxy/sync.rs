@@ -25,7 +25,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::backend::{is_web, web_backend, BackendPolicy, RefusedOnce};
+use crate::backend::{is_web, reported_load, web_backend, BackendPolicy, RefusedOnce};
+use crate::pool::load_weight;
 use vassal_serf::{Member, MemberEvent, MemberEventKind, MemberStatus};
 
 use super::command::{valid_server_name, Command, Op};
@@ -60,6 +61,9 @@ pub struct SyncConfig {
     /// allows loopback only when it advertises a loopback address itself (a one-host cluster)
     /// or `-lb-backend-cidr` names a loopback range.
     pub backends: BackendPolicy,
+    /// Set each server's weight from its member's `load` tag, as `-lb-balance leastload`
+    /// weighs the built-in balancer's backends ([`load_weight`]); off by default.
+    pub weights: bool,
 }
 
 impl SyncConfig {
@@ -77,6 +81,7 @@ impl SyncConfig {
             retry_max: Duration::from_secs(10),
             resync: Duration::from_secs(10),
             backends: BackendPolicy::default(),
+            weights: false,
         }
     }
 }
@@ -102,6 +107,10 @@ pub struct RunError {
     pub message: String,
 }
 
+/// A server's weight until its member reports a load: HAProxy's largest, as the built-in
+/// balancer gives a backend without a figure.
+const MAX_WEIGHT_DEFAULT: u32 = crate::pool::MAX_WEIGHT;
+
 /// What a server should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Want {
@@ -117,6 +126,8 @@ enum Want {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     want: Want,
+    /// The weight it should have (with [`SyncConfig::weights`]).
+    weight: u32,
     /// When we first saw it leaving (draining or in maintenance) in HAProxy.
     leaving_since: Option<Instant>,
 }
@@ -238,6 +249,18 @@ impl BackendSync {
             return;
         }
         self.set_want(&m.name, Want::Serve(addr), now);
+        if self.config.weights {
+            let weight = load_weight(reported_load(m));
+            if let Some(e) = self.entries.get_mut(&m.name) {
+                if e.weight != weight {
+                    e.weight = weight;
+                    self.changed = Some(match self.changed {
+                        None => (now, now),
+                        Some((first, _)) => (first, now),
+                    });
+                }
+            }
+        }
     }
 
     fn observe_gone(&mut self, m: &Member, want: Want, now: Instant) {
@@ -265,6 +288,7 @@ impl BackendSync {
                     name.to_owned(),
                     Entry {
                         want,
+                        weight: MAX_WEIGHT_DEFAULT,
                         leaving_since: None,
                     },
                 );
@@ -333,18 +357,26 @@ impl BackendSync {
                     s.name.clone(),
                     Entry {
                         want: Want::Drain,
+                        weight: MAX_WEIGHT_DEFAULT,
                         leaving_since: None,
                     },
                 );
             }
         }
         let backend = self.config.backend.clone();
+        let weights = self.config.weights;
         let cmd = |name: &str, op| Command::new(&backend, name, op);
         let mut runs = Vec::new();
         let mut forget = Vec::new();
         for (name, entry) in &mut self.entries {
             let have = actual.get(name.as_str()).copied();
             let run = match (entry.want, have) {
+                (Want::Serve(addr), None) if weights => vec![
+                    cmd(name, Op::Add(addr)),
+                    cmd(name, Op::Weight(entry.weight)),
+                    cmd(name, Op::EnableHealth),
+                    cmd(name, Op::Enable),
+                ],
                 (Want::Serve(addr), None) => vec![
                     cmd(name, Op::Add(addr)),
                     cmd(name, Op::EnableHealth),
@@ -363,6 +395,9 @@ impl BackendSync {
                     vec![cmd(name, Op::EnableHealth), cmd(name, Op::Enable)]
                 }
                 (Want::Serve(_), Some(s)) if s.draining() => vec![cmd(name, Op::Ready)],
+                (Want::Serve(_), Some(s)) if weights && s.weight != Some(entry.weight) => {
+                    vec![cmd(name, Op::Weight(entry.weight))]
+                }
                 (Want::Serve(_), Some(_)) => vec![],
                 (Want::Drain | Want::Remove, None) => {
                     forget.push(name.clone());
@@ -522,6 +557,7 @@ mod tests {
             name: name.to_owned(),
             addr: Some(addr.parse().unwrap()),
             admin,
+            weight: Some(1),
         }
     }
 
@@ -1083,5 +1119,58 @@ mod tests {
         assert_eq!(run_all(&mut s, t + ms(10)).len(), 6);
         // …and w2's change still gets a round of its own, which finds nothing to do.
         assert_eq!(s.poll_timeout(), Some(t + ms(205)));
+    }
+
+    // Issue 15: with -lb-balance leastload the sync turns each member's `load` tag into
+    // `set server … weight`, as the built-in balancer weighs its backends.
+    #[test]
+    fn load_tags_become_server_weights_when_asked() {
+        let mut config = SyncConfig::new("web");
+        config.backends.allow_loopback = true;
+        config.weights = true;
+        let (mut s, t0) = started_with(config);
+        let mut w1 = member("w1", "127.0.0.1", "web", Some("8080"));
+        w1.tags.insert("load".into(), "3".into());
+        on(&mut s, t0, Join, std::slice::from_ref(&w1));
+        s.handle_timeout(t0 + ms(200));
+        assert_eq!(outputs(&mut s), vec![Output::ReadServers]);
+        s.handle_servers(t0 + ms(200), Ok(vec![]));
+        let out = outputs(&mut s);
+        assert_eq!(
+            lines(&out[0]),
+            [
+                "add server web/w1 127.0.0.1:8080 check",
+                "set server web/w1 weight 16",
+                "enable health web/w1",
+                "enable server web/w1"
+            ]
+        );
+        s.handle_ran(t0 + ms(200), Ok(()));
+        // The node reports itself overloaded: less, never none.
+        w1.tags.insert("load".into(), "500".into());
+        let t1 = t0 + ms(1000);
+        on(&mut s, t1, Update, std::slice::from_ref(&w1));
+        s.handle_timeout(t1 + ms(200));
+        assert_eq!(outputs(&mut s), vec![Output::ReadServers]);
+        let mut have = server("w1", "127.0.0.1:8080", 0);
+        have.weight = Some(16);
+        s.handle_servers(t1 + ms(200), Ok(vec![have]));
+        assert_eq!(
+            run_all(&mut s, t1 + ms(200)),
+            ["set server web/w1 weight 1"]
+        );
+    }
+
+    #[test]
+    fn without_weights_a_load_tag_changes_nothing() {
+        let (mut s, t0) = started();
+        let mut w1 = member("w1", "127.0.0.1", "web", Some("8080"));
+        w1.tags.insert("load".into(), "3".into());
+        on(&mut s, t0, Join, std::slice::from_ref(&w1));
+        s.handle_timeout(t0 + ms(200));
+        assert_eq!(outputs(&mut s), vec![Output::ReadServers]);
+        s.handle_servers(t0 + ms(200), Ok(vec![]));
+        let sent = run_all(&mut s, t0 + ms(200));
+        assert!(sent.iter().all(|l| !l.contains("weight")), "{sent:?}");
     }
 }

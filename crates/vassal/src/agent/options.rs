@@ -223,6 +223,70 @@ pub fn flags() -> FlagSet {
             "Quiet time membership needs before templates render (default 1s)",
         )
         .flag(
+            "lb-check-path",
+            Kind::Value,
+            "<path>",
+            "Page the balancer's health check asks with GET (default /)",
+        )
+        .flag(
+            "lb-check-interval",
+            Kind::Value,
+            "<duration>",
+            "Time between two health checks of one backend (default 1s)",
+        )
+        .flag(
+            "lb-check-timeout",
+            Kind::Value,
+            "<duration>",
+            "A backend must answer a health check within this (default 2s)",
+        )
+        .flag(
+            "lb-check-rise",
+            Kind::Value,
+            "<n>",
+            "Passing checks in a row that bring a down backend back (default 1)",
+        )
+        .flag(
+            "lb-check-fall",
+            Kind::Value,
+            "<n>",
+            "Failing checks in a row that take a backend out of rotation (default 2)",
+        )
+        .flag(
+            "lb-check-status",
+            Kind::Value,
+            "<codes>",
+            "Statuses a health check accepts: codes, ranges, classes, e.g. 200,3xx (default \
+             100-499)",
+        )
+        .flag(
+            "lb-balance",
+            Kind::Value,
+            "<method>",
+            "How the balancer picks a backend: roundrobin, leastconn or leastload (by the load \
+             web nodes report; default roundrobin)",
+        )
+        .flag(
+            "lb-tls-cert",
+            Kind::Value,
+            "<path>",
+            "Serve the balancer over HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate \
+             chain; needs -lb-tls-key; re-read on SIGHUP",
+        )
+        .flag(
+            "lb-tls-key",
+            Kind::Value,
+            "<path>",
+            "The PEM private key of -lb-tls-cert",
+        )
+        .flag(
+            "web-delay",
+            Kind::Value,
+            "<duration>",
+            "Hold every web-role answer this long (stands in for a slow node in benchmarks; \
+             default 0)",
+        )
+        .flag(
             "handler-timeout",
             Kind::Value,
             "<duration>",
@@ -525,6 +589,40 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             file.lb_max_conns.unwrap_or_else(default_max_conns),
             parse_max_conns,
         )?,
+        ..vassal_roles::http::ServeLimits::default()
+    };
+    let defaults = vassal_roles::check::CheckConfig::default();
+    let lb_check = vassal_roles::check::CheckConfig {
+        path: p.parse_or(
+            "lb-check-path",
+            file.lb_check_path.clone().unwrap_or(defaults.path),
+            vassal_roles::check::parse_path,
+        )?,
+        interval: p.parse_or(
+            "lb-check-interval",
+            file.lb_check_interval.unwrap_or(defaults.interval),
+            |v| parse_duration(v).and_then(vassal_roles::check::check_period),
+        )?,
+        timeout: p.parse_or(
+            "lb-check-timeout",
+            file.lb_check_timeout.unwrap_or(defaults.timeout),
+            |v| parse_duration(v).and_then(vassal_roles::check::check_period),
+        )?,
+        rise: p.parse_or(
+            "lb-check-rise",
+            file.lb_check_rise.unwrap_or(defaults.rise),
+            vassal_roles::check::parse_count,
+        )?,
+        fall: p.parse_or(
+            "lb-check-fall",
+            file.lb_check_fall.unwrap_or(defaults.fall),
+            vassal_roles::check::parse_count,
+        )?,
+        status: p.parse_or(
+            "lb-check-status",
+            file.lb_check_status.clone().unwrap_or(defaults.status),
+            str::parse,
+        )?,
     };
     let roles = vassal_roles::RolesConfig {
         lb_listen,
@@ -534,6 +632,59 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         lb_backend_cidrs,
         http_limits,
         ui_listen,
+        lb_check,
+        lb_tls: match (
+            value("lb-tls-cert", &file.lb_tls_cert),
+            value("lb-tls-key", &file.lb_tls_key),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                if lb_listen.is_none() {
+                    return Err(bad(
+                        "lb-tls-cert",
+                        cert,
+                        "needs -lb-listen: the certificate is the load balancer's".into(),
+                    ));
+                }
+                Some(vassal_roles::tls::TlsFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                })
+            }
+            (Some(cert), None) => {
+                return Err(bad(
+                    "lb-tls-cert",
+                    cert,
+                    "needs -lb-tls-key, the certificate's private key".into(),
+                ))
+            }
+            (None, Some(key)) => {
+                return Err(bad(
+                    "lb-tls-key",
+                    key,
+                    "needs -lb-tls-cert, the certificate it is the key of".into(),
+                ))
+            }
+        },
+        lb_balance: p.parse_or(
+            "lb-balance",
+            file.lb_balance.unwrap_or_default(),
+            str::parse,
+        )?,
+        web_delay: Some(p.parse_or(
+            "web-delay",
+            file.web_delay.unwrap_or(Duration::ZERO),
+            |v| {
+                parse_duration(v).and_then(|d| {
+                    if d > Duration::from_secs(60) {
+                        Err(format!("{d:?} is more than a minute; a benchmark's slow node wants milliseconds, e.g. 20ms"))
+                    } else {
+                        Ok(d)
+                    }
+                })
+            },
+        )?)
+        .filter(|d| !d.is_zero()),
         ..vassal_roles::RolesConfig::new(&node)
     };
     let list = |flag: &str, file: &[String]| -> Vec<String> {
@@ -607,7 +758,7 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
         rejoin: p.bool_or("rejoin", file.rejoin_after_leave == Some(true)),
         tags_file: value("tags-file", &file.tags_file).map(PathBuf::from),
         keyring_file: value("keyring-file", &file.keyring_file).map(PathBuf::from),
-        haproxy: haproxy_options(&p)?,
+        haproxy: haproxy_options(&p, roles.lb_balance)?,
         roles,
         rpc_addr: value("rpc-addr", &file.rpc_addr)
             .unwrap_or(crate::cli::DEFAULT_RPC_ADDR)
@@ -682,6 +833,7 @@ pub(super) fn load_files(opts: &mut AgentOptions) -> Result<(), String> {
 /// `-haproxy-socket`, `-haproxy-backend`, `-haproxy-quiesce`: the HAProxy runtime-API sync.
 fn haproxy_options(
     p: &crate::flags::Parsed,
+    balance: vassal_roles::pool::Balance,
 ) -> Result<Option<(std::path::PathBuf, vassal_roles::haproxy::SyncConfig)>, FlagError> {
     let Some(socket) = p.value("haproxy-socket") else {
         for flag in ["haproxy-backend", "haproxy-quiesce"] {
@@ -705,6 +857,8 @@ fn haproxy_options(
     }
     let mut config = vassal_roles::haproxy::SyncConfig::new(backend);
     config.quiesce = p.parse_or("haproxy-quiesce", config.quiesce, parse_duration)?;
+    // The same figures as the built-in balancer's leastload, as HAProxy server weights.
+    config.weights = balance == vassal_roles::pool::Balance::LeastLoad;
     Ok(Some((socket.into(), config)))
 }
 

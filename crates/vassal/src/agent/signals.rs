@@ -35,6 +35,7 @@ pub(super) async fn wait(
         gave_up,
         scripts_tx,
         handler_stats,
+        roles,
         ..
     } = agent;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
@@ -65,6 +66,7 @@ pub(super) async fn wait(
             _ = sighup.recv() => {
                 println!("==> Caught signal: hangup");
                 reload(opts, level, scripts_tx, handle, &mut tags).await;
+                reload_tls(roles);
             }
             _ = sigusr1.recv() => telemetry_dump(handle, handler_stats, telemetry).await,
             r = &mut *gave_up, if retry_running => match r {
@@ -80,6 +82,20 @@ pub(super) async fn wait(
         }
     };
     Ok(code)
+}
+
+/// Reads the balancer's certificate and key again: new connections get the new pair, the
+/// open ones keep theirs; a bad file keeps the old pair and says why.
+fn reload_tls(roles: &vassal_roles::Roles) {
+    match roles.reload_tls() {
+        None => {}
+        Some(Ok(files)) => info!(
+            "lb: Reloaded the TLS certificate from {} and {}; new connections use it",
+            files.cert.display(),
+            files.key.display()
+        ),
+        Some(Err(e)) => error!("lb: TLS certificate not reloaded, still serving the old one: {e}"),
+    }
 }
 
 /// Serf's `handleReload`: read the same flags and files again, then apply what Serf applies

@@ -409,3 +409,121 @@ fn the_cluster_page_is_off_by_default_and_set_by_flag_or_file() {
     let e = options(&args(&[&bad])).unwrap_err().to_string();
     assert!(e.contains("ui_addr") && e.contains("IP:PORT"), "{e}");
 }
+
+#[test]
+fn health_check_flags_default_to_the_old_check_and_refuse_bad_values() {
+    let o = options(&[]).unwrap();
+    assert_eq!(
+        o.roles.lb_check,
+        vassal_roles::check::CheckConfig::default()
+    );
+
+    let o = options(&args(&[
+        "-lb-check-path=/healthz?deep=1",
+        "-lb-check-interval=250ms",
+        "-lb-check-timeout=100ms",
+        "-lb-check-rise=3",
+        "-lb-check-fall=4",
+        "-lb-check-status=200,3xx",
+    ]))
+    .unwrap();
+    let c = &o.roles.lb_check;
+    assert_eq!(c.path, "/healthz?deep=1");
+    assert_eq!(c.interval, Duration::from_millis(250));
+    assert_eq!(c.timeout, Duration::from_millis(100));
+    assert_eq!((c.rise, c.fall), (3, 4));
+    assert_eq!(c.status.to_string(), "200,300-399");
+
+    for (a, says) in [
+        (&["-lb-check-path=healthz"][..], "must start with /"),
+        (&["-lb-check-interval=0"], "out of range"),
+        (&["-lb-check-interval=soon"], "-lb-check-interval"),
+        (&["-lb-check-timeout=1ms"], "out of range"),
+        (&["-lb-check-rise=0"], "1 to 1000"),
+        (&["-lb-check-fall=many"], "not a whole number"),
+        (&["-lb-check-status=ok"], "write e.g. 200, 200-399 or 2xx"),
+    ] {
+        let e = options(&args(a)).unwrap_err().to_string();
+        let flag = a[0].split('=').next().unwrap_or_default();
+        assert!(e.contains(says) && e.contains(flag), "{a:?}: {e}");
+    }
+}
+
+#[test]
+fn health_check_keys_in_a_file_reach_the_options_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_file(
+        &dir,
+        r#"{"lb_check_path": "/up", "lb_check_interval": "2s", "lb_check_timeout": "500ms",
+            "lb_check_rise": 2, "lb_check_fall": 5, "lb_check_status": "2xx"}"#,
+    );
+    let o = options(&args(&[&file, "-lb-check-fall=3"])).unwrap();
+    let c = &o.roles.lb_check;
+    assert_eq!(c.path, "/up");
+    assert_eq!(c.interval, Duration::from_secs(2));
+    assert_eq!(c.timeout, Duration::from_millis(500));
+    assert_eq!((c.rise, c.fall), (2, 3));
+    assert_eq!(c.status.to_string(), "200-299");
+
+    for (json, key) in [
+        (r#"{"lb_check_rise": 0}"#, "lb_check_rise"),
+        (r#"{"lb_check_status": "7xx"}"#, "lb_check_status"),
+        (r#"{"lb_check_path": "up"}"#, "lb_check_path"),
+        (r#"{"lb_check_interval": "0s"}"#, "lb_check_interval"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = config_file(&dir, json);
+        let e = options(&args(&[&file])).unwrap_err().to_string();
+        assert!(e.contains(key), "{json}: {e}");
+    }
+}
+
+#[test]
+fn lb_balance_is_roundrobin_unless_told_and_a_typo_is_refused() {
+    use vassal_roles::pool::Balance;
+    assert_eq!(options(&[]).unwrap().roles.lb_balance, Balance::RoundRobin);
+    let o = options(&args(&["-lb-balance=leastload", "-web-delay=20ms"])).unwrap();
+    assert_eq!(o.roles.lb_balance, Balance::LeastLoad);
+    assert_eq!(o.roles.web_delay, Some(Duration::from_millis(20)));
+    let e = options(&args(&["-lb-balance=leastconnections"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("-lb-balance") && e.contains("roundrobin, leastconn or leastload"),
+        "{e}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_file(&dir, r#"{"lb_balance": "leastconn"}"#);
+    let o = options(&args(&[&file])).unwrap();
+    assert_eq!(o.roles.lb_balance, Balance::LeastConn);
+}
+
+#[test]
+fn lb_tls_needs_both_files_and_the_balancer() {
+    let o = options(&args(&[
+        "-lb-listen=127.0.0.1:8080",
+        "-lb-tls-cert=/etc/lb/cert.pem",
+        "-lb-tls-key=/etc/lb/key.pem",
+    ]))
+    .unwrap();
+    let tls = o.roles.lb_tls.expect("TLS files");
+    assert_eq!(tls.cert, std::path::Path::new("/etc/lb/cert.pem"));
+    assert_eq!(tls.key, std::path::Path::new("/etc/lb/key.pem"));
+    for (a, says) in [
+        (
+            &["-lb-listen=127.0.0.1:8080", "-lb-tls-cert=c.pem"][..],
+            "needs -lb-tls-key",
+        ),
+        (
+            &["-lb-listen=127.0.0.1:8080", "-lb-tls-key=k.pem"],
+            "needs -lb-tls-cert",
+        ),
+        (
+            &["-lb-tls-cert=c.pem", "-lb-tls-key=k.pem"],
+            "needs -lb-listen",
+        ),
+    ] {
+        let e = options(&args(a)).unwrap_err().to_string();
+        assert!(e.contains(says), "{a:?}: {e}");
+    }
+}

@@ -18,13 +18,6 @@ use serde_json::Value;
 use support::*;
 use vassal_testkit::{http_get, wait_until, Loopback, VassalAgent, Wrk, WrkReport};
 
-fn env_u32(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn row(what: &str, r: &WrkReport) -> String {
     format!(
         "| {what} | {:.0} | {:.2} | {:.2} | {} |",

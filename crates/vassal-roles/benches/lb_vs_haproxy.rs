@@ -20,13 +20,6 @@ use std::time::{Duration, Instant};
 use support::*;
 use vassal_testkit::{vassal_bin, wait_until, Haproxy, Loopback, VassalAgent, Wrk, WrkReport};
 
-fn env_u32(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// The built-in load balancer: `vassal agent -tag role=lb -lb-listen=… -lb-stats=…`, joining
 /// `join` if given.
 fn builtin_lb(lo: &Loopback, name: &str, join: Option<SocketAddr>) -> (VassalAgent, SocketAddr) {

@@ -266,3 +266,11 @@ impl OriginalLb {
         fs::read_to_string(self.haproxy.config_path()).unwrap_or_default()
     }
 }
+
+/// A benchmark knob from the environment (`LB_BENCH_SECS` and the like), else `default`.
+pub fn env_u32(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -16,17 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
-use vassal_testkit::{http_get, wait_until, Loopback, VassalAgent, Wrk, WrkReport};
-
-fn row(what: &str, r: &WrkReport) -> String {
-    format!(
-        "| {what} | {:.0} | {:.2} | {:.2} | {} |",
-        r.requests_per_sec,
-        r.p50_ms,
-        r.p99_ms,
-        r.failed()
-    )
-}
+use vassal_testkit::{http_get, wait_until, Loopback, VassalAgent, Wrk};
 
 /// A web node with the built-in web role, joining `join`, answering after `delay` ms.
 fn web(name: &str, lo: &Loopback, join: SocketAddr, delay_ms: u32) -> VassalAgent {

@@ -30,16 +30,6 @@ fn builtin_lb(lo: &Loopback, name: &str, join: Option<SocketAddr>) -> (VassalAge
     (lb_agent(name, lo, &args), listen)
 }
 
-fn row(what: &str, r: &WrkReport) -> String {
-    format!(
-        "| {what} | {:.0} | {:.2} | {:.2} | {} |",
-        r.requests_per_sec,
-        r.p50_ms,
-        r.p99_ms,
-        r.failed()
-    )
-}
-
 fn throughput() {
     let secs = env_u32("LB_BENCH_SECS", 10);
     let conns = env_u32("LB_BENCH_CONNS", 32);

@@ -274,3 +274,14 @@ pub fn env_u32(name: &str, default: u32) -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// One Markdown table row of a wrk run: requests/s, p50 and p99 ms, failed requests.
+pub fn row(what: &str, r: &vassal_testkit::WrkReport) -> String {
+    format!(
+        "| {what} | {:.0} | {:.2} | {:.2} | {} |",
+        r.requests_per_sec,
+        r.p50_ms,
+        r.p99_ms,
+        r.failed()
+    )
+}

@@ -125,8 +125,9 @@ impl TransmitLimitedQueue {
             }
         }
         for (key, item) in reinsert {
-            if let Some(name) = &item.name {
-                self.by_name.insert(name.clone(), key);
+            // The name still maps to the key it was taken under: point it at the new one.
+            if let Some(at) = item.name.as_ref().and_then(|n| self.by_name.get_mut(n)) {
+                *at = key;
             }
             self.items.insert(key, item);
         }

@@ -32,6 +32,8 @@ use crate::NodeConfig;
 
 /// memberlist's UDP read buffer (spec §2.1).
 const UDP_READ_BUF: usize = 65536;
+/// Datagrams handled per turn of the driver loop before it sends and polls again.
+const PACKETS_PER_TURN: usize = 32;
 
 /// Binds the sockets, builds the state machine and starts the driver task.
 pub async fn spawn(config: NodeConfig) -> Result<(Handle, JoinHandle<()>), StartError> {
@@ -164,7 +166,20 @@ impl Driver {
                 Input::Packet(Ok((n, from))) => {
                     // Go's transport counts the bytes of every datagram read.
                     metrics::counter!("memberlist.udp.received").increment(n as u64);
-                    self.serf.handle_packet(from, &buf[..n], now)
+                    self.serf.handle_packet(from, &buf[..n], now);
+                    // Whatever else is already queued on the socket is read in the same turn:
+                    // under load (a join storm, a starved CPU) that saves a trip through the
+                    // poll loop and a round of sends per datagram.
+                    for _ in 1..PACKETS_PER_TURN {
+                        match self.udp.try_recv_from(&mut buf) {
+                            Ok((0, _)) => {}
+                            Ok((n, from)) => {
+                                metrics::counter!("memberlist.udp.received").increment(n as u64);
+                                self.serf.handle_packet(from, &buf[..n], Instant::now());
+                            }
+                            Err(_) => break,
+                        }
+                    }
                 }
                 // ICMP errors from earlier sends surface here on some systems; not fatal.
                 Input::Packet(Err(e)) => debug!(error = %e, "udp receive failed"),

@@ -39,6 +39,7 @@ pub use push_pull::push_pull_scale;
 use gossip::GossipState;
 use probe::ProbeState;
 use push_pull::PushPullState;
+use state::{Relay, Source};
 
 /// AES-GCM envelope (version 1): version byte, nonce, tag.
 const ENCRYPT_OVERHEAD: usize = 29;
@@ -140,6 +141,8 @@ pub struct Stats {
     pub failed_probes: u64,
     /// Times we refuted a suspect, dead or alive about us.
     pub refutes: u64,
+    /// Push/pull exchanges we opened (joins, periodic, catch-up).
+    pub push_pulls: u64,
     /// Well-formed messages refused as hostile or impossible, by reason (see [`crate::limits`]).
     pub drops: Drops,
 }
@@ -162,6 +165,8 @@ enum PendingStream {
     PushPull {
         peer: SocketAddr,
         join: Option<JoinId>,
+        /// Whether news in the reply is gossiped on (see [`Relay`]).
+        relay: Relay,
         /// When we opened it, for Go's `memberlist.pushPullNode` timer.
         started: Instant,
         deadline: Instant,
@@ -187,11 +192,12 @@ impl PendingStream {
 pub struct Memberlist {
     config: Config,
     rng: ChaCha8Rng,
-    /// The node table in probe order; `index` maps names to positions. Both are persistent
+    /// The node table in probe order; `index` maps names to positions (hashed: every message
+    /// names a node, and a lookup by name is on every path). Both are persistent
     /// collections: a clone shares structure until one side changes, which lets a simulator
     /// give thousands of nodes one converged table (see `adopt_table`).
     nodes: imbl::Vector<NodeState>,
-    index: imbl::OrdMap<String, usize>,
+    index: imbl::HashMap<String, usize>,
     /// Our own incarnation: raised by `update_meta` and by every refutation (`state.rs`).
     incarnation: u32,
     /// Running suspicions by node name; the alive/suspect/dead rules in `state.rs` start,
@@ -238,7 +244,7 @@ impl Memberlist {
             config,
             rng,
             nodes: imbl::Vector::new(),
-            index: imbl::OrdMap::new(),
+            index: imbl::HashMap::new(),
             incarnation: 0,
             suspicions: BTreeMap::new(),
             probes: ProbeState::new(next_probe),
@@ -253,7 +259,7 @@ impl Memberlist {
         };
         let meta = d.node_meta(META_MAX_SIZE);
         let alive = ml.local_alive(meta);
-        ml.alive_node(alive, true, now, d);
+        ml.alive_node(alive, Source::Own, now, d);
         Ok(ml)
     }
 
@@ -387,7 +393,7 @@ impl Memberlist {
     pub fn update_meta(&mut self, now: Instant, d: &mut impl Delegate) {
         let meta = d.node_meta(META_MAX_SIZE);
         let alive = self.local_alive(meta);
-        self.alive_node(alive, true, now, d);
+        self.alive_node(alive, Source::Own, now, d);
     }
 
     /// Sends a delegate message (`08` + `msg`) straight to up to
@@ -545,7 +551,7 @@ impl Memberlist {
             StreamMessage::PushPull(remote) => {
                 let reply = self.local_push_pull(remote.join, d);
                 let bytes = self.encode_stream(&reply);
-                if let Err(error) = self.merge_remote(&remote, now, d) {
+                if let Err(error) = self.merge_remote(&remote, Relay::Yes, now, d) {
                     self.events
                         .push_back(Event::PushPullFailed { peer: from, error });
                 }
@@ -585,12 +591,13 @@ impl Memberlist {
             PendingStream::PushPull {
                 peer,
                 join,
+                relay,
                 started,
                 ..
             } => {
                 // Go's `pushPullNode` timer: the whole exchange, merge included.
                 crate::telemetry::measure_since("memberlist.pushPullNode", started, now);
-                self.push_pull_finished(peer, join, reply, now, d)
+                self.push_pull_finished(peer, join, relay, reply, now, d)
             }
             PendingStream::Ping { seq, .. } => self.tcp_ping_finished(seq, reply),
         }
@@ -676,7 +683,7 @@ impl Memberlist {
                 if a.port == 0 {
                     a.port = self.config.bind_port;
                 }
-                self.alive_node(a, false, now, d)
+                self.alive_node(a, Source::Peer(Relay::Yes), now, d)
             }
             Message::Dead(dead) => self.dead_node(dead, None, now, d),
             Message::User(buf) => d.notify_message(&buf, now),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{advance, Event, JoinId, Memberlist, PendingStream};
+use super::{advance, Event, JoinId, Memberlist, PendingStream, Relay, Source};
 use crate::delegate::Delegate;
 use crate::limits::later;
 use crate::wire::{Alive, Dead, NodeStateKind, PushNodeState, PushPull, StreamMessage, Suspect};
@@ -16,18 +16,41 @@ pub(super) struct PushPullState {
     joins: BTreeMap<JoinId, JoinProgress>,
     /// When the next periodic push/pull is due; `None` when they are disabled.
     next_at: Option<Instant>,
+    /// After a fresh join: when it finished, and which catch-up exchange is next.
+    catch_up: Option<(Instant, u32)>,
 }
+
+/// When catch-up exchange `k` (from 0) after a join that finished at `joined` is due.
+fn catch_up_at(joined: Instant, k: u32) -> Instant {
+    later(joined, CATCH_UP_FIRST.saturating_mul(1u32 << k.min(16)))
+}
+
+/// Push/pulls with random members after a join from an empty table, the first this long after
+/// the join, each later one twice as long after the one before.
+///
+/// A newcomer learns the seed's table in the join, but not who arrives after it: those it hears
+/// of through gossip alone, one hop per round of every queue. In a burst of joins the queues
+/// are long and a hop takes seconds; Go makes up for it by re-gossiping every table a join
+/// brings (a storm that grows as N²). We take a seed's table in quietly ([`Relay::No`]) and
+/// catch up instead with whole tables, straight from other members, at 1, 2, 4, 8 and 16 s.
+const CATCH_UP_FIRST: Duration = Duration::from_secs(1);
+/// How many catch-up exchanges follow a fresh join.
+const CATCH_UPS: u32 = 5;
 
 impl PushPullState {
     pub(super) fn new(next_at: Option<Instant>) -> Self {
         PushPullState {
             joins: BTreeMap::new(),
             next_at,
+            catch_up: None,
         }
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.next_at
+        match (self.next_at, self.catch_up) {
+            (Some(a), Some((j, k))) => Some(a.min(catch_up_at(j, k))),
+            (a, b) => a.or(b.map(|(j, k)| catch_up_at(j, k))),
+        }
     }
 }
 
@@ -37,6 +60,10 @@ struct JoinProgress {
     pending: usize,
     joined: usize,
     errors: Vec<String>,
+    /// We knew no other live node when the join began: what the seeds tell us is what their
+    /// cluster already gossips, so we take it in without gossiping it again (see
+    /// [`Relay::No`]).
+    fresh: bool,
 }
 
 impl Memberlist {
@@ -44,17 +71,22 @@ impl Memberlist {
     /// as [`Event::JoinFinished`].
     pub fn join(&mut self, addrs: &[SocketAddr], now: Instant, d: &mut impl Delegate) -> JoinId {
         let id = JoinId(self.next_id());
+        let fresh = !self.nodes.iter().any(|n| {
+            n.node.name != self.config.name
+                && matches!(n.node.state, NodeStateKind::Alive | NodeStateKind::Suspect)
+        });
         self.push_pull.joins.insert(
             id,
             JoinProgress {
                 pending: addrs.len(),
+                fresh,
                 ..Default::default()
             },
         );
         for &addr in addrs {
-            self.push_pull_with(addr, Some(id), now, d);
+            self.push_pull_with(addr, Some(id), Relay::Yes, now, d);
         }
-        self.finish_join_if_done(id);
+        self.finish_join_if_done(id, now);
         id
     }
 
@@ -64,7 +96,14 @@ impl Memberlist {
         if let Some(at) = self.push_pull.next_at.filter(|at| now >= *at) {
             let interval = push_pull_scale(self.config.push_pull_interval, self.nodes.len());
             self.push_pull.next_at = Some(advance(at, interval, now));
-            self.periodic_push_pull(now, d);
+            self.periodic_push_pull(Relay::Yes, now, d);
+        }
+        if let Some((joined, k)) = self.push_pull.catch_up {
+            if now >= catch_up_at(joined, k) {
+                let next = k.saturating_add(1);
+                self.push_pull.catch_up = (next < CATCH_UPS).then_some((joined, next));
+                self.periodic_push_pull(Relay::No, now, d);
+            }
         }
     }
 
@@ -73,12 +112,17 @@ impl Memberlist {
         &mut self,
         peer: SocketAddr,
         join: Option<JoinId>,
+        relay: Relay,
         reply: Result<StreamMessage, String>,
         now: Instant,
         d: &mut impl Delegate,
     ) {
+        let fresh = join
+            .and_then(|j| self.push_pull.joins.get(&j))
+            .is_some_and(|p| p.fresh);
+        let relay = if fresh { Relay::No } else { relay };
         let result = match reply {
-            Ok(StreamMessage::PushPull(remote)) => self.merge_remote(&remote, now, d),
+            Ok(StreamMessage::PushPull(remote)) => self.merge_remote(&remote, relay, now, d),
             Ok(StreamMessage::Err(e)) => Err(format!("remote error: {}", e.error)),
             Ok(other) => Err(format!("unexpected reply to push/pull: {other:?}")),
             Err(e) => Err(e),
@@ -92,7 +136,7 @@ impl Memberlist {
                         Err(e) => p.errors.push(format!("Failed to join {}: {e}", peer.ip())),
                     }
                 }
-                self.finish_join_if_done(join);
+                self.finish_join_if_done(join, now);
             }
             None => {
                 if let Err(error) = result {
@@ -124,12 +168,12 @@ impl Memberlist {
         )));
     }
 
-    fn periodic_push_pull(&mut self, now: Instant, d: &mut impl Delegate) {
+    fn periodic_push_pull(&mut self, relay: Relay, now: Instant, d: &mut impl Delegate) {
         let peers = self.k_random_nodes(1, |n| n.node.state != NodeStateKind::Alive);
         let Some(peer) = peers.into_iter().next() else {
             return;
         };
-        self.push_pull_with(peer.socket_addr(), None, now, d);
+        self.push_pull_with(peer.socket_addr(), None, relay, now, d);
     }
 
     /// Opens a push/pull exchange with `addr`; `join` marks it as part of a [`Memberlist::join`].
@@ -137,9 +181,11 @@ impl Memberlist {
         &mut self,
         addr: SocketAddr,
         join: Option<JoinId>,
+        relay: Relay,
         now: Instant,
         d: &mut impl Delegate,
     ) {
+        self.stats.push_pulls = self.stats.push_pulls.saturating_add(1);
         let msg = self.local_push_pull(join.is_some(), d);
         let deadline = later(now, self.config.tcp_timeout);
         self.open_stream(
@@ -148,6 +194,7 @@ impl Memberlist {
             PendingStream::PushPull {
                 peer: addr,
                 join,
+                relay,
                 started: now,
                 deadline,
             },
@@ -176,9 +223,11 @@ impl Memberlist {
     }
 
     /// Merges a peer's push/pull: version check, node states, then the delegate's state.
+    /// `relay` says whether news about others is gossiped on.
     pub(super) fn merge_remote(
         &mut self,
         remote: &PushPull,
+        relay: Relay,
         now: Instant,
         d: &mut impl Delegate,
     ) -> Result<(), String> {
@@ -212,7 +261,7 @@ impl Memberlist {
                         meta: r.meta.clone(),
                         vsn,
                     };
-                    self.alive_node(a, false, now, d);
+                    self.alive_node(a, Source::Peer(relay), now, d);
                 }
                 // A left node said so itself: merge it as its own `dead`, which keeps it left
                 // rather than failed.
@@ -290,7 +339,7 @@ impl Memberlist {
         Ok(())
     }
 
-    fn finish_join_if_done(&mut self, id: JoinId) {
+    fn finish_join_if_done(&mut self, id: JoinId, now: Instant) {
         if self
             .push_pull
             .joins
@@ -300,6 +349,10 @@ impl Memberlist {
             if let Some(p) = self.push_pull.joins.remove(&id) {
                 if p.joined > 0 {
                     self.announce_self();
+                    // Only where push/pull runs at all (a zero interval turns it off).
+                    if p.fresh && self.push_pull.next_at.is_some() {
+                        self.push_pull.catch_up = Some((now, 0));
+                    }
                 }
                 self.events.push_back(Event::JoinFinished {
                     id,
@@ -376,6 +429,115 @@ mod tests {
                 errors: vec![]
             })
         );
+    }
+
+    /// A node that knew nobody takes the seed's table in without gossiping it on: the seed's
+    /// cluster already gossips every entry, and re-gossiping whole tables is what makes a burst
+    /// of joins a storm. A node that knew others when it joined (two clusters merging) passes
+    /// the other side's members on, as Go does, so its own side hears of them.
+    #[test]
+    fn a_fresh_joiner_does_not_regossip_the_seeds_table() {
+        let now = Instant::now();
+        let mut a = node("a", 1, now);
+        a.handle_packet(addr(3), &packet(&[alive("c", 3, 4)]), now, &mut NoDelegate);
+        let mut b = node("b", 2, now);
+        let before = b.queued_broadcasts();
+        b.join(&[addr(1)], now, &mut NoDelegate);
+        deliver(&mut b, &mut a, now);
+        assert_eq!(b.incarnation_of("c"), Some(4), "b learned of c through a");
+        assert_eq!(b.node("a").unwrap().state, NodeStateKind::Alive);
+        assert_eq!(
+            b.queued_broadcasts(),
+            before,
+            "b queued nothing about a or c"
+        );
+        assert!(a.queued_broadcasts() > 0, "a gossips b's arrival");
+
+        let mut d = node("d", 4, now);
+        d.handle_packet(addr(5), &packet(&[alive("e", 5, 1)]), now, &mut NoDelegate);
+        let before = d.queued_broadcasts();
+        d.join(&[addr(1)], now, &mut NoDelegate);
+        deliver(&mut d, &mut a, now);
+        assert_eq!(d.node("b").unwrap().state, NodeStateKind::Alive);
+        assert_eq!(
+            d.queued_broadcasts(),
+            before + 3,
+            "d, which knew e, passes on a, b and c"
+        );
+    }
+
+    /// Delivers every packet and stream among `nodes` (by advertised address) until all is
+    /// quiet: a network that loses nothing.
+    fn route(nodes: &mut [crate::Memberlist], now: Instant) {
+        for _ in 0..10 {
+            let mut moved = false;
+            for i in 0..nodes.len() {
+                while let Some(t) = nodes[i].poll_transmit() {
+                    moved = true;
+                    let src = nodes[i].config().advertise;
+                    let to = match &t {
+                        Transmit::Packet { to, .. } | Transmit::Stream { to, .. } => *to,
+                    };
+                    let Some(j) = nodes.iter().position(|n| n.config().advertise == to) else {
+                        continue;
+                    };
+                    match t {
+                        Transmit::Packet { bytes, .. } => {
+                            nodes[j].handle_packet(src, &bytes, now, &mut NoDelegate)
+                        }
+                        Transmit::Stream { id, bytes, .. } => {
+                            let (msg, _) = nodes[j].decode_stream(&bytes).unwrap().unwrap();
+                            let reply = nodes[j].handle_stream(src, Ok(msg), now, &mut NoDelegate);
+                            let reply = reply
+                                .ok_or_else(|| "closed".to_owned())
+                                .map(|r| nodes[i].decode_stream(&r).unwrap().unwrap().0);
+                            nodes[i].handle_stream_reply(id, reply, now, &mut NoDelegate);
+                        }
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// What a fresh joiner missed, arrivals after its own, it catches up on through whole-table
+    /// exchanges with random members 1, 2, 4, 8 and 16 s after its join, and then no more than
+    /// the periodic push/pull. What it learns there it does not gossip on either.
+    #[test]
+    fn a_fresh_joiner_catches_up_with_later_arrivals() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut a = node("a", 1, t0);
+        let mut b = node("b", 2, t0);
+        let mut c = node("c", 3, t0);
+        b.join(&[addr(1)], t0, &mut NoDelegate);
+        deliver(&mut b, &mut a, t0);
+        let half = t0 + Duration::from_millis(500);
+        c.join(&[addr(1)], half, &mut NoDelegate);
+        deliver(&mut c, &mut a, half);
+        assert!(b.node("c").is_none(), "b joined before c");
+        let queued = b.queued_broadcasts();
+        let mut nodes = [a, b, c];
+        let mut exchanges = Vec::new();
+        for s in 1..=20 {
+            let before = nodes[1].stats().push_pulls;
+            for n in &mut nodes {
+                n.handle_timeout(at(s), &mut NoDelegate);
+            }
+            if nodes[1].stats().push_pulls > before {
+                exchanges.push(s);
+            }
+            route(&mut nodes, at(s));
+        }
+        let [_, b, _] = nodes;
+        assert_eq!(b.node("c").map(|n| n.state), Some(NodeStateKind::Alive));
+        assert!(
+            b.queued_broadcasts() <= queued,
+            "c's arrival is not gossiped again by b"
+        );
+        assert_eq!(exchanges, vec![1, 2, 4, 8, 16]);
     }
 
     /// Go's `mergeState` (spec §3.3, §3.7): a peer's "dead" is merged as our own suspicion,

@@ -24,20 +24,43 @@ use crate::limits::{self, MAX_INCARNATION_JUMP};
 use crate::suspicion::{suspicion_timeout, Suspicion};
 use crate::wire::{Alive, Dead, Message, NodeStateKind, Suspect};
 
+/// Where an `alive` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// Our own announcement (`new`, `update_meta`): applied and gossiped, never refuted.
+    Own,
+    /// A peer's gossip, packet or push/pull.
+    Peer(Relay),
+}
+
+/// Whether news learnt from a peer is gossiped on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Relay {
+    /// As Go does for every `alive` that is news.
+    Yes,
+    /// Not for the push/pull of a join that starts from an empty table. Everything the seed
+    /// lists is known to its cluster and gossiped there already; Go re-gossips all of it, so
+    /// each newcomer adds a whole table to the broadcast queues and a burst of N joins queues
+    /// N²/2 `alive` messages (each sent `retransmit_limit` times by every node). The newcomer
+    /// still takes every entry in and reports the joins; only the re-gossip is left out.
+    No,
+}
+
 impl Memberlist {
     /// memberlist's `aliveNode`: an `alive` about any node, ourselves included (spec §3.3).
     ///
-    /// `bootstrap` is set only for our own announcements (`new`, `update_meta`), which we apply
-    /// and gossip rather than refute. The rules, in order: a name we can hold and an incarnation
+    /// `source` tells our own announcements, which we apply and gossip rather than refute,
+    /// from what peers tell us. The rules, in order: a name we can hold and an incarnation
     /// we can believe; valid versions; a table entry (new names are added, a different address
     /// for a known name is a conflict); then only news is applied, re-gossiped and reported.
     pub(super) fn alive_node(
         &mut self,
         a: Alive,
-        bootstrap: bool,
+        source: Source,
         now: Instant,
         d: &mut impl Delegate,
     ) {
+        let bootstrap = source == Source::Own;
         let is_local = a.node == self.config.name;
         // Once we have left we stay left: an `alive` about us still in flight (our own echo, or
         // a peer's push/pull listing us alive) must not make us rejoin behind the leave we just
@@ -184,7 +207,9 @@ impl Memberlist {
         } else {
             // News: pass it on (replacing any queued message about the node, so the cluster
             // converges on the newest), then take it as ours.
-            self.broadcast(&a.node.clone(), Message::Alive(a.clone()), None);
+            if source != Source::Peer(Relay::No) || is_local {
+                self.broadcast(&a.node.clone(), Message::Alive(a.clone()), None);
+            }
             let Some(state) = self.nodes.get_mut(idx) else {
                 return;
             };

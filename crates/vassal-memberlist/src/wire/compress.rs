@@ -5,6 +5,8 @@
 //! flavour; its encoder starts with a clear code, as Go 1.19 does, and its decoder accepts streams
 //! with or without one. Decompression is bounded because a few kilobytes of LZW can claim megabytes.
 
+use std::cell::RefCell;
+
 use weezl::{decode::Decoder, encode::Encoder, BitOrder, LzwStatus};
 
 use super::codec::{read_compress, write_compress};
@@ -14,42 +16,60 @@ use super::{DecodeError, MessageType};
 /// Default bound on one decompressed message: memberlist master's `2 × 20 MiB`.
 pub const DEFAULT_MAX_DECOMPRESSED: usize = 40 * 1024 * 1024;
 
+// One coder of each kind per thread, reset for each message: building one allocates its code
+// table (tens of KiB), and a node under a join storm compresses and decompresses every gossip
+// packet.
+thread_local! {
+    static ENCODER: RefCell<Encoder> = RefCell::new(Encoder::new(BitOrder::Lsb, 8));
+    static DECODER: RefCell<Decoder> = RefCell::new(Decoder::new(BitOrder::Lsb, 8));
+}
+
 /// Go-compatible LZW (LSB, literal width 8) of `data`.
 #[allow(clippy::expect_used)] // weezl's encoder only fails on a misconfigured code size; 8 is valid.
 pub fn lzw_compress(data: &[u8]) -> Vec<u8> {
-    Encoder::new(BitOrder::Lsb, 8)
-        .encode(data)
-        .expect("LZW encoding with code size 8 cannot fail")
+    ENCODER.with(|enc| {
+        let mut enc = enc.borrow_mut();
+        enc.reset();
+        enc.encode(data)
+            .expect("LZW encoding with code size 8 cannot fail")
+    })
 }
 
 /// Decode a Go LZW stream, refusing output beyond `max` bytes (checked as it grows, so a bomb
 /// stops early) and streams that end without the end code (Go reports unexpected EOF).
 pub fn lzw_decompress(data: &[u8], max: usize) -> Result<Vec<u8>, DecodeError> {
-    let mut dec = Decoder::new(BitOrder::Lsb, 8);
-    let mut out = Vec::new();
-    let mut chunk = vec![0u8; 32 * 1024];
-    let mut input = data;
-    loop {
-        let res = dec.decode_bytes(input, &mut chunk);
-        // weezl reports at most what it was given and had room for.
-        input = input.get(res.consumed_in..).unwrap_or_default();
-        if out.len().saturating_add(res.consumed_out) > max {
-            return Err(DecodeError::Malformed(format!(
-                "decompressed message is over the {max}-byte limit"
-            )));
-        }
-        out.extend_from_slice(chunk.get(..res.consumed_out).unwrap_or_default());
-        match res.status {
-            Ok(LzwStatus::Done) => return Ok(out),
-            Ok(LzwStatus::Ok) => {}
-            Ok(LzwStatus::NoProgress) => {
-                return Err(DecodeError::Malformed(
-                    "LZW stream ends without an end code".into(),
-                ))
+    DECODER.with(|dec| {
+        let mut dec = dec.borrow_mut();
+        dec.reset();
+        // Gossip compresses to about half; grow from there, never past one byte over `max`.
+        let step = data.len().saturating_mul(2).clamp(256, 32 * 1024);
+        let mut out: Vec<u8> = Vec::new();
+        let mut input = data;
+        loop {
+            let len = out.len();
+            let room = step.min(max.saturating_sub(len).saturating_add(1));
+            out.resize(len.saturating_add(room), 0);
+            let res = dec.decode_bytes(input, out.get_mut(len..).unwrap_or_default());
+            out.truncate(len.saturating_add(res.consumed_out));
+            // weezl reports at most what it was given and had room for.
+            input = input.get(res.consumed_in..).unwrap_or_default();
+            if out.len() > max {
+                return Err(DecodeError::Malformed(format!(
+                    "decompressed message is over the {max}-byte limit"
+                )));
             }
-            Err(e) => return Err(DecodeError::Malformed(format!("bad LZW stream: {e:?}"))),
+            match res.status {
+                Ok(LzwStatus::Done) => return Ok(out),
+                Ok(LzwStatus::Ok) => {}
+                Ok(LzwStatus::NoProgress) => {
+                    return Err(DecodeError::Malformed(
+                        "LZW stream ends without an end code".into(),
+                    ))
+                }
+                Err(e) => return Err(DecodeError::Malformed(format!("bad LZW stream: {e:?}"))),
+            }
         }
-    }
+    })
 }
 
 /// Wrap an encoded message in a `compress` message.
@@ -131,5 +151,18 @@ mod tests {
         let c = compress_message(msg);
         assert_eq!(&c[..9], b"\x09\x82\xa4Algo\x00\xa3");
         assert_eq!(decompress_body(&c[1..], 1000).unwrap(), msg);
+    }
+
+    /// The per-thread coders start afresh for every message: the same input gives the same
+    /// bytes, and a stream cut short or over the limit leaves nothing behind for the next one.
+    #[test]
+    fn reused_coders_start_each_message_afresh() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let once = lzw_compress(&data);
+        assert_eq!(lzw_compress(&data), once);
+        assert!(lzw_decompress(&once[..once.len() / 2], 1 << 20).is_err());
+        assert!(lzw_decompress(&once, 100).is_err());
+        assert_eq!(lzw_decompress(&once, data.len()).unwrap(), data);
+        assert!(lzw_decompress(&once, data.len() - 1).is_err());
     }
 }

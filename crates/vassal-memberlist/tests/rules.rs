@@ -344,3 +344,52 @@ fn an_idle_node_sleeps_through_empty_gossip_rounds() {
     let next = a.poll_timeout().unwrap();
     assert!(next <= now + gossip, "news of c waits {:?}", next - now);
 }
+
+/// Beyond Go: a node starved of CPU (its probe round started late) gossips to one node a
+/// round instead of `gossip_nodes`, and to all of them again once it keeps time.
+#[test]
+fn a_starved_node_gossips_to_one_node_a_round() {
+    let mut now = Instant::now();
+    let mut a = node("a", 1, now);
+    for (i, name) in [(2, "b"), (3, "c"), (4, "d"), (5, "e"), (6, "f")] {
+        a.handle_packet(addr(i), &packet(&[alive(name, i, 1)]), now, &mut NoDelegate);
+    }
+    // Gossip targets of the rounds in `sent`: the packets that carry no ping.
+    let gossiped = |out: Vec<(SocketAddr, Message)>| {
+        let pinged: Vec<SocketAddr> = (out.iter())
+            .filter(|(_, m)| matches!(m, Message::Ping(_)))
+            .map(|(to, _)| *to)
+            .collect();
+        let mut to: Vec<SocketAddr> = (out.into_iter())
+            .filter(|(to, m)| matches!(m, Message::Alive(_)) && !pinged.contains(to))
+            .map(|(to, _)| to)
+            .collect();
+        to.sort();
+        to.dedup();
+        to.len()
+    };
+    // On time: the first round goes to three nodes.
+    let next = a.poll_timeout().unwrap();
+    now = now.max(next);
+    a.handle_timeout(now, &mut NoDelegate);
+    assert_eq!(gossiped(sent(&mut a)), 3);
+    assert_eq!(a.stats().starved_gossip_rounds, 0);
+
+    // Three seconds without a turn: the probe round starts late, and so does gossip.
+    advance(&mut a, &mut now, Duration::from_secs(1));
+    sent(&mut a);
+    a.handle_packet(addr(7), &packet(&[alive("g", 7, 1)]), now, &mut NoDelegate);
+    now += Duration::from_secs(3);
+    a.handle_timeout(now, &mut NoDelegate);
+    assert_eq!(gossiped(sent(&mut a)), 1, "one target while starved");
+    assert_eq!(a.stats().starved_gossip_rounds, 1);
+
+    // Back on time from the next probe round on.
+    advance(&mut a, &mut now, Duration::from_millis(1100));
+    sent(&mut a);
+    a.handle_packet(addr(8), &packet(&[alive("h", 8, 1)]), now, &mut NoDelegate);
+    let next = a.poll_timeout().unwrap();
+    now = now.max(next);
+    a.handle_timeout(now, &mut NoDelegate);
+    assert_eq!(gossiped(sent(&mut a)), 3, "three targets again");
+}

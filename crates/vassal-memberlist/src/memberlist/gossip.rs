@@ -76,7 +76,8 @@ impl Memberlist {
         // Dead nodes, and (unlike Go) left ones, still hear gossip for a while: a node that a
         // forged leave or verdict took out hears of it within a round and refutes it, inside
         // LEFT_NODE_RECLAIM_TIME.
-        let targets = self.k_random_nodes(self.config.gossip_nodes, |n| match n.node.state {
+        let fanout = self.gossip_fanout();
+        let targets = self.k_random_nodes(fanout, |n| match n.node.state {
             NodeStateKind::Alive | NodeStateKind::Suspect => false,
             NodeStateKind::Dead | NodeStateKind::Left => {
                 now.saturating_duration_since(n.state_change) > dead_time
@@ -93,6 +94,32 @@ impl Memberlist {
                 return;
             }
             self.send_packet(target.socket_addr(), &msgs, target.pmax() >= 5);
+        }
+    }
+
+    /// How many nodes a gossip round goes to: `gossip_nodes`, or one while we are starved of
+    /// CPU (our last probe round started over half a gossip interval late).
+    ///
+    /// Go gossips to `gossip_nodes` whatever happens. When many agents share too few cores (a
+    /// thousand on two, in a join storm) every one of them is late, and every gossip packet
+    /// costs its receiver more CPU than the one that sent it: at full fanout the cluster asks
+    /// for more than the machine has, timers slip further, probes time out and suspicions add
+    /// their own broadcasts. With one target per round while late, news still spreads (an
+    /// epidemic with fanout one is still exponential, and piggybacking on probes goes on)
+    /// while the load falls back below what the machine can do.
+    fn gossip_fanout(&mut self) -> usize {
+        if self.probes.late
+            > self
+                .config
+                .gossip_interval
+                .checked_div(2)
+                .unwrap_or_default()
+            && self.config.gossip_nodes > 1
+        {
+            self.stats.starved_gossip_rounds = self.stats.starved_gossip_rounds.saturating_add(1);
+            1
+        } else {
+            self.config.gossip_nodes
         }
     }
 

@@ -143,6 +143,8 @@ pub struct Stats {
     pub refutes: u64,
     /// Push/pull exchanges we opened (joins, periodic, catch-up).
     pub push_pulls: u64,
+    /// Gossip rounds sent to one node only because we were starved of CPU.
+    pub starved_gossip_rounds: u64,
     /// Well-formed messages refused as hostile or impossible, by reason (see [`crate::limits`]).
     pub drops: Drops,
 }

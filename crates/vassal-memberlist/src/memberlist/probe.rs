@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tracing::{debug, info, trace, warn};
@@ -29,6 +29,9 @@ pub(super) struct ProbeState {
     relays: BTreeMap<u32, Relay>,
     /// When the next probe round starts.
     next_at: Instant,
+    /// How late the last probe round started: our own CPU starvation, as the one timer that
+    /// always runs sees it (see `gossip_fanout`).
+    pub(super) late: Duration,
 }
 
 impl ProbeState {
@@ -39,6 +42,7 @@ impl ProbeState {
             current: None,
             relays: BTreeMap::new(),
             next_at,
+            late: Duration::ZERO,
         }
     }
 
@@ -181,6 +185,7 @@ impl Memberlist {
     /// Starts a probe round if one is due and none is in flight (Go's probe ticker).
     pub(super) fn probe_if_due(&mut self, now: Instant, d: &mut impl Delegate) {
         if now >= self.probes.next_at {
+            self.probes.late = now.saturating_duration_since(self.probes.next_at);
             self.probes.next_at = advance(self.probes.next_at, self.config.probe_interval, now);
             if self.probes.current.is_none() {
                 self.probe_tick(now, d);

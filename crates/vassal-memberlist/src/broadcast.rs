@@ -5,6 +5,9 @@
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
+// Only looked up, never iterated: its order reaches nothing.
+#[allow(clippy::disallowed_types)]
+use std::collections::HashMap;
 
 /// A message's place in the queue: fewest transmissions, then longest, then newest first.
 type Key = (u32, Reverse<usize>, Reverse<u64>);
@@ -22,7 +25,10 @@ struct Item {
 #[derive(Debug, Clone, Default)]
 pub struct TransmitLimitedQueue {
     items: BTreeMap<Key, Item>,
-    by_name: BTreeMap<String, Key>,
+    /// Where each named message sits in `items` (hashed: looked up for every message queued
+    /// and every one sent).
+    #[allow(clippy::disallowed_types)]
+    by_name: HashMap<String, Key>,
     next_id: u64,
     finished: Vec<u64>,
 }

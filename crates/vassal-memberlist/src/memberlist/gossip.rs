@@ -108,14 +108,7 @@ impl Memberlist {
     /// epidemic with fanout one is still exponential, and piggybacking on probes goes on)
     /// while the load falls back below what the machine can do.
     fn gossip_fanout(&mut self) -> usize {
-        if self.probes.late
-            > self
-                .config
-                .gossip_interval
-                .checked_div(2)
-                .unwrap_or_default()
-            && self.config.gossip_nodes > 1
-        {
+        if self.starved() && self.config.gossip_nodes > 1 {
             self.stats.starved_gossip_rounds = self.stats.starved_gossip_rounds.saturating_add(1);
             1
         } else {

@@ -773,9 +773,23 @@ impl Memberlist {
                 .keyring
                 .as_ref()
                 .filter(|_| self.config.gossip_verify_outgoing),
-            compress: self.config.enable_compression,
+            // LZW is the costliest step of sending (a quarter of a starved agent's CPU in a
+            // join storm of a thousand): while starved we send plain, which every Serf reads.
+            compress: self.config.enable_compression && !self.starved(),
             crc,
         }
+    }
+
+    /// Whether we are starved of CPU: our last probe round started over half a gossip
+    /// interval late. We then gossip to one node a round, send uncompressed and skip
+    /// catch-up exchanges, so that agents sharing too few cores shed load together.
+    fn starved(&self) -> bool {
+        self.probes.late
+            > self
+                .config
+                .gossip_interval
+                .checked_div(2)
+                .unwrap_or_default()
     }
 
     fn read_options(&self) -> ReadOptions<'_> {

@@ -780,16 +780,11 @@ impl Memberlist {
         }
     }
 
-    /// Whether we are starved of CPU: our last probe round started over half a gossip
-    /// interval late. We then gossip to one node a round, send uncompressed and skip
-    /// catch-up exchanges, so that agents sharing too few cores shed load together.
+    /// Whether we are starved of CPU: one of our last few probe rounds started late (see
+    /// `ProbeState::starved_rounds`). We then gossip to one node a round, send uncompressed
+    /// and skip catch-up exchanges, so that agents sharing too few cores shed load together.
     fn starved(&self) -> bool {
-        self.probes.late
-            > self
-                .config
-                .gossip_interval
-                .checked_div(2)
-                .unwrap_or_default()
+        self.probes.starved_rounds > 0
     }
 
     fn read_options(&self) -> ReadOptions<'_> {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand::Rng;
 use tracing::{debug, info, trace, warn};
@@ -15,6 +15,10 @@ use crate::limits::later;
 use crate::wire::{
     self, Ack, IndirectPing, Message, Nack, NodeStateKind, Ping, StreamMessage, Suspect,
 };
+
+/// Probe rounds a late one makes us count as starved (hysteresis: a starved agent is late only
+/// now and then, when the scheduler gets round to it).
+const STARVED_ROUNDS: u8 = 3;
 
 /// What probing owns: where the round is, our probe in flight and our relays for others'.
 #[derive(Debug, Clone)]
@@ -29,9 +33,11 @@ pub(super) struct ProbeState {
     relays: BTreeMap<u32, Relay>,
     /// When the next probe round starts.
     next_at: Instant,
-    /// How late the last probe round started: our own CPU starvation, as the one timer that
-    /// always runs sees it (see `gossip_fanout`).
-    pub(super) late: Duration,
+    /// Probe rounds left that we count as starved of CPU: set to [`STARVED_ROUNDS`] by a
+    /// round that starts more than a tenth of a gossip interval late (the one timer that
+    /// always runs; on an idle machine it is under a millisecond late), counted down by rounds
+    /// on time. See `Memberlist::starved`.
+    pub(super) starved_rounds: u8,
 }
 
 impl ProbeState {
@@ -42,7 +48,7 @@ impl ProbeState {
             current: None,
             relays: BTreeMap::new(),
             next_at,
-            late: Duration::ZERO,
+            starved_rounds: 0,
         }
     }
 
@@ -185,7 +191,15 @@ impl Memberlist {
     /// Starts a probe round if one is due and none is in flight (Go's probe ticker).
     pub(super) fn probe_if_due(&mut self, now: Instant, d: &mut impl Delegate) {
         if now >= self.probes.next_at {
-            self.probes.late = now.saturating_duration_since(self.probes.next_at);
+            let late = now.saturating_duration_since(self.probes.next_at);
+            let limit = (self.config.gossip_interval)
+                .checked_div(10)
+                .unwrap_or_default();
+            self.probes.starved_rounds = if late > limit {
+                STARVED_ROUNDS
+            } else {
+                self.probes.starved_rounds.saturating_sub(1)
+            };
             self.probes.next_at = advance(self.probes.next_at, self.config.probe_interval, now);
             if self.probes.current.is_none() {
                 self.probe_tick(now, d);

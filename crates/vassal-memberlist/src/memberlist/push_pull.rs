@@ -25,8 +25,8 @@ fn catch_up_at(joined: Instant, k: u32) -> Instant {
     later(joined, CATCH_UP_FIRST.saturating_mul(1u32 << k.min(16)))
 }
 
-/// Push/pulls with random members after a join from an empty table, the first this long after
-/// the join, each later one twice as long after the one before.
+/// Push/pulls with random members after a join from an empty table: the first this long after
+/// the join, each later one twice as long after the join as the one before.
 ///
 /// A newcomer learns the seed's table in the join, but not who arrives after it: those it hears
 /// of through gossip alone, one hop per round of every queue. In a burst of joins the queues

@@ -98,7 +98,7 @@ impl Memberlist {
     }
 
     /// How many nodes a gossip round goes to: `gossip_nodes`, or one while we are starved of
-    /// CPU (our last probe round started over half a gossip interval late).
+    /// CPU (see `Memberlist::starved`).
     ///
     /// Go gossips to `gossip_nodes` whatever happens. When many agents share too few cores (a
     /// thousand on two, in a join storm) every one of them is late, and every gossip packet

@@ -206,6 +206,12 @@ impl Bench {
         m.insert("observers".into(), json!(life.observers));
         m.insert("rep".into(), json!(life.rep));
         m.insert("seed".into(), json!(self.seed));
+        // Every `failed` verdict any agent has logged so far in this lifetime: read phase by
+        // phase, the counts say when false ones (before the kill) arose.
+        m.insert(
+            "failed_logged_so_far".into(),
+            json!(life.cluster.logged("EventMemberFailed:")),
+        );
         m
     }
 

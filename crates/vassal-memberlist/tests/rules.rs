@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use support::{addr, advance, alive, node, packet, sent, suspect};
 use vassal_memberlist::wire::{self, Dead, Message, Nack, Suspect};
-use vassal_memberlist::{NoDelegate, NodeStateKind};
+use vassal_memberlist::{NoDelegate, NodeStateKind, Transmit};
 
 #[test]
 fn suspect_about_ourselves_is_refuted_with_a_higher_incarnation() {
@@ -343,6 +343,57 @@ fn an_idle_node_sleeps_through_empty_gossip_rounds() {
     a.handle_packet(addr(3), &packet(&[alive("c", 3, 1)]), now, &mut NoDelegate);
     let next = a.poll_timeout().unwrap();
     assert!(next <= now + gossip, "news of c waits {:?}", next - now);
+}
+
+/// Beyond Go: while starved of CPU a node sends its packets plain, since LZW is the dearest
+/// step of sending; on time it compresses them whenever that is smaller, as Go does.
+#[test]
+fn a_starved_node_sends_plain_packets() {
+    let mut now = Instant::now();
+    let mut a = node("a", 1, now);
+    // Twenty arrivals with names alike: a gossip packet of them compresses well.
+    let arrivals = |first: u8| {
+        let msgs: Vec<Message> = (first..first + 20)
+            .map(|i| alive(&format!("web-server-{i:03}.example.internal"), i, 1))
+            .collect();
+        packet(&msgs)
+    };
+    // The first byte of every packet queued (plain packets: no label, CRC or key).
+    let kinds = |a: &mut vassal_memberlist::Memberlist| {
+        let mut first = Vec::new();
+        while let Some(t) = a.poll_transmit() {
+            if let Transmit::Packet { bytes, .. } = t {
+                first.push(bytes[0]);
+            }
+        }
+        first
+    };
+    let compressed = wire::MessageType::Compress as u8;
+
+    a.handle_packet(addr(2), &arrivals(10), now, &mut NoDelegate);
+    advance(&mut a, &mut now, Duration::from_millis(1000));
+    let on_time = kinds(&mut a);
+    assert!(
+        on_time.contains(&compressed),
+        "on time, gossip is compressed: first bytes {on_time:?}"
+    );
+
+    // Three seconds without a turn: the probe round starts late, and the gossip round after it
+    // goes out plain.
+    a.handle_packet(addr(2), &arrivals(40), now, &mut NoDelegate);
+    kinds(&mut a);
+    now += Duration::from_secs(3);
+    a.handle_timeout(now, &mut NoDelegate);
+    let starved = kinds(&mut a);
+    assert_eq!(
+        a.stats().starved_gossip_rounds,
+        1,
+        "a gossip round went out"
+    );
+    assert!(
+        !starved.is_empty() && !starved.contains(&compressed),
+        "starved, nothing is compressed: first bytes {starved:?}"
+    );
 }
 
 /// Beyond Go: a node starved of CPU (a probe round started late) gossips to one node a round

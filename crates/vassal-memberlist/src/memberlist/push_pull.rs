@@ -549,6 +549,41 @@ mod tests {
         assert_eq!(exchanges, vec![1, 2, 4, 8, 16]);
     }
 
+    /// A catch-up that falls due while the joiner is starved of CPU (its probe round started
+    /// late) is let go, as are those in the few rounds it stays starved; the later ones run.
+    #[test]
+    fn a_starved_joiner_lets_its_catch_ups_go() {
+        let t0 = Instant::now();
+        let a = node("a", 1, t0);
+        let mut b = node("b", 2, t0);
+        let c = node("c", 3, t0);
+        b.join(&[addr(1)], t0, &mut NoDelegate);
+        let mut nodes = [a, b, c];
+        route(&mut nodes, t0);
+        let mut exchanges = Vec::new();
+        for ms in (10..=20_000).step_by(10) {
+            let now = t0 + Duration::from_millis(ms);
+            let before = nodes[1].stats().push_pulls;
+            for (i, n) in nodes.iter_mut().enumerate() {
+                // b gets no turn from 0.9 s to 2.5 s: its next probe round, due before 1.9 s,
+                // starts over half a second late, when both the 1 s and the 2 s catch-up are
+                // due.
+                if i != 1 || !(900..2500).contains(&ms) {
+                    n.handle_timeout(now, &mut NoDelegate);
+                }
+            }
+            if nodes[1].stats().push_pulls > before {
+                exchanges.push(ms / 1000);
+            }
+            route(&mut nodes, now);
+        }
+        // Starved for three probe rounds from 2.5 s, b may let the 4 s one go too.
+        assert!(
+            exchanges.iter().all(|&s| s >= 4) && exchanges.ends_with(&[8, 16]),
+            "the 1 and 2 s catch-ups fell while starved: exchanges at {exchanges:?} s"
+        );
+    }
+
     /// Go's `mergeState` (spec §3.3, §3.7): a peer's "dead" is merged as our own suspicion,
     /// never as a verdict (the peer may be the one cut off); "left" stays left; a new alive
     /// entry joins the table.

@@ -31,7 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 # Every agent holds a few sockets and the harness a connection to each observer.
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
 ip netns exec "$ns" "$target/release/cluster-bench" --go "${GO_SERF:-/usr/bin/serf}" \
     --vassal "$vassal" --kinds "${KIND:-vassal}" --sizes "${N:-1000}" --reps 1 \
     --start burst --join-mode "${JOIN:-retry}" --member-handlers false --observers 100 \

@@ -31,7 +31,8 @@ pub struct Config {
     /// Broadcast retransmissions = `retransmit_mult × ceil(log10(n + 1))`.
     pub retransmit_mult: u32,
     /// How many alive members hear our own news straight from us, besides gossip: our `alive`
-    /// once a join's push/pull is done, our `dead` when we leave, and (through
+    /// once a join's push/pull is done and when we refute a suspicion, our `dead` when we
+    /// leave, and (through
     /// [`Memberlist::send_user_to_some`](crate::Memberlist::send_user_to_some)) Serf's user
     /// events, queries and leave intent. Gossip misses a given node with a probability of
     /// about `e^-(retransmits)`, which is far from nothing in a small cluster; a missed node

@@ -345,6 +345,58 @@ fn an_idle_node_sleeps_through_empty_gossip_rounds() {
     assert!(next <= now + gossip, "news of c waits {:?}", next - now);
 }
 
+/// Beyond Go (Lifeguard §IV-A): a probe round that starts late says we are the slow one, so it
+/// raises our health score, as a missed nack does, and our probes wait longer before blaming.
+#[test]
+fn a_late_probe_round_counts_against_our_health() {
+    let mut now = Instant::now();
+    let mut a = node("a", 1, now);
+    advance(&mut a, &mut now, Duration::from_secs(3));
+    assert_eq!(a.health_score(), 0, "every round on time");
+    now += Duration::from_secs(3);
+    a.handle_timeout(now, &mut NoDelegate);
+    assert_eq!(a.health_score(), 1, "one round three seconds late");
+}
+
+/// Beyond Go: a refutation is our own news, so besides the gossip it goes straight to members
+/// (`direct_fanout`), as our join and leave do: once a probe interval at most, since anyone
+/// can send us accusations.
+#[test]
+fn a_refutation_goes_straight_to_members_once_a_probe_interval() {
+    let now = Instant::now();
+    let mut a = node("a", 1, now);
+    for (i, name) in [(2, "b"), (3, "c"), (4, "d"), (5, "e")] {
+        a.handle_packet(addr(i), &packet(&[alive(name, i, 1)]), now, &mut NoDelegate);
+    }
+    sent(&mut a);
+    // Members that were sent our refuting alive at once (no gossip round has run).
+    let told = |a: &mut vassal_memberlist::Memberlist, accused: u32, at: Instant| {
+        a.handle_packet(
+            addr(2),
+            &packet(&[suspect("a", "b", accused)]),
+            at,
+            &mut NoDelegate,
+        );
+        let inc = a.incarnation_of("a").unwrap();
+        assert!(inc > accused, "refuted");
+        let mut to: Vec<SocketAddr> = (sent(a).into_iter())
+            .filter(
+                |(_, m)| matches!(m, Message::Alive(al) if al.node == "a" && al.incarnation == inc),
+            )
+            .map(|(to, _)| to)
+            .collect();
+        to.sort();
+        to.dedup();
+        (inc, to.len())
+    };
+    let (inc, n) = told(&mut a, 1, now);
+    assert_eq!(n, 4, "every member, within direct_fanout");
+    let (inc, n) = told(&mut a, inc, now + Duration::from_millis(500));
+    assert_eq!(n, 0, "a second accusation within the interval: gossip only");
+    let (_, n) = told(&mut a, inc, now + Duration::from_secs(1));
+    assert_eq!(n, 4, "a probe interval later");
+}
+
 /// Beyond Go: while starved of CPU a node sends its packets plain, since LZW is the dearest
 /// step of sending; on time it compresses them whenever that is smaller, as Go does.
 #[test]

@@ -196,6 +196,10 @@ impl Memberlist {
                 .checked_div(10)
                 .unwrap_or_default();
             self.probes.starved_rounds = if late > limit {
+                // Beyond Go, in Lifeguard's spirit (§IV-A): a round that starts late says that
+                // we are the slow one, so we wait longer before we blame a target whose ack
+                // we may simply not have read yet.
+                self.awareness.apply_delta(1);
                 STARVED_ROUNDS
             } else {
                 self.probes.starved_rounds.saturating_sub(1)

@@ -22,7 +22,7 @@ use super::{Memberlist, NodeState};
 use crate::delegate::{Delegate, Node};
 use crate::limits::{self, MAX_INCARNATION_JUMP};
 use crate::suspicion::{suspicion_timeout, Suspicion};
-use crate::wire::{Alive, Dead, Message, NodeStateKind, Suspect};
+use crate::wire::{self, Alive, Dead, Message, NodeStateKind, Suspect};
 
 /// Where an `alive` comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +203,7 @@ impl Memberlist {
                  vsn:({:?} VS {:?})",
                 a.node, a.addr, a.port, a.meta, state.node.meta, a.vsn, state.node.vsn
             );
-            self.refute(a.incarnation);
+            self.refute(a.incarnation, now);
         } else {
             // News: pass it on (replacing any queued message about the node, so the cluster
             // converges on the newest), then take it as ours.
@@ -289,7 +289,7 @@ impl Memberlist {
                 "memberlist: Refuting a suspect message (from: {})",
                 s.from.escape_debug()
             );
-            self.refute(s.incarnation);
+            self.refute(s.incarnation, now);
             return;
         }
         // Spread the suspicion, so the accused hears of it (through any node) and can refute,
@@ -392,7 +392,7 @@ impl Memberlist {
                 "memberlist: Refuting a dead message (from: {})",
                 dead.from.escape_debug()
             );
-            self.refute(dead.incarnation);
+            self.refute(dead.incarnation, now);
             return;
         }
         // A node that declares itself dead is leaving gracefully; anyone else's `dead` is a
@@ -447,7 +447,7 @@ impl Memberlist {
     /// Saturates: at `u32::MAX` we can only repeat ourselves (Go wraps to 0, which every peer
     /// then ignores; the credibility margin keeps a forger from walking us there in fewer than
     /// millions of rounds).
-    pub(super) fn refute(&mut self, accused: u32) {
+    pub(super) fn refute(&mut self, accused: u32, now: Instant) {
         // Our next number, unless the accusation is at or above it (a previous run of ours
         // reached higher, or a peer raced us): then one past the accusation, as Go's
         // `skipIncarnation` does.
@@ -471,7 +471,18 @@ impl Memberlist {
         let meta = me.node.meta.clone();
         let mut a = self.local_alive(meta);
         a.incarnation = inc;
+        // Our own news, so besides the gossip it goes straight to some members (see
+        // `Config::direct_fanout`): a refutation that arrives after a holder's suspicion timer
+        // has run out is a false `failed` verdict, and the node accused is often the busiest
+        // one, slow to gossip. At most once a probe interval: accusations are input.
+        let direct = (self.refuted_directly_at)
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.config.probe_interval)
+            .then(|| wire::encode_message(&Message::Alive(a.clone())));
         self.broadcast(&self.config.name.clone(), Message::Alive(a), None);
+        if let Some(direct) = direct {
+            self.refuted_directly_at = Some(now);
+            self.send_to_some(&direct);
+        }
     }
 
     /// Raises our own incarnation by one (Go's `nextIncarnation`), saturating.

@@ -72,6 +72,9 @@ pub struct Watch {
     pub rtts: Vec<f64>,
     /// `stats` said N but `members-filtered(alive)` did not agree.
     pub verify_failed: bool,
+    /// Convergence: how many alive members the observer listed at its last answer (how far a
+    /// cluster that never converged got).
+    pub last_alive: Option<i64>,
     pub last_error: Option<String>,
 }
 
@@ -120,7 +123,9 @@ async fn watch_one(
                         let stats = timed(deadline, client.stats()).await?;
                         let t = now();
                         w.rtts.push(sent.elapsed().as_secs_f64());
-                        match alive_from_stats(&stats) {
+                        let alive = alive_from_stats(&stats);
+                        w.last_alive = alive.or(w.last_alive);
+                        match alive {
                             None => members_mode = true,
                             Some(c) if c >= *n as i64 => {
                                 w.requests += 1;
@@ -140,6 +145,7 @@ async fn watch_one(
                         let m = timed(deadline, client.members_filtered(&alive_filter())).await?;
                         let t = now();
                         w.rtts.push(sent.elapsed().as_secs_f64());
+                        w.last_alive = i64::try_from(m.len()).ok();
                         if m.len() >= *n {
                             w.done_at = Some(t);
                             return Ok(true);

@@ -435,6 +435,13 @@ impl Bench {
         let mut rec = self.base(life, "convergence");
         rec.insert("converged".into(), json!(converged));
         rec.insert("observers_converged".into(), json!(conv.len()));
+        // How far the observers got: the alive count each listed last (N for those done).
+        let mut last: Vec<i64> = watches.iter().filter_map(|w| w.last_alive).collect();
+        last.sort_unstable();
+        if let (Some(min), Some(mid)) = (last.first(), last.get(last.len() / 2)) {
+            rec.insert("alive_seen_min".into(), json!(min));
+            rec.insert("alive_seen_median".into(), json!(mid));
+        }
         let k = watches.len();
         rec.insert("t50_s".into(), r4(pct_time(&rel, k, 0.5)));
         rec.insert("t99_s".into(), r4(pct_time(&rel, k, 0.99)));

@@ -144,6 +144,9 @@ pub struct Stats {
     pub refutes: u64,
     /// Push/pull exchanges we opened (joins, periodic, catch-up).
     pub push_pulls: u64,
+    /// Push/pulls opened by peers that we answered with our previous answer (see
+    /// `REPLY_REUSE` in `push_pull.rs`).
+    pub push_pull_replies_reused: u64,
     /// Gossip rounds sent to one node only because we were starved of CPU.
     pub starved_gossip_rounds: u64,
     /// Well-formed messages refused as hostile or impossible, by reason (see [`crate::limits`]).
@@ -353,6 +356,8 @@ impl Memberlist {
 
     /// The keyring, for key rotation by the layer above.
     pub fn keyring_mut(&mut self) -> Option<&mut wire::Keyring> {
+        // An answer kept for reuse may be sealed with a key about to go.
+        self.push_pull.forget_reply(None);
         self.config.keyring.as_mut()
     }
 
@@ -565,8 +570,7 @@ impl Memberlist {
         };
         match msg {
             StreamMessage::PushPull(remote) => {
-                let reply = self.local_push_pull(remote.join, d);
-                let bytes = self.encode_stream(&reply);
+                let bytes = self.push_pull_reply(remote.join, now, d);
                 if let Err(error) = self.merge_remote(&remote, Relay::Yes, now, d) {
                     self.events
                         .push_back(Event::PushPullFailed { peer: from, error });
@@ -648,6 +652,7 @@ impl Memberlist {
         self.probe_if_due(now, d);
         self.gossip_if_due(now, d);
         self.push_pull_if_due(now, d);
+        self.push_pull.forget_reply(Some(now));
     }
 
     // ----- outputs -----

@@ -18,7 +18,20 @@ pub(super) struct PushPullState {
     next_at: Option<Instant>,
     /// After a fresh join: when it finished, and which catch-up exchange is next.
     catch_up: Option<(Instant, u32)>,
+    /// Our last answer to a push/pull opened by a peer: when we made it, its `join` flag, and
+    /// the bytes (see [`REPLY_REUSE`]).
+    last_reply: Option<(Instant, bool, Vec<u8>)>,
 }
+
+/// How long an answer to one peer's push/pull may be sent again to the next.
+///
+/// A seed that a burst of agents joins answers hundreds of push/pulls in a row, each a whole
+/// table (a thousand entries: the encoding and LZW of about 100 KB), on one thread that the
+/// burst leaves a small share of two cores; joiners whose answer took longer than the TCP
+/// timeout exited. Within this window the seed sends the answer it made last: what it lacks,
+/// the last fraction of a second's news, reaches the peer by gossip and by its catch-ups.
+/// Periodic exchanges are tens of seconds apart, so outside a storm nothing is reused.
+pub(super) const REPLY_REUSE: Duration = Duration::from_millis(500);
 
 /// When catch-up exchange `k` (from 0) after a join that finished at `joined` is due.
 fn catch_up_at(joined: Instant, k: u32) -> Instant {
@@ -43,6 +56,21 @@ impl PushPullState {
             joins: BTreeMap::new(),
             next_at,
             catch_up: None,
+            last_reply: None,
+        }
+    }
+
+    /// Forgets the reused answer (keys changed, or its window is over: it would only hold
+    /// memory).
+    pub(super) fn forget_reply(&mut self, now: Option<Instant>) {
+        let expired =
+            |at: &Instant| now.is_none_or(|n| n.saturating_duration_since(*at) >= REPLY_REUSE);
+        if self
+            .last_reply
+            .as_ref()
+            .is_some_and(|(at, _, _)| expired(at))
+        {
+            self.last_reply = None;
         }
     }
 
@@ -202,6 +230,28 @@ impl Memberlist {
                 deadline,
             },
         );
+    }
+
+    /// Our answer to a push/pull a peer opened, encoded: the one made last if it is younger
+    /// than [`REPLY_REUSE`] (and for the same `join` flag), else a fresh one.
+    pub(super) fn push_pull_reply(
+        &mut self,
+        join: bool,
+        now: Instant,
+        d: &mut impl Delegate,
+    ) -> Vec<u8> {
+        self.push_pull.forget_reply(Some(now));
+        if let Some((_, j, bytes)) = &self.push_pull.last_reply {
+            if *j == join {
+                self.stats.push_pull_replies_reused =
+                    self.stats.push_pull_replies_reused.saturating_add(1);
+                return bytes.clone();
+            }
+        }
+        let reply = self.local_push_pull(join, d);
+        let bytes = self.encode_stream(&reply);
+        self.push_pull.last_reply = Some((now, join, bytes.clone()));
+        bytes
     }
 
     pub(super) fn local_push_pull(&mut self, join: bool, d: &mut impl Delegate) -> StreamMessage {
@@ -395,6 +445,47 @@ mod tests {
         })
     }
 
+    /// A seed answering a burst of push/pulls sends the answer it made last while that is
+    /// younger than `REPLY_REUSE`; a change of keys, or the window's end, makes a fresh one.
+    #[test]
+    fn push_pull_answers_are_reused_for_half_a_second() {
+        let now = Instant::now();
+        let mut a = node("a", 1, now);
+        let names = |a: &crate::Memberlist, reply: &[u8]| match a.decode_stream(reply) {
+            Ok(Some((StreamMessage::PushPull(p), _))) => {
+                p.nodes.into_iter().map(|n| n.name).collect::<Vec<_>>()
+            }
+            other => panic!("not a push/pull answer: {other:?}"),
+        };
+        let from = |name: &str, i: u8| push_pull(vec![entry(name, i, 1, NodeStateKind::Alive)]);
+        let first = a
+            .handle_stream(addr(2), Ok(from("b", 2)), now, &mut NoDelegate)
+            .unwrap();
+        assert_eq!(names(&a, &first), ["a"]);
+        let at = now + Duration::from_millis(400);
+        let second = a
+            .handle_stream(addr(3), Ok(from("c", 3)), at, &mut NoDelegate)
+            .unwrap();
+        assert_eq!(second, first, "the same bytes again, without b");
+        assert_eq!(a.stats().push_pull_replies_reused, 1);
+        assert!(
+            a.node("b").is_some() && a.node("c").is_some(),
+            "both merged"
+        );
+        let at = now + Duration::from_millis(500);
+        let third = a
+            .handle_stream(addr(4), Ok(from("d", 4)), at, &mut NoDelegate)
+            .unwrap();
+        let mut listed = names(&a, &third);
+        listed.sort();
+        assert_eq!(listed, ["a", "b", "c"], "a fresh answer after the window");
+        // Touching the keyring drops the kept answer at once.
+        let at = now + Duration::from_millis(600);
+        a.keyring_mut();
+        a.handle_stream(addr(5), Ok(from("e", 5)), at, &mut NoDelegate);
+        assert_eq!(a.stats().push_pull_replies_reused, 1);
+    }
+
     /// `Join` → Go's `pushPullNode` and, on the other side, `mergeState` (spec §3.7, §3.8): one
     /// exchange teaches each side the other's whole table, and the join reports one success.
     #[test]
@@ -456,11 +547,13 @@ mod tests {
         );
         assert!(a.queued_broadcasts() > 0, "a gossips b's arrival");
 
-        let mut d = node("d", 4, now);
-        d.handle_packet(addr(5), &packet(&[alive("e", 5, 1)]), now, &mut NoDelegate);
+        // A second later (a's answer to b is not reused: see `REPLY_REUSE`).
+        let later = now + Duration::from_secs(1);
+        let mut d = node("d", 4, later);
+        d.handle_packet(addr(5), &packet(&[alive("e", 5, 1)]), later, &mut NoDelegate);
         let before = d.queued_broadcasts();
-        d.join(&[addr(1)], now, &mut NoDelegate);
-        deliver(&mut d, &mut a, now);
+        d.join(&[addr(1)], later, &mut NoDelegate);
+        deliver(&mut d, &mut a, later);
         assert_eq!(d.node("b").unwrap().state, NodeStateKind::Alive);
         assert_eq!(
             d.queued_broadcasts(),

@@ -692,13 +692,14 @@ impl Bench {
         self.sink.emit(&rec);
     }
 
-    /// A random running agent other than the seed; its observer connection is dropped.
-    fn pick_victim(&mut self, life: &mut Life) -> Option<usize> {
+    /// A random live agent other than the seed and those in `taken`; its observer
+    /// connection is dropped.
+    fn pick_victim(&mut self, life: &mut Life, taken: &[usize]) -> Option<usize> {
         let cands: Vec<usize> = life
             .cluster
             .live()
             .into_iter()
-            .filter(|&i| i != 0)
+            .filter(|&i| i != 0 && !taken.contains(&i))
             .collect();
         let victim = *cands.choose(&mut self.rng)?;
         life.conns.retain(|c| c.idx != victim);
@@ -710,7 +711,7 @@ impl Bench {
     async fn failure(&mut self, life: &mut Life) {
         let mut victims = Vec::new();
         for _ in 0..self.args.kill.max(1) {
-            match self.pick_victim(life) {
+            match self.pick_victim(life, &victims) {
                 Some(v) => victims.push(v),
                 None => break,
             }
@@ -790,7 +791,7 @@ impl Bench {
     // -- graceful leave ----------------------------------------------------------------------
 
     async fn leave(&mut self, life: &mut Life) {
-        let Some(victim) = self.pick_victim(life) else {
+        let Some(victim) = self.pick_victim(life, &[]) else {
             return;
         };
         let target = life.cluster.agents[victim].name.clone();

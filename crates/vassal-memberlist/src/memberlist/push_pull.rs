@@ -550,7 +550,12 @@ mod tests {
         // A second later (a's answer to b is not reused: see `REPLY_REUSE`).
         let later = now + Duration::from_secs(1);
         let mut d = node("d", 4, later);
-        d.handle_packet(addr(5), &packet(&[alive("e", 5, 1)]), later, &mut NoDelegate);
+        d.handle_packet(
+            addr(5),
+            &packet(&[alive("e", 5, 1)]),
+            later,
+            &mut NoDelegate,
+        );
         let before = d.queued_broadcasts();
         d.join(&[addr(1)], later, &mut NoDelegate);
         deliver(&mut d, &mut a, later);

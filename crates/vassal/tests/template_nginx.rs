@@ -406,3 +406,80 @@ fn a_failing_command_is_logged_and_retried_at_the_next_change_while_the_agent_se
     tpl.assert_running();
     tpl.wait_alive_count(3, Duration::from_secs(5));
 }
+
+/// DEST's text, once it is exactly `want`.
+#[track_caller]
+fn wait_text(path: &Path, want: &str, tpl: &mut VassalAgent) {
+    wait_until(
+        CHANGE,
+        &format!("{} to read {want:?}", path.display()),
+        || {
+            tpl.assert_running();
+            match std::fs::read_to_string(path) {
+                Ok(t) if t == want => Ok(()),
+                got => Err(format!("{got:?}\nagent log:\n{}", tpl.log_tail(10))),
+            }
+        },
+    );
+}
+
+// Issue 15: SIGHUP reloads the templates, as consul-template's does. An edited template
+// reaches DEST without a membership change; a broken one is refused with the same message as
+// at start, and the previous one keeps rendering the changes that follow.
+#[test]
+fn sighup_reloads_templates_and_a_broken_one_keeps_the_previous() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (src, out) = (dir.path().join("names.tmpl"), dir.path().join("names.txt"));
+    std::fs::write(
+        &src,
+        "{% for m in members|alive %}{{ m.name }}\n{% endfor %}",
+    )
+    .unwrap();
+    let mut tpl = template_agent(
+        "tpl",
+        &[format!("{}:{}", src.display(), out.display())],
+        &["-template-wait=200ms"],
+    );
+    tpl.wait_ready(Duration::from_secs(10));
+    let hup = |tpl: &VassalAgent| {
+        kill(Pid::from_raw(tpl.pid() as i32), Signal::SIGHUP).expect("signalling our agent")
+    };
+    let _p1 = VassalAgent::builder("p1", &Loopback::fresh())
+        .join(tpl.addr())
+        .spawn_ready();
+    wait_text(&out, "p1\ntpl\n", &mut tpl);
+
+    // The edited template renders at once: no member joins or leaves meanwhile.
+    std::fs::write(
+        &src,
+        "{% for m in members|alive %}{{ m.name }} {{ m.status }}\n{% endfor %}",
+    )
+    .unwrap();
+    hup(&tpl);
+    tpl.wait_log_contains("reloaded 1 template(s)", CHANGE);
+    wait_text(&out, "p1 alive\ntpl alive\n", &mut tpl);
+
+    // A broken template is refused, with the line and the hint that start-up gives.
+    std::fs::write(
+        &src,
+        "{% for m in members|alive %}\n{{ m.name|upper_case }}\n{% endfor %}",
+    )
+    .unwrap();
+    hup(&tpl);
+    let line = tpl.wait_log_contains("not reloaded", CHANGE);
+    assert!(
+        line.contains("still rendering the previous templates")
+            && line.contains("line 2")
+            && line.contains("upper_case"),
+        "{line}"
+    );
+    // The previous template still follows membership.
+    let _p2 = VassalAgent::builder("p2", &Loopback::fresh())
+        .join(tpl.addr())
+        .spawn_ready();
+    wait_text(&out, "p1 alive\np2 alive\ntpl alive\n", &mut tpl);
+    tpl.assert_running();
+}

@@ -36,6 +36,7 @@ pub(super) async fn wait(
         scripts_tx,
         handler_stats,
         roles,
+        templates,
         ..
     } = agent;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
@@ -65,7 +66,9 @@ pub(super) async fn wait(
             }
             _ = sighup.recv() => {
                 println!("==> Caught signal: hangup");
-                reload(opts, level, scripts_tx, handle, &mut tags).await;
+                if let Some(new) = reload(opts, level, scripts_tx, handle, &mut tags).await {
+                    reload_templates(&new, &opts.node, handle, templates);
+                }
                 reload_tls(roles);
             }
             _ = sigusr1.recv() => telemetry_dump(handle, handler_stats, telemetry).await,
@@ -99,21 +102,21 @@ fn reload_tls(roles: &vassal_roles::Roles) {
 }
 
 /// Serf's `handleReload`: read the same flags and files again, then apply what Serf applies
-/// while running (the log level, the event handlers, the tags). A bad file keeps the old
-/// settings and says why.
+/// while running (the log level, the event handlers, the tags); the options read, for what
+/// Vassal reloads besides. A bad file keeps the old settings and says why.
 async fn reload(
     opts: &AgentOptions,
     level: &logging::LevelControl,
     scripts: &watch::Sender<(Vec<HandlerSpec>, SelfInfo)>,
     handle: &Handle,
     tags: &mut BTreeMap<String, String>,
-) {
+) -> Option<AgentOptions> {
     println!("==> Reloading configuration...");
     let new = match options(&opts.args) {
         Ok(new) => new,
         Err(e) => {
             error!("agent: Failed to reload configs: {e}");
-            return;
+            return None;
         }
     };
     level.set(new.log_level);
@@ -125,8 +128,43 @@ async fn reload(
     // With a tags file, the file (kept by the agent) is the source of truth, as in Serf.
     if opts.tags_file.is_none() && new.tags != *tags {
         match handle.set_tags(new.tags.clone()).await {
-            Ok(()) => *tags = new.tags,
+            Ok(()) => *tags = new.tags.clone(),
             Err(e) => error!("agent: Failed to update tags: {e}"),
+        }
+    }
+    Some(new)
+}
+
+/// Reads the templates again (sources included) and checks them as at start: the running
+/// task takes them if all are good, and keeps rendering the old ones if any is not. Templates
+/// given for the first time start the task; `local` is the running node's name.
+fn reload_templates(
+    new: &AgentOptions,
+    local: &str,
+    handle: &Handle,
+    running: &mut Option<crate::template::Templates>,
+) {
+    if new.templates.is_empty() && running.is_none() {
+        return;
+    }
+    let engine = match crate::template::Engine::load(&new.templates) {
+        Ok(engine) => engine,
+        Err(e) => {
+            metrics::counter!("vassal.template.reload_failed").increment(1);
+            error!("agent: template: not reloaded, still rendering the previous templates: {e}");
+            return;
+        }
+    };
+    match running {
+        Some(t) => t.reload(engine, new.templates.clone(), new.template_wait),
+        None => {
+            *running = Some(crate::template::spawn(
+                handle.clone(),
+                engine,
+                new.templates.clone(),
+                local.to_owned(),
+                new.template_wait,
+            ));
         }
     }
 }

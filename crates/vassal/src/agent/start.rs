@@ -29,6 +29,8 @@ pub(super) struct Agent {
     pub(super) scripts_tx: watch::Sender<(Vec<HandlerSpec>, SelfInfo)>,
     pub(super) handler_stats: Arc<DispatchStats>,
     pub(super) roles: vassal_roles::Roles,
+    /// Template mode's task, if templates were given (at start or by a SIGHUP since).
+    pub(super) templates: Option<crate::template::Templates>,
     /// mDNS discovery, running while this is held.
     pub(super) _discovery: Option<crate::discover::Discovery>,
 }
@@ -90,16 +92,16 @@ pub(super) async fn start(
     println!();
 
     let (scripts_tx, handler_stats) = start_handlers(opts, &handle, handler_events);
-    if let Some(engine) = templates {
-        // Before the first join, so that its member events are seen.
+    // Before the first join, so that its member events are seen.
+    let templates = templates.map(|engine| {
         crate::template::spawn(
             handle.clone(),
             engine,
             opts.templates.clone(),
             opts.node.clone(),
             opts.template_wait,
-        );
-    }
+        )
+    });
 
     let _discovery = match &opts.discover {
         None => None,
@@ -163,6 +165,7 @@ pub(super) async fn start(
         scripts_tx,
         handler_stats,
         roles,
+        templates,
         _discovery,
     })
 }

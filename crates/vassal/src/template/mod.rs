@@ -8,7 +8,8 @@
 //!   and the context (`members`, `self`) built from the node's member list;
 //! - [`watch`] is the task beside the node: it watches membership, waits for quiet, renders,
 //!   writes DEST atomically when the text changed, and runs the command through the handler
-//!   runner (`handlers::runner::run`, with its timeout and process-group kill).
+//!   runner (`handlers::runner::run`, with its timeout and process-group kill); a SIGHUP
+//!   hands it the templates read and checked again ([`Templates::reload`]).
 //!
 //! Nothing is rendered until this agent sees at least one other member alive (it joined, or
 //! was joined): a proxy is never handed the empty list of a node that is still alone.
@@ -19,7 +20,7 @@ pub mod watch;
 
 pub use render::Engine;
 pub use spec::TemplateSpec;
-pub use watch::spawn;
+pub use watch::{spawn, Templates};
 
 use std::time::Duration;
 

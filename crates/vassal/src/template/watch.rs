@@ -7,14 +7,18 @@
 //! a text that differs from DEST's is written atomically (a temp file in DEST's directory,
 //! DEST's mode, then a rename) and the command run; a render error leaves DEST as it was. A
 //! command that fails is logged with its output and run again at the next change.
+//!
+//! A SIGHUP hands the task the templates compiled again ([`Templates::reload`]): it renders
+//! them at once over the membership it last saw (after the quiet wait), so an edited template
+//! reaches DEST without a membership change; DESTs whose text is unchanged are left alone and
+//! their commands not run.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, watch};
 use tracing::{debug, error, info, warn};
 use vassal_node::Handle;
 
@@ -86,43 +90,87 @@ enum Outcome {
     WriteFailed(std::io::Error),
 }
 
+/// The templates as the task runs them: compiled, with their specs and the quiet wait.
+struct Loaded {
+    engine: Arc<Engine>,
+    specs: Vec<TemplateSpec>,
+    wait: Duration,
+}
+
+/// The running template task, held by the agent so that a SIGHUP can hand it new templates.
+#[derive(Debug)]
+pub struct Templates {
+    tx: watch::Sender<Arc<Loaded>>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("specs", &self.specs)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Templates {
+    /// Replaces the running templates with `specs` (compiled in `engine`, so already checked)
+    /// and the quiet wait with `wait`. The task renders them once membership has been quiet
+    /// for `wait`; a failed command's retry is forgotten with the template it belonged to.
+    pub fn reload(&self, engine: Engine, specs: Vec<TemplateSpec>, wait: Duration) {
+        self.tx.send_replace(Arc::new(Loaded {
+            engine: Arc::new(engine),
+            specs,
+            wait,
+        }));
+    }
+}
+
 /// Starts keeping `specs` (compiled in `engine`) in step with `handle`'s membership; `local` is
-/// this node's name. The task ends when the node stops.
+/// this node's name. The task ends when the node stops (or the returned handle is dropped).
 pub fn spawn(
     handle: Handle,
     engine: Engine,
     specs: Vec<TemplateSpec>,
     local: String,
     wait: Duration,
-) -> JoinHandle<()> {
+) -> Templates {
     let events = handle.events();
-    tokio::spawn(run(handle, events, Arc::new(engine), specs, local, wait))
+    let (tx, rx) = watch::channel(Arc::new(Loaded {
+        engine: Arc::new(engine),
+        specs,
+        wait,
+    }));
+    tokio::spawn(run(handle, events, rx, local));
+    Templates { tx }
+}
+
+fn targets_for(specs: &[TemplateSpec]) -> Vec<Target> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| Target {
+            index,
+            spec: spec.clone(),
+            command_failed: false,
+        })
+        .collect()
 }
 
 async fn run(
     handle: Handle,
     mut events: broadcast::Receiver<vassal_serf::Event>,
-    engine: Arc<Engine>,
-    specs: Vec<TemplateSpec>,
+    mut loaded: watch::Receiver<Arc<Loaded>>,
     local: String,
-    wait: Duration,
 ) {
-    let mut targets: Vec<Target> = specs
-        .into_iter()
-        .enumerate()
-        .map(|(index, spec)| Target {
-            index,
-            spec,
-            command_failed: false,
-        })
-        .collect();
+    let mut current = loaded.borrow_and_update().clone();
+    let mut targets = targets_for(&current.specs);
     info!(
         "agent: template: {} template(s) loaded; rendering once another member is alive",
         targets.len()
     );
     let mut resync = tokio::time::interval(RESYNC);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut quiet = Quiescence::new(wait);
+    let mut quiet = Quiescence::new(current.wait);
     let mut last: Option<View> = None;
     let mut joined = false;
     loop {
@@ -141,8 +189,22 @@ async fn run(
                 quiet.take();
                 if let Some(view) = &last {
                     for t in &mut targets {
-                        render_one(&engine, t, view).await;
+                        render_one(&current.engine, t, view).await;
                     }
+                }
+                continue;
+            }
+            changed = loaded.changed() => {
+                // The agent dropped its end: it is shutting down.
+                if changed.is_err() {
+                    return;
+                }
+                current = loaded.borrow_and_update().clone();
+                targets = targets_for(&current.specs);
+                quiet = Quiescence::new(current.wait);
+                info!("agent: template: reloaded {} template(s)", targets.len());
+                if joined {
+                    quiet.touch(Instant::now());
                 }
                 continue;
             }
@@ -200,7 +262,7 @@ async fn render_one(engine: &Arc<Engine>, t: &mut Target, view: &View) {
             metrics::counter!("vassal.template.render_failed").increment(1);
             error!(
                 "agent: template {src}: rendering failed at {e}; {dest} is left as it was \
-                 (fix the template and restart the agent)"
+                 (fix the template and send the agent SIGHUP)"
             );
             return;
         }

@@ -1,7 +1,10 @@
 //! The compose demo (`deploy/compose.yaml`) on the real Docker engine, checked as a user would:
 //! `up --build` with 3 web nodes, requests from the host go round robin, `docker kill` takes a
 //! node out of rotation, `--scale web=5` adds nodes, `docker network disconnect` fails a node
-//! and reconnecting brings it back, and `down` leaves nothing behind.
+//! and reconnecting brings it back, and `down` leaves nothing behind. Then its nginx variant
+//! (`deploy/compose-nginx.yaml`, the image from `deploy/build-nginx-image.sh`): the same round
+//! robin through Debian's nginx, kept in step by template mode, with nginx reloaded and never
+//! restarted.
 //!
 //! Needs Docker Engine, Docker Compose (`docker compose` or `docker-compose`) and the static
 //! binary in `deploy/image/vassal` (`deploy/build-image.sh --binary-only`; scripts/test runs
@@ -167,6 +170,8 @@ fn members_from_log(log: &str) -> BTreeMap<String, (Status, String)> {
 struct Project {
     name: String,
     image: String,
+    /// The nginx variant's lb image, built by the test.
+    nginx_image: Option<String>,
     http_port: u16,
     stats_port: u16,
     compose: Vec<&'static str>,
@@ -201,6 +206,7 @@ impl Project {
         }
         Project {
             image: format!("{name}:test"),
+            nginx_image: None,
             name,
             http_port: free_port(),
             stats_port: free_port(),
@@ -209,6 +215,18 @@ impl Project {
             start: Instant::now(),
             _override_dir: override_dir,
         }
+    }
+
+    /// The nginx variant: `deploy/compose-nginx.yaml`, its lb image built under a tag of its
+    /// own.
+    fn nginx() -> Project {
+        let mut p = Project::new(true);
+        p.files = vec![repo().join("deploy/compose-nginx.yaml")];
+        let image = format!("{}-nginx:test", p.name);
+        let script = repo().join("deploy/build-nginx-image.sh");
+        run(script.to_str().unwrap(), &["--tag", &image], &[]).unwrap_or_else(|e| panic!("{e}"));
+        p.nginx_image = Some(image);
+        p
     }
 
     fn compose(&self, args: &[&str]) -> Result<String, String> {
@@ -225,6 +243,10 @@ impl Project {
             ("VASSAL_STATS_PORT", self.stats_port.to_string()),
             ("VASSAL_SUBNET", SUBNET.to_owned()),
             ("VASSAL_LB_ADDR", LB_ADDR.to_owned()),
+            (
+                "VASSAL_NGINX_IMAGE",
+                self.nginx_image.clone().unwrap_or_default(),
+            ),
         ];
         run(self.compose[0], &all, &env)
     }
@@ -374,6 +396,10 @@ impl Project {
                     2 * k
                 ));
             }
+            if self.nginx_image.is_some() {
+                // nginx has no stats page of ours.
+                return Ok(());
+            }
             let vassal_testkit::HttpResponse { status, body, .. } = http_get(self.stats_port)?;
             let missing: Vec<&Web> = webs
                 .iter()
@@ -406,8 +432,10 @@ impl Project {
         for n in list(&["network", "ls", "-q", "--filter", &self.label()]) {
             left.push(format!("network {n}"));
         }
-        for i in list(&["image", "ls", "-q", &self.image]) {
-            left.push(format!("image {} ({i})", self.image));
+        for image in std::iter::once(&self.image).chain(&self.nginx_image) {
+            for i in list(&["image", "ls", "-q", image]) {
+                left.push(format!("image {image} ({i})"));
+            }
         }
         left
     }
@@ -437,7 +465,7 @@ impl Drop for Project {
             let r = match kind {
                 "container" => docker(&["rm", "-f", id]),
                 "network" => docker(&["network", "rm", id]),
-                "image" => docker(&["rmi", "-f", &self.image]),
+                "image" => docker(&["rmi", "-f", id]),
                 _ => Ok(String::new()),
             };
             if let Err(e) = r {
@@ -611,6 +639,93 @@ fn compose_demo_balances_fails_scales_heals_and_cleans_up() {
         "the LB agent exits 0 after its graceful leave"
     );
 
+    p.must_compose(&["down", "--rmi", "all", "--volumes", "--timeout", "10"]);
+    progress(p.start, "down");
+    let left = p.leftovers();
+    assert!(left.is_empty(), "down left behind: {left:?}");
+}
+
+/// The PID (on the host) of the nginx master in the lb container.
+fn nginx_master(lb: &str) -> Result<String, String> {
+    let top = docker(&["top", lb, "-eo", "pid,args"])?;
+    top.lines()
+        .find(|l| l.contains("nginx: master process"))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no nginx master in the lb container:\n{top}"))
+}
+
+// Issue 15: the compose variant with nginx. Round robin through nginx over 3 web nodes, a
+// docker kill and a graceful leave each leave the upstream, new nodes enter it, and nginx is
+// reloaded at each change, never restarted.
+#[test]
+fn compose_with_nginx_follows_kills_leaves_and_new_nodes_without_restarting_nginx() {
+    if let Err(e) = docker(&["version", "--format", "{{.Server.Version}}"]) {
+        panic!("this test needs a running Docker Engine: {e}");
+    }
+    assert!(
+        image_binary_has_roles(),
+        "deploy/image/vassal lacks -web-listen"
+    );
+    let p = Project::nginx();
+    progress(p.start, &format!("project {} (nginx)", p.name));
+    p.must_compose(&["up", "--build", "-d", "--scale", "web=3"]);
+    progress(p.start, "up --build --scale web=3");
+    let webs = p.running_webs();
+    assert_eq!(webs.len(), 3, "three web containers running: {webs:?}");
+    p.wait_lb_view(&webs, &[], CONVERGE, "the lb agent sees the 3 web nodes");
+    p.wait_rotation(&webs, "round robin through nginx over 3 web nodes");
+    let lb = p.lb_id();
+    let master = nginx_master(&lb).unwrap_or_else(|e| panic!("{e}"));
+
+    // kill -9 of a web node: out of the upstream once the agent marks it failed.
+    let killed = webs[0].clone();
+    docker(&["kill", &killed.id]).unwrap_or_else(|e| panic!("{e}"));
+    progress(p.start, &format!("docker kill {}", killed.hostname));
+    p.wait_lb_view(
+        &webs[1..],
+        &[&killed.hostname],
+        FAIL,
+        "the killed node failed",
+    );
+    p.wait_rotation(&webs[1..], "the killed node out of nginx's rotation");
+
+    // Scale to 4: the killed container starts again and one more joins.
+    p.must_compose(&["up", "-d", "--scale", "web=4"]);
+    progress(p.start, "up --scale web=4");
+    let webs = p.running_webs();
+    assert_eq!(webs.len(), 4, "four web containers running: {webs:?}");
+    p.wait_lb_view(&webs, &[], CONVERGE, "the lb agent sees 4 web nodes");
+    p.wait_rotation(&webs, "round robin through nginx over 4 web nodes");
+
+    // A graceful leave (docker stop sends the service's SIGINT).
+    let leaving = webs[1].clone();
+    docker(&["stop", "-t", "10", &leaving.id]).unwrap_or_else(|e| panic!("{e}"));
+    progress(p.start, &format!("docker stop {}", leaving.hostname));
+    let rest: Vec<Web> = webs
+        .iter()
+        .filter(|w| w.id != leaving.id)
+        .cloned()
+        .collect();
+    wait_until(
+        FAIL,
+        "the lb agent sees the stopped node leave",
+        || match members_from_log(&p.log(&lb)).get(&leaving.hostname) {
+            Some((Status::Left, _)) => Ok(()),
+            other => Err(format!("its status at the lb: {other:?}")),
+        },
+    );
+    p.wait_rotation(&rest, "the leaving node out of nginx's rotation");
+
+    let log = p.log(&lb);
+    let after = nginx_master(&lb).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(master, after, "nginx was restarted; the lb's log:\n{log}");
+    // nginx's own line for each `-s reload` (at notice, to the container's log).
+    let reloads = log.matches("reconfiguring").count();
+    assert!(
+        reloads >= 3,
+        "nginx reloaded {reloads} time(s) for a kill, a scale-up and a leave; the lb's log:\n{log}"
+    );
     p.must_compose(&["down", "--rmi", "all", "--volumes", "--timeout", "10"]);
     progress(p.start, "down");
     let left = p.leftovers();

@@ -180,6 +180,7 @@ fn shell_scripts_pass_shellcheck_including_user_data() {
     let dir = tempfile::tempdir().unwrap();
     let mut files = vec![
         deploy("build-image.sh"),
+        deploy("build-nginx-image.sh"),
         deploy("install.sh"),
         repo().join("scripts/setup"),
         repo().join("scripts/test"),

@@ -4,6 +4,9 @@
 //! 1. Throughput and p99 latency through HAProxy (kept in step by `-haproxy-socket`) and
 //!    through Vassal's built-in load balancer (`-lb-listen`), over the
 //!    same three web backends, in one run, with the ratio; plus one backend directly, for scale.
+//!    Then the same over TLS: HAProxy terminating with OpenSSL (`bind … ssl crt`) against the
+//!    built-in balancer with rustls (`-lb-tls-cert`/`-lb-tls-key`), one self-signed P-256
+//!    certificate for both, HTTP/1.1 (wrk offers no ALPN), keep-alive connections.
 //! 2. A graceful leave under load: failed requests with HAProxy through the runtime API, with
 //!    the original demo's handlers and reloads, and with the built-in load balancer.
 //!
@@ -13,7 +16,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -36,7 +41,17 @@ fn throughput() {
     let d = Duration::from_secs(u64::from(secs));
     let lo = Loopback::fresh();
     let fe = lo.addr();
-    let haproxy = Haproxy::start("bench", &runtime_sections(fe));
+    let fe_tls = lo.addr();
+    let certs = tempfile::tempdir().expect("a temp dir for the certificate");
+    let (cert, key, both) = self_signed(certs.path(), lo.ip().into());
+    // One HAProxy, two frontends over the same runtime-synced backend.
+    let sections = format!(
+        "{}\nfrontend fe_tls\n    bind {fe_tls} ssl crt {} alpn h2,http/1.1\n    \
+         default_backend web\n",
+        runtime_sections(fe),
+        both.display()
+    );
+    let haproxy = Haproxy::start("bench", &sections);
     let mut lb = runtime_lb(&lo, &haproxy);
     let nodes: Vec<WebNode> = ["w1", "w2", "w3"]
         .iter()
@@ -46,6 +61,20 @@ fn throughput() {
     let (mut builtin, listen) = builtin_lb(&lo, "lb2", Some(lb.addr()));
     wait_answering(listen, &["w1", "w2", "w3"], &mut builtin);
     wait_answering(fe, &["w1", "w2", "w3"], &mut lb);
+    let listen_tls = lo.addr();
+    let mut builtin_tls = lb_agent(
+        "lb3",
+        &lo,
+        &[
+            format!("-lb-listen={listen_tls}"),
+            format!("-lb-stats={}", lo.addr()),
+            format!("-lb-tls-cert={}", cert.display()),
+            format!("-lb-tls-key={}", key.display()),
+            format!("-join={}", lb.addr()),
+        ],
+    );
+    wait_answering_tls(listen_tls, &["w1", "w2", "w3"], &mut builtin_tls);
+    wait_answering_tls(fe_tls, &["w1", "w2", "w3"], &mut lb);
 
     println!("\n## Throughput and p99: wrk -t2 -c{conns} -d{secs}s, three loopback web backends\n");
     println!("| target | requests/s | p50 ms | p99 ms | failed |");
@@ -60,6 +89,85 @@ fn throughput() {
         "\nbuilt-in / HAProxy: throughput {:.2}×, p99 latency {:.2}×",
         own.requests_per_sec / hap.requests_per_sec,
         own.p99_ms / hap.p99_ms
+    );
+
+    println!("\n## The same over TLS (HTTP/1.1, keep-alive, one P-256 certificate)\n");
+    println!("| target | requests/s | p50 ms | p99 ms | failed |");
+    println!("|---|---|---|---|---|");
+    let hap = Wrk::run(&format!("https://{fe_tls}/"), 2, conns, d);
+    println!("{}", row("HAProxy 2.6, TLS by OpenSSL", &hap));
+    let own = Wrk::run(&format!("https://{listen_tls}/"), 2, conns, d);
+    println!("{}", row("Vassal built-in LB, TLS by rustls", &own));
+    println!(
+        "\nbuilt-in / HAProxy over TLS: throughput {:.2}×, p99 latency {:.2}×",
+        own.requests_per_sec / hap.requests_per_sec,
+        own.p99_ms / hap.p99_ms
+    );
+}
+
+/// A self-signed P-256 certificate for `ip` in `dir`: the certificate, the key, and both in
+/// one file (HAProxy's `crt`). wrk does not verify it; curl is told not to.
+fn self_signed(dir: &Path, ip: IpAddr) -> (PathBuf, PathBuf, PathBuf) {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "1",
+        ])
+        .args(["-subj", "/CN=lb bench", "-addext"])
+        .arg(format!("subjectAltName=IP:{ip}"))
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (cert, key, both) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("both.pem"),
+    );
+    let pem = std::fs::read_to_string(&cert).expect("reading cert.pem")
+        + &std::fs::read_to_string(&key).expect("reading key.pem");
+    std::fs::write(&both, pem).expect("writing both.pem");
+    (cert, key, both)
+}
+
+/// Like `wait_answering`, over HTTPS (`curl -k`).
+fn wait_answering_tls(addr: SocketAddr, want: &[&str], lb: &mut VassalAgent) {
+    let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+    wait_until(
+        SETTLE,
+        &format!("{want:?} to answer through https://{addr}"),
+        || {
+            lb.assert_running();
+            let got: Result<BTreeSet<String>, String> = (0..2 * want.len() + 2)
+                .map(|_| {
+                    let out = Command::new("curl")
+                        .args(["-sSk", "--max-time", "2"])
+                        .arg(format!("https://{addr}/"))
+                        .output()
+                        .map_err(|e| format!("running curl: {e}"))?;
+                    if out.status.success() {
+                        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+                    } else {
+                        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+                    }
+                })
+                .collect();
+            match got {
+                Ok(got) if got == want => Ok(()),
+                got => Err(format!("answered by {got:?}\nlb log:\n{}", lb.log_tail(20))),
+            }
+        },
     );
 }
 

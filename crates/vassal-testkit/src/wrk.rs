@@ -126,7 +126,7 @@ impl Wrk {
         extra: &[&str],
     ) -> Wrk {
         assert!(
-            url.starts_with("http://127."),
+            url.starts_with("http://127.") || url.starts_with("https://127."),
             "{url}: load goes only to 127.0.0.0/8"
         );
         let bin = wrk_bin();

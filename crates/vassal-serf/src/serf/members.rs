@@ -361,13 +361,25 @@ impl Core {
     }
 
     /// Go's `handleNodeLeave` (memberlist's `NotifyLeave`): memberlist declared the node dead.
-    /// A member that announced its leave (`leaving`) has left; an alive one has failed.
+    /// A member that announced its leave (`leaving`) has left; an alive one has failed, unless
+    /// memberlist's own verdict is that the node left: it declared itself dead.
+    ///
+    /// Not in Go, which waits for the Serf leave intent to call a member left: a node whose
+    /// intent had not reached us when its memberlist leave did (both are gossip; a busy machine
+    /// delays either) was reported failed, and left only when the intent came later, or at
+    /// the next push/pull if gossip had moved on (71 s in one of ten leaves at N = 100,
+    /// bench/RESULTS.md). A `dead` that names its own sender is the node's own word, as good as
+    /// its intent.
     pub(super) fn handle_node_leave(&mut self, n: &Node, now: Instant) {
         let Some(state) = self.members.states.get_mut(&n.name) else {
             return;
         };
         let kind = match state.member.status {
             MemberStatus::Leaving => {
+                state.member.status = MemberStatus::Left;
+                MemberEventKind::Leave
+            }
+            MemberStatus::Alive if n.state == ml::NodeStateKind::Left => {
                 state.member.status = MemberStatus::Left;
                 MemberEventKind::Leave
             }

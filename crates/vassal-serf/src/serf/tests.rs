@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use support::{
     addr, events, forged_alive, node, packet, serf_packet, user_event, user_names, Cluster, VSN,
 };
-use vassal_memberlist::wire::{Alive, Message};
+use vassal_memberlist::wire::{Alive, Dead, Message};
 use vassal_memberlist::Transmit;
 
 use super::leave::LeavePhase;
@@ -311,6 +311,40 @@ fn a_graceful_leave_goes_through_its_phases() {
     assert_eq!(member_events(&a_evs, MemberEventKind::Leave), ["b"]);
     assert!(member_events(&a_evs, MemberEventKind::Failed).is_empty());
     assert_eq!(status(&c.nodes[0], "b"), Some(MemberStatus::Left));
+}
+
+/// Not in Go (see `handle_node_leave`): memberlist's `dead` from the node itself, arriving
+/// before the node's Serf leave intent, is a leave, not a failure; the intent that follows
+/// changes nothing and reports nothing twice.
+#[test]
+fn a_memberlist_leave_that_outruns_the_intent_is_still_a_leave() {
+    let now = Instant::now();
+    let mut c = joined_pair(now, |_| {});
+    let incarnation = c.nodes[0]
+        .memberlist()
+        .incarnation_of("b")
+        .expect("a knows b");
+    let dead = |from: &str| {
+        packet(Message::Dead(Dead {
+            incarnation,
+            node: "b".into(),
+            from: from.into(),
+        }))
+    };
+    c.nodes[0].handle_packet(addr(2), &dead("b"), c.now);
+    assert_eq!(status(&c.nodes[0], "b"), Some(MemberStatus::Left));
+    c.nodes[0].handle_packet(addr(2), &leave_intent("b", 1_000), c.now);
+    assert_eq!(status(&c.nodes[0], "b"), Some(MemberStatus::Left));
+    let evs = events(&mut c.nodes[0]);
+    assert_eq!(member_events(&evs, MemberEventKind::Leave), ["b"]);
+    assert!(member_events(&evs, MemberEventKind::Failed).is_empty());
+
+    // Someone else's verdict is still a failure, as in Go.
+    let mut c = joined_pair(now, |_| {});
+    c.nodes[0].handle_packet(addr(2), &dead("c"), c.now);
+    assert_eq!(status(&c.nodes[0], "b"), Some(MemberStatus::Failed));
+    let evs = events(&mut c.nodes[0]);
+    assert_eq!(member_events(&evs, MemberEventKind::Failed), ["b"]);
 }
 
 /// Spec §4.5, Go's `Leave`: a lone node does not wait for a broadcast nobody would hear; its

@@ -77,29 +77,31 @@ fn throughput() {
     wait_answering_tls(fe_tls, &["w1", "w2", "w3"], &mut lb);
 
     println!("\n## Throughput and p99: wrk -t2 -c{conns} -d{secs}s, three loopback web backends\n");
-    println!("| target | requests/s | p50 ms | p99 ms | failed |");
-    println!("|---|---|---|---|---|");
+    println!("{TABLE_HEAD}");
     let direct = Wrk::run(&format!("http://{}/", nodes[0].web.addr()), 2, conns, d);
     println!("{}", row("one web backend directly (no LB)", &direct));
     let hap = Wrk::run(&format!("http://{fe}/"), 2, conns, d);
     println!("{}", row("HAProxy 2.6 (runtime-API sync)", &hap));
     let own = Wrk::run(&format!("http://{listen}/"), 2, conns, d);
     println!("{}", row("Vassal built-in LB", &own));
-    println!(
-        "\nbuilt-in / HAProxy: throughput {:.2}×, p99 latency {:.2}×",
-        own.requests_per_sec / hap.requests_per_sec,
-        own.p99_ms / hap.p99_ms
-    );
+    ratio("built-in / HAProxy", &own, &hap);
 
     println!("\n## The same over TLS (HTTP/1.1, keep-alive, one P-256 certificate)\n");
-    println!("| target | requests/s | p50 ms | p99 ms | failed |");
-    println!("|---|---|---|---|---|");
+    println!("{TABLE_HEAD}");
     let hap = Wrk::run(&format!("https://{fe_tls}/"), 2, conns, d);
     println!("{}", row("HAProxy 2.6, TLS by OpenSSL", &hap));
     let own = Wrk::run(&format!("https://{listen_tls}/"), 2, conns, d);
     println!("{}", row("Vassal built-in LB, TLS by rustls", &own));
+    ratio("built-in / HAProxy over TLS", &own, &hap);
+}
+
+const TABLE_HEAD: &str =
+    "| target | requests/s | p50 ms | p99 ms | failed |\n|---|---|---|---|---|";
+
+/// The line under a table: the built-in balancer's throughput and p99 against HAProxy's.
+fn ratio(what: &str, own: &WrkReport, hap: &WrkReport) {
     println!(
-        "\nbuilt-in / HAProxy over TLS: throughput {:.2}×, p99 latency {:.2}×",
+        "\n{what}: throughput {:.2}×, p99 latency {:.2}×",
         own.requests_per_sec / hap.requests_per_sec,
         own.p99_ms / hap.p99_ms
     );

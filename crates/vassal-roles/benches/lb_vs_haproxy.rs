@@ -110,27 +110,28 @@ fn ratio(what: &str, own: &WrkReport, hap: &WrkReport) {
 /// A self-signed P-256 certificate for `ip` in `dir`: the certificate, the key, and both in
 /// one file (HAProxy's `crt`). wrk does not verify it; curl is told not to.
 fn self_signed(dir: &Path, ip: IpAddr) -> (PathBuf, PathBuf, PathBuf) {
-    let out = Command::new("openssl")
-        .args([
+    let san = format!("subjectAltName=IP:{ip}");
+    openssl(
+        dir,
+        &[
             "req",
             "-x509",
             "-newkey",
             "ec",
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
-        ])
-        .args([
-            "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "1",
-        ])
-        .args(["-subj", "/CN=lb bench", "-addext"])
-        .arg(format!("subjectAltName=IP:{ip}"))
-        .current_dir(dir)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=lb bench",
+            "-addext",
+            &san,
+        ],
     );
     let (cert, key, both) = (
         dir.join("cert.pem"),

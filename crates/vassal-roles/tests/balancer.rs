@@ -169,21 +169,6 @@ fn a_100_mib_body_streams_through_with_the_agents_memory_bounded() {
     );
 }
 
-/// Runs `openssl args…` in `dir`, panicking with its output if it fails.
-#[track_caller]
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A test CA in `dir` (`ca.pem`) and two leaves it signed for `ip` and localhost:
 /// `one.pem`/`one.key` (CN lb-one, serial 1001) and `two.pem`/`two.key` (CN lb-two, 1002).
 fn make_certificates(dir: &std::path::Path, ip: std::net::IpAddr) {

@@ -444,7 +444,9 @@ fn sighup_reloads_templates_and_a_broken_one_keeps_the_previous() {
         &["-template-wait=200ms"],
     );
     tpl.wait_ready(Duration::from_secs(10));
-    let hup = |tpl: &VassalAgent| {
+    // The template rewritten, then SIGHUP.
+    let edit_and_hup = |tpl: &VassalAgent, text: &str| {
+        std::fs::write(&src, text).unwrap();
         kill(Pid::from_raw(tpl.pid() as i32), Signal::SIGHUP).expect("signalling our agent")
     };
     let _p1 = VassalAgent::builder("p1", &Loopback::fresh())
@@ -453,22 +455,18 @@ fn sighup_reloads_templates_and_a_broken_one_keeps_the_previous() {
     wait_text(&out, "p1\ntpl\n", &mut tpl);
 
     // The edited template renders at once: no member joins or leaves meanwhile.
-    std::fs::write(
-        &src,
+    edit_and_hup(
+        &tpl,
         "{% for m in members|alive %}{{ m.name }} {{ m.status }}\n{% endfor %}",
-    )
-    .unwrap();
-    hup(&tpl);
+    );
     tpl.wait_log_contains("reloaded 1 template(s)", CHANGE);
     wait_text(&out, "p1 alive\ntpl alive\n", &mut tpl);
 
     // A broken template is refused, with the line and the hint that start-up gives.
-    std::fs::write(
-        &src,
+    edit_and_hup(
+        &tpl,
         "{% for m in members|alive %}\n{{ m.name|upper_case }}\n{% endfor %}",
-    )
-    .unwrap();
-    hup(&tpl);
+    );
     let line = tpl.wait_log_contains("not reloaded", CHANGE);
     assert!(
         line.contains("still rendering the previous templates")

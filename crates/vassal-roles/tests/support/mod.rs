@@ -267,6 +267,21 @@ impl OriginalLb {
     }
 }
 
+/// Runs `openssl args…` in `dir`, panicking with its output if it fails.
+#[track_caller]
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A benchmark knob from the environment (`LB_BENCH_SECS` and the like), else `default`.
 pub fn env_u32(name: &str, default: u32) -> u32 {
     std::env::var(name)

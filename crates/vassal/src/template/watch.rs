@@ -92,7 +92,7 @@ enum Outcome {
 
 /// The templates as the task runs them: compiled, with their specs and the quiet wait.
 struct Loaded {
-    engine: Arc<Engine>,
+    engine: Engine,
     specs: Vec<TemplateSpec>,
     wait: Duration,
 }
@@ -118,7 +118,7 @@ impl Templates {
     /// for `wait`; a failed command's retry is forgotten with the template it belonged to.
     pub fn reload(&self, engine: Engine, specs: Vec<TemplateSpec>, wait: Duration) {
         self.tx.send_replace(Arc::new(Loaded {
-            engine: Arc::new(engine),
+            engine,
             specs,
             wait,
         }));
@@ -136,7 +136,7 @@ pub fn spawn(
 ) -> Templates {
     let events = handle.events();
     let (tx, rx) = watch::channel(Arc::new(Loaded {
-        engine: Arc::new(engine),
+        engine,
         specs,
         wait,
     }));
@@ -189,7 +189,7 @@ async fn run(
                 quiet.take();
                 if let Some(view) = &last {
                     for t in &mut targets {
-                        render_one(&current.engine, t, view).await;
+                        render_one(&current, t, view).await;
                     }
                 }
                 continue;
@@ -232,11 +232,11 @@ async fn run(
 }
 
 /// Renders one template over `view`, writes DEST if the text changed, and runs the command
-/// if it did (or if the last run failed).
-async fn render_one(engine: &Arc<Engine>, t: &mut Target, view: &View) {
-    let (engine2, view2, dest) = (engine.clone(), view.clone(), t.spec.destination.clone());
+/// if it did (or if the last run failed). `t` is one of `loaded`'s templates.
+async fn render_one(loaded: &Arc<Loaded>, t: &mut Target, view: &View) {
+    let (loaded2, view2, dest) = (loaded.clone(), view.clone(), t.spec.destination.clone());
     let index = t.index;
-    let outcome = tokio::task::spawn_blocking(move || match engine2.render(index, &view2) {
+    let outcome = tokio::task::spawn_blocking(move || match loaded2.engine.render(index, &view2) {
         Err(e) => Outcome::RenderFailed(e),
         Ok(text) => match std::fs::read(&dest) {
             Ok(old) if old == text.as_bytes() => Outcome::Unchanged,

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::{TcpListener, UdpSocket};
@@ -45,7 +46,7 @@ pub async fn spawn(config: NodeConfig) -> Result<(Handle, JoinHandle<()>), Start
 /// included (one subscribed through [`Handle::events`] after `spawn` returns may miss it).
 pub async fn spawn_with_events(
     config: NodeConfig,
-) -> Result<(Handle, broadcast::Receiver<Event>, JoinHandle<()>), StartError> {
+) -> Result<(Handle, broadcast::Receiver<Arc<Event>>, JoinHandle<()>), StartError> {
     let (udp, tcp) = transport::bind(config.bind)?;
     let bound = udp.local_addr().map_err(|source| StartError::Bind {
         addr: config.bind,
@@ -112,7 +113,7 @@ struct Driver {
     /// Reports from connection tasks; we hold a sender, so this never closes.
     streams: mpsc::Receiver<StreamInput>,
     streams_tx: mpsc::Sender<StreamInput>,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<Arc<Event>>,
     joins: HashMap<JoinId, PendingJoin>,
     leaving: Vec<oneshot::Sender<()>>,
     /// Force-leaves waiting for their broadcast, by Serf's token.
@@ -402,7 +403,7 @@ impl Driver {
         while let Some(e) = self.serf.poll_event() {
             self.event(&e);
             // No subscribers is fine.
-            let _ = self.events.send(e);
+            let _ = self.events.send(Arc::new(e));
         }
         while let Some(o) = self.serf.poll_outcome() {
             self.outcome(o);

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -186,7 +187,7 @@ impl QueryResponse {
 #[derive(Debug, Clone)]
 pub struct Handle {
     pub(crate) commands: mpsc::Sender<Command>,
-    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) events: broadcast::Sender<Arc<Event>>,
     pub(crate) local_addr: SocketAddr,
     pub(crate) advertise: SocketAddr,
 }
@@ -313,9 +314,10 @@ impl Handle {
         self.ask(|done| Command::Coordinate { node, done }).await
     }
 
-    /// Every [`Event`] from now on. A receiver that falls more than 1024 events behind gets
+    /// Every [`Event`] from now on, shared between the receivers (a member event's list is
+    /// not copied for each). A receiver that falls more than 1024 events behind gets
     /// `RecvError::Lagged` and skips ahead.
-    pub fn events(&self) -> broadcast::Receiver<Event> {
+    pub fn events(&self) -> broadcast::Receiver<Arc<Event>> {
         self.events.subscribe()
     }
 

@@ -34,7 +34,7 @@ async fn go_query_with_tag_filter_is_answered_by_vassal() {
         let (mut events, v2) = (v.events(), v.clone());
         tokio::spawn(async move {
             while let Ok(e) = events.recv().await {
-                if let Event::Query(q) = e {
+                if let Event::Query(q) = &*e {
                     let answer = format!("load-of-{}", q.source_node);
                     let _ = v2.respond(q.ltime, q.id, answer.as_bytes()).await;
                 }

@@ -617,7 +617,7 @@ impl hyper::body::Body for Tracked {
 pub async fn run_membership(
     lb: Arc<Lb>,
     handle: Handle,
-    mut events: broadcast::Receiver<Event>,
+    mut events: broadcast::Receiver<Arc<Event>>,
     mut stop: watch::Receiver<bool>,
 ) {
     // Subscribed first, then listed: nothing falls between the two.
@@ -633,7 +633,7 @@ pub async fn run_membership(
         // Without a check due, a member event or a resync will bring work.
         let check_due = vassal_node::sleep_until(lb.pool().next_check_at());
         tokio::select! {
-            e = events.recv() => match e {
+            e = events.recv() => match e.as_deref() {
                 Ok(Event::Member(m)) => lb.apply_event(m.kind, &m.members),
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {

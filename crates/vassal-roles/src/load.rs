@@ -1,6 +1,7 @@
 //! The `load` query (the Serf demo's `uptime` handler): every node with a role answers with a
 //! line like `uptime` prints, read from `/proc/uptime` and `/proc/loadavg`.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, watch};
@@ -62,7 +63,7 @@ pub fn current() -> String {
 /// Answers every `load` query this node receives until `stop` (or the node stops).
 pub async fn answer(
     handle: Handle,
-    mut events: broadcast::Receiver<Event>,
+    mut events: broadcast::Receiver<Arc<Event>>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -70,7 +71,7 @@ pub async fn answer(
             e = events.recv() => e,
             () = crate::http::stopped(&mut stop) => return,
         };
-        match e {
+        match e.as_deref() {
             Ok(Event::Query(q)) if q.name == QUERY => {
                 let line = current();
                 debug!(from = %q.source_node, "answering load query");

@@ -48,7 +48,7 @@ pub struct ServerConfig {
     /// The agent's log lines, for `monitor`.
     pub logs: LogHub,
     /// The events `stream` serves: the agent's (coalesced) member, user and query events.
-    pub events: broadcast::Sender<Event>,
+    pub events: broadcast::Sender<Arc<Event>>,
     /// `"<event>:<name>"` → script, shown by `stats` (Serf's `event_handlers` section).
     pub event_handlers: BTreeMap<String, String>,
     /// Notified once a client's `leave` has completed and been answered: the agent should stop.
@@ -813,7 +813,7 @@ fn event_record(e: &Event, pending: &Mutex<PendingQueries>) -> Option<Value> {
 async fn event_stream(
     seq: u64,
     filters: Vec<EventFilter>,
-    mut events: broadcast::Receiver<Event>,
+    mut events: broadcast::Receiver<Arc<Event>>,
     out: Outbox,
     pending: Arc<Mutex<PendingQueries>>,
     peer: SocketAddr,

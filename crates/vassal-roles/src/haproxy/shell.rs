@@ -34,8 +34,8 @@ pub async fn run(node: Handle, socket: PathBuf, config: SyncConfig) {
         carry_out(&mut sync, &api).await;
         let due = vassal_node::sleep_until(sync.poll_timeout());
         tokio::select! {
-            e = events.recv() => match e {
-                Ok(Event::Member(e)) => sync.handle_member_event(&e, now()),
+            e = events.recv() => match e.as_deref() {
+                Ok(Event::Member(e)) => sync.handle_member_event(e, now()),
                 Ok(_) => {}
                 Err(RecvError::Lagged(n)) => {
                     warn!("missed {n} node events; re-reading the member list");

@@ -144,7 +144,7 @@ impl Ui {
 /// unaffected, since it comes from the member list.
 pub async fn run_events(
     ui: Arc<Ui>,
-    mut events: broadcast::Receiver<Event>,
+    mut events: broadcast::Receiver<Arc<Event>>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -55,7 +56,10 @@ pub(super) struct Intent {
 pub(super) struct Members {
     /// A persistent map, like memberlist's table: clones share structure until they diverge.
     /// Read with `get` first; `get_mut` copies the path to the entry even if nothing changes.
-    pub(super) states: imbl::OrdMap<String, MemberState>,
+    /// Entries are behind an `Arc` (changed through [`Members::state_mut`]) so the tree's
+    /// nodes stay small: with the states inline, one insert held several 12 KiB nodes on the
+    /// stack, about 80 KiB of it that stayed resident in every agent.
+    pub(super) states: imbl::OrdMap<String, Arc<MemberState>>,
     /// Intents about nodes we do not know yet, applied when memberlist announces them.
     pub(super) intents: BTreeMap<String, Intent>,
     /// Join and leave intents to gossip (Go's `broadcasts`).
@@ -85,6 +89,11 @@ impl Members {
             next_reap: later(now, config.reap_interval),
             next_reconnect: later(now, config.reconnect_interval),
         }
+    }
+
+    /// `name`'s state, to change (copied first if a clone of the table shares it).
+    pub(super) fn state_mut(&mut self, name: &str) -> Option<&mut MemberState> {
+        self.states.get_mut(name).map(Arc::make_mut)
     }
 
     /// The timers this state waits for.
@@ -315,7 +324,7 @@ impl Core {
         let intent = self.members.intents.get(&n.name).copied();
         let flap_timeout = self.members.flap_timeout;
         let states = &mut self.members.states;
-        let member = match states.get_mut(&n.name) {
+        let member = match states.get_mut(&n.name).map(Arc::make_mut) {
             None => {
                 let mut state = MemberState {
                     member: fresh,
@@ -331,7 +340,7 @@ impl Core {
                     }
                 }
                 let m = state.member.clone();
-                states.insert(n.name.clone(), state);
+                states.insert(n.name.clone(), Arc::new(state));
                 m
             }
             Some(state) => {
@@ -371,7 +380,7 @@ impl Core {
     /// bench/RESULTS.md). A `dead` that names its own sender is the node's own word, as good as
     /// its intent.
     pub(super) fn handle_node_leave(&mut self, n: &Node, now: Instant) {
-        let Some(state) = self.members.states.get_mut(&n.name) else {
+        let Some(state) = self.members.state_mut(&n.name) else {
             return;
         };
         let kind = match state.member.status {
@@ -412,7 +421,7 @@ impl Core {
     /// Go's `handleNodeUpdate` (memberlist's `NotifyUpdate`): new address, tags or versions.
     pub(super) fn handle_node_update(&mut self, n: &Node) {
         let fresh = member_from_node(n);
-        let Some(state) = self.members.states.get_mut(&n.name) else {
+        let Some(state) = self.members.state_mut(&n.name) else {
             return;
         };
         state.member.addr = fresh.addr;
@@ -463,7 +472,7 @@ impl Core {
             .map(|m| m.member.name.clone())
             .collect();
         for name in stale {
-            if let Some(m) = self.members.states.get_mut(&name) {
+            if let Some(m) = self.members.state_mut(&name) {
                 warn!(node = %name, "member has been leaving for over {LEAVING_TIMEOUT:?} but is still alive; listing it alive again");
                 m.member.status = MemberStatus::Alive;
                 m.leaving_since = None;
@@ -490,7 +499,7 @@ impl Core {
         if msg.ltime <= member.status_ltime {
             return false;
         }
-        let Some(member) = self.members.states.get_mut(&msg.node) else {
+        let Some(member) = self.members.state_mut(&msg.node) else {
             return false; // found just above
         };
         member.status_ltime = msg.ltime;
@@ -526,7 +535,7 @@ impl Core {
             self.members.intent_queue.queue(None, raw, None);
             return false;
         }
-        let Some(member) = self.members.states.get_mut(&msg.node) else {
+        let Some(member) = self.members.state_mut(&msg.node) else {
             return false; // found just above
         };
         // Always witnessed, so a second leave for the same member is not re-gossiped forever.
@@ -603,7 +612,7 @@ impl Core {
         let Some(state) = self.members.states.remove(node) else {
             return;
         };
-        let m = state.member;
+        let m = Arc::unwrap_or_clone(state).member;
         if log == "EventMemberReap" {
             info!("serf: EventMemberReap: {}", m.name);
         } else {

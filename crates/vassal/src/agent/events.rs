@@ -19,7 +19,7 @@ use crate::handlers::{spawn_dispatcher, DispatchConfig, DispatchStats, HandlerSp
 pub(super) fn start_handlers(
     opts: &AgentOptions,
     handle: &Handle,
-    handler_events: broadcast::Receiver<vassal_serf::Event>,
+    handler_events: broadcast::Receiver<Arc<vassal_serf::Event>>,
 ) -> (
     watch::Sender<(Vec<HandlerSpec>, SelfInfo)>,
     Arc<DispatchStats>,
@@ -69,8 +69,8 @@ pub(super) fn start_haproxy(opts: &AgentOptions, handle: &Handle) {
 /// with coalescing, held for up to 3 s (or 1 s of quiet) and passed on as fewer events. Event
 /// handlers and RPC streams subscribe to the returned sender.
 pub(super) fn coalesced_events(
-    mut events: broadcast::Receiver<vassal_serf::Event>,
-) -> broadcast::Sender<vassal_serf::Event> {
+    mut events: broadcast::Receiver<Arc<vassal_serf::Event>>,
+) -> broadcast::Sender<Arc<vassal_serf::Event>> {
     let (tx, _) = broadcast::channel(1024);
     let out = tx.clone();
     tokio::spawn(async move {
@@ -80,7 +80,7 @@ pub(super) fn coalesced_events(
             let flush_due = vassal_node::sleep_until(coalescer.poll_timeout());
             tokio::select! {
                 e = events.recv() => match e {
-                    Ok(e) => coalescer.push(e, Instant::now()),
+                    Ok(e) => coalescer.push(Arc::unwrap_or_clone(e), Instant::now()),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         warn!("agent: event subscribers missed {n} events");
                     }
@@ -94,7 +94,7 @@ pub(super) fn coalesced_events(
             for e in coalescer.drain() {
                 info!("agent: Received event: {}", go_event_text(&e));
                 // No subscriber is fine.
-                let _ = out.send(e);
+                let _ = out.send(Arc::new(e));
             }
             if closed {
                 return;
@@ -118,7 +118,7 @@ fn go_event_text(e: &vassal_serf::Event) -> String {
 /// dispatcher bounds its own queue, dropping the oldest), so it keeps up and never blocks the
 /// node.
 async fn feed_handlers(
-    mut events: broadcast::Receiver<vassal_serf::Event>,
+    mut events: broadcast::Receiver<Arc<vassal_serf::Event>>,
     scripts_tx: watch::Sender<(Vec<HandlerSpec>, SelfInfo)>,
     scripts: watch::Receiver<(Vec<HandlerSpec>, SelfInfo)>,
     node: Handle,
@@ -130,7 +130,7 @@ async fn feed_handlers(
         match events.recv().await {
             Ok(e) => {
                 // Our own tags as they are now (`SERF_TAG_*`), after `vassal tags` or a reload.
-                if let vassal_serf::Event::Member(m) = &e {
+                if let vassal_serf::Event::Member(m) = &*e {
                     scripts_tx.send_if_modified(|(_, me)| {
                         match m.members.iter().find(|x| x.name == me.name) {
                             Some(x) if x.tags != me.tags => {

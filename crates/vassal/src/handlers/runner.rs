@@ -303,14 +303,14 @@ pub fn spawn_dispatcher(
     node: Option<vassal_node::Handle>,
     config: DispatchConfig,
     stats: Arc<DispatchStats>,
-) -> (mpsc::UnboundedSender<Event>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+) -> (mpsc::UnboundedSender<Arc<Event>>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Arc<Event>>();
     let task = tokio::spawn(async move {
         let limit = config.queue_limit.max(1);
-        let mut queue: VecDeque<Event> = VecDeque::new();
+        let mut queue: VecDeque<Arc<Event>> = VecDeque::new();
         let mut open = true;
         let mut full = Throttle::new(QUEUE_LOG_INTERVAL);
-        let mut enqueue = |queue: &mut VecDeque<Event>, e: Event| {
+        let mut enqueue = |queue: &mut VecDeque<Arc<Event>>, e: Arc<Event>| {
             if queue.len() >= limit {
                 if let Some(old) = queue.pop_front() {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -387,7 +387,7 @@ pub fn spawn_dispatcher(
                     );
                 }
                 // A query's answer is what the handler printed, if it succeeded (spec §5.2).
-                if let (Event::Query(q), Some(node)) = (&event, &node) {
+                if let (Event::Query(q), Some(node)) = (&*event, &node) {
                     if out.status.success() && !out.output.is_empty() {
                         if let Err(e) = node.respond(q.ltime, q.id, &out.output).await {
                             warn!("agent: Failed to respond to query 'query: {}': {e}", q.name);
@@ -517,7 +517,7 @@ mod tests {
         let stats = Arc::new(DispatchStats::default());
         let (tx, task) = spawn_dispatcher(scripts, None, DispatchConfig::default(), stats);
         for name in ["a", "fail", "b", "c"] {
-            tx.send(user(name)).unwrap();
+            tx.send(Arc::new(user(name))).unwrap();
         }
         drop(tx);
         task.await.unwrap();
@@ -554,7 +554,7 @@ mod tests {
         let stats = Arc::new(DispatchStats::default());
         let (tx, task) = spawn_dispatcher(scripts, None, config, stats);
         for name in ["ok", "fail", "slow"] {
-            tx.send(user(name)).unwrap();
+            tx.send(Arc::new(user(name))).unwrap();
         }
         drop(tx);
         task.await.unwrap();
@@ -680,7 +680,7 @@ mod tests {
         let (tx, task) = spawn_dispatcher(scripts, None, config, stats.clone());
         // `first` is taken at once and blocks on the gate; eight more arrive behind it.
         for name in ["first", "a", "b", "c", "d", "e", "f", "g", "h"] {
-            tx.send(user(name)).unwrap();
+            tx.send(Arc::new(user(name))).unwrap();
         }
         // The dispatcher runs on this thread (the logs are captured here): wait without
         // blocking it.

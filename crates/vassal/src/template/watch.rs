@@ -158,7 +158,7 @@ fn targets_for(specs: &[TemplateSpec]) -> Vec<Target> {
 
 async fn run(
     handle: Handle,
-    mut events: broadcast::Receiver<vassal_serf::Event>,
+    mut events: broadcast::Receiver<Arc<vassal_serf::Event>>,
     mut loaded: watch::Receiver<Arc<Loaded>>,
     local: String,
 ) {
@@ -176,7 +176,7 @@ async fn run(
     loop {
         let due = vassal_node::sleep_until(quiet.deadline());
         tokio::select! {
-            e = events.recv() => match e {
+            e = events.recv() => match e.as_deref() {
                 Ok(vassal_serf::Event::Member(_)) => {}
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(n)) => {

@@ -12,6 +12,9 @@
 # ship (deploy/build-image.sh: glibc linked in, non-PIE, as Go links its own); VASSAL_BUILD=dynamic
 # runs target/release/vassal instead. A cluster lifetime takes 1-2 minutes; the defaults (36 of them)
 # take about an hour.
+# Before each cluster lifetime the harness drops the agent's binary from the page cache
+# (posix_fadvise DONTNEED), so Go's and Vassal's agents both read theirs as after a reboot: a
+# binary just written by the linker or dpkg sits in large folios that every agent maps whole.
 # The harness stops only the agents it started (by PID), also on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."

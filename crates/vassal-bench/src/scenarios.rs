@@ -240,6 +240,9 @@ impl Bench {
             join: self.args.join_mode,
             member_handlers: self.args.member_handlers,
         };
+        if let Err(e) = resources::evict_from_page_cache(&plan.binary) {
+            log(&format!("cannot drop the binary from the page cache: {e}"));
+        }
         let cluster = Cluster::prepare(plan, &addrs, &format!("n{n}-r{rep}"), self.args.keep)?;
         let observers = self.pick_observers(n);
         log(&format!(

@@ -5,9 +5,10 @@
 
 MAP is the linker map of the stripped static binary the profiles were taken of (lld's
 `-Map`, which crates/vassal/build.rs writes when VASSAL_LINK_MAP is set), and CALLGRIND_OUT
-are callgrind's dumps of agents of that very binary (`--dump-instr=yes`). The binary has no symbol
-table, so this maps the address of every instruction run to the input section that holds it
-and prints one symbol per section, ordered by the instructions run in it (most first). lld's `--symbol-ordering-file` then puts those sections at the start of `.text`,
+are callgrind's dumps of agents of that very binary (`--dump-instr=yes`). The binary has no
+symbol table, so this maps the address of every instruction run to the input section that
+holds it and prints one symbol per section, ordered by the instructions run in it (most
+first). lld's `--symbol-ordering-file` then puts those sections at the start of `.text`,
 side by side, so that an agent touches a few hundred contiguous pages of code instead of pages
 scattered across the whole 7 MiB text. bench/link-order.sh runs the whole loop.
 """
@@ -24,7 +25,7 @@ INPUT = re.compile(r"^(.*):\((\S+)\)$")
 
 
 def read_map(path):
-    """Input sections of executable output sections: sorted [(start, end, names)]."""
+    """Input sections of executable output sections: sorted [start, end, name]."""
     sections = []
     in_text = False
     current = None
@@ -110,7 +111,7 @@ def main():
         if i < 0 or addr >= sections[i][1] or not sections[i][2]:
             missed += 1
             continue
-        per_section[i] += c + 1
+        per_section[i] += c + 1  # +1: an address callgrind lists ran, even at cost 0
     total = sum(sections[i][1] - sections[i][0] for i in per_section)
     seen = set()
     for i, _ in per_section.most_common():

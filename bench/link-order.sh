@@ -16,6 +16,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 command -v valgrind >/dev/null || { echo "link-order.sh: valgrind not found (apt-get install valgrind)" >&2; exit 1; }
+target=${CARGO_TARGET_DIR:-$root/target}
 work=$(mktemp -d /tmp/link-order.XXXXXX)
 pids=()
 cleanup() {
@@ -25,7 +26,7 @@ cleanup() {
 trap cleanup EXIT
 
 VASSAL_LINK_MAP="$work/vassal.map" "$root/deploy/build-image.sh" --binary-only
-install -m 0755 "$root/target/x86_64-unknown-linux-gnu/release/vassal" "$work/vassal"
+install -m 0755 "$target/x86_64-unknown-linux-gnu/release/vassal" "$work/vassal"
 cargo build --manifest-path "$root/Cargo.toml" --release --locked -p vassal-bench
 
 # The agent binary cluster-bench starts: three agents under callgrind, the others as they are.
@@ -56,7 +57,7 @@ chmod +x "$work/agent"
 ) &
 pids+=($!)
 
-"$root/target/release/cluster-bench" --vassal "$work/agent" --kinds vassal --sizes 10 --reps 1 \
+"$target/release/cluster-bench" --vassal "$work/agent" --kinds vassal --sizes 10 --reps 1 \
     --settle 20s --idle 30s --events 2 --queries 2 --conv-timeout 300s --status-timeout 180s \
     --out "$work/run.jsonl" >"$work/bench.log" 2>&1 ||
     { tail -20 "$work/bench.log" >&2; echo "link-order.sh: the cluster run failed" >&2; exit 1; }

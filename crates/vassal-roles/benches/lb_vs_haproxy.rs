@@ -11,7 +11,9 @@
 //!    the original demo's handlers and reloads, and with the built-in load balancer.
 //!
 //! `LB_BENCH_SECS` sets the wrk duration of part 1 (default 10), `LB_BENCH_CONNS` its
-//! connections (default 32); `LB_BENCH_ONLY_THROUGHPUT=1` skips part 2.
+//! connections (default 32), `LB_BENCH_ROUNDS` how many times HAProxy and the built-in
+//! balancer are measured in turn (default 3; the ratios are the rounds' medians);
+//! `LB_BENCH_SKIP_TLS=1` skips the TLS rows and `LB_BENCH_ONLY_THROUGHPUT=1` part 2.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -38,6 +40,7 @@ fn builtin_lb(lo: &Loopback, name: &str, join: Option<SocketAddr>) -> (VassalAge
 fn throughput() {
     let secs = env_u32("LB_BENCH_SECS", 10);
     let conns = env_u32("LB_BENCH_CONNS", 32);
+    let rounds = env_u32("LB_BENCH_ROUNDS", 3).max(1);
     let d = Duration::from_secs(u64::from(secs));
     let lo = Loopback::fresh();
     let fe = lo.addr();
@@ -76,36 +79,98 @@ fn throughput() {
     wait_answering_tls(listen_tls, &["w1", "w2", "w3"], &mut builtin_tls);
     wait_answering_tls(fe_tls, &["w1", "w2", "w3"], &mut lb);
 
-    println!("\n## Throughput and p99: wrk -t2 -c{conns} -d{secs}s, three loopback web backends\n");
+    println!(
+        "\n## Throughput and p99: wrk -t2 -c{conns} -d{secs}s, three loopback web backends, \
+         {rounds} round(s)\n"
+    );
     println!("{TABLE_HEAD}");
     let direct = Wrk::run(&format!("http://{}/", nodes[0].web.addr()), 2, conns, d);
     println!("{}", row("one web backend directly (no LB)", &direct));
-    let hap = Wrk::run(&format!("http://{fe}/"), 2, conns, d);
-    println!("{}", row("HAProxy 2.6 (runtime-API sync)", &hap));
-    let own = Wrk::run(&format!("http://{listen}/"), 2, conns, d);
-    println!("{}", row("Vassal built-in LB", &own));
-    ratio("built-in / HAProxy", &own, &hap);
+    compare(
+        rounds,
+        ("HAProxy 2.6 (runtime-API sync)", &format!("http://{fe}/")),
+        ("Vassal built-in LB", &format!("http://{listen}/")),
+        "built-in / HAProxy",
+        |url| Wrk::run(url, 2, conns, d),
+    );
 
+    if std::env::var_os("LB_BENCH_SKIP_TLS").is_some() {
+        return;
+    }
     println!("\n## The same over TLS (HTTP/1.1, keep-alive, one P-256 certificate)\n");
     println!("{TABLE_HEAD}");
-    let hap = Wrk::run(&format!("https://{fe_tls}/"), 2, conns, d);
-    println!("{}", row("HAProxy 2.6, TLS by OpenSSL", &hap));
-    let own = Wrk::run(&format!("https://{listen_tls}/"), 2, conns, d);
-    println!("{}", row("Vassal built-in LB, TLS by rustls", &own));
-    ratio("built-in / HAProxy over TLS", &own, &hap);
+    compare(
+        rounds,
+        ("HAProxy 2.6, TLS by OpenSSL", &format!("https://{fe_tls}/")),
+        (
+            "Vassal built-in LB, TLS by rustls",
+            &format!("https://{listen_tls}/"),
+        ),
+        "built-in / HAProxy over TLS",
+        |url| Wrk::run(url, 2, conns, d),
+    );
+}
+
+/// HAProxy (`hap`) against the built-in balancer (`own`), `rounds` times in turn, each round's
+/// rows printed; then the medians of the rounds' ratios. The order alternates from round to
+/// round, so that a machine growing busier or quieter favours neither.
+fn compare(
+    rounds: u32,
+    hap: (&str, &str),
+    own: (&str, &str),
+    what: &str,
+    run: impl Fn(&str) -> WrkReport,
+) {
+    let (mut rps, mut p99) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let one = |(label, url): (&str, &str)| {
+            let r = run(url);
+            if rounds > 1 {
+                println!("{}", row(&format!("{label}, round {round}"), &r));
+            } else {
+                println!("{}", row(label, &r));
+            }
+            r
+        };
+        let (h, o) = if round % 2 == 1 {
+            let h = one(hap);
+            (h, one(own))
+        } else {
+            let o = one(own);
+            (one(hap), o)
+        };
+        rps.push(o.requests_per_sec / h.requests_per_sec);
+        p99.push(o.p99_ms / h.p99_ms);
+    }
+    let each = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "\n{what}: throughput {:.2}×, p99 latency {:.2}× (medians of {rounds} round(s): \
+         throughput {}; p99 {})",
+        median(&rps),
+        median(&p99),
+        each(&rps),
+        each(&p99)
+    );
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 const TABLE_HEAD: &str =
     "| target | requests/s | p50 ms | p99 ms | failed |\n|---|---|---|---|---|";
-
-/// The line under a table: the built-in balancer's throughput and p99 against HAProxy's.
-fn ratio(what: &str, own: &WrkReport, hap: &WrkReport) {
-    println!(
-        "\n{what}: throughput {:.2}×, p99 latency {:.2}×",
-        own.requests_per_sec / hap.requests_per_sec,
-        own.p99_ms / hap.p99_ms
-    );
-}
 
 /// A self-signed P-256 certificate for `ip` in `dir`: the certificate, the key, and both in
 /// one file (HAProxy's `crt`). wrk does not verify it; curl is told not to.

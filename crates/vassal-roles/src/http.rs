@@ -1,11 +1,13 @@
 //! What the three servers share: one accept loop with graceful shutdown and connection limits,
 //! response helpers, and HTML escaping.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -21,7 +23,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
@@ -134,16 +136,20 @@ pub async fn serve<F, Fut>(
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    serve_with(name, listener, limits, None, handle, stop).await
+    serve_with(name, listener, limits, None, None, handle, stop).await
 }
 
 /// [`serve`], over TLS when `tls` is given: the handshake must finish within the header
 /// timeout (10 s without one), and a client that chose `h2` by ALPN is served HTTP/2.
+///
+/// With `workers`, each accepted connection is handed to the next worker thread in turn and
+/// served there to its end (TLS handshake included); without, on the caller's runtime.
 pub async fn serve_with<F, Fut>(
     name: &'static str,
     listener: TcpListener,
     limits: ServeLimits,
     tls: Option<TlsAcceptor>,
+    workers: Option<Arc<Workers>>,
     handle: F,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -206,20 +212,18 @@ pub async fn serve_with<F, Fut>(
                     let fut = handle(req, peer);
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
-                let stream = WriteTimeout::new(stream, limits.write_timeout);
-                let Some(acceptor) = tls.clone() else {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
+                let (h1, h2, watcher) = (builder.clone(), h2.clone(), graceful.watcher());
+                let (tls, write_timeout) = (tls.clone(), limits.write_timeout);
+                let serve = move |stream: TcpStream| async move {
+                    let stream = WriteTimeout::new(stream, write_timeout);
+                    let Some(acceptor) = tls else {
+                        let conn = h1.serve_connection(TokioIo::new(stream), service);
+                        if let Err(e) = watcher.watch(conn).await {
                             debug!(%peer, "connection ended: {e}");
                         }
                         drop(slot);
-                    });
-                    continue;
-                };
-                let (h1, h2, watcher) = (builder.clone(), h2.clone(), graceful.watcher());
-                tokio::spawn(async move {
+                        return;
+                    };
                     let stream =
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
                             .await
@@ -245,7 +249,13 @@ pub async fn serve_with<F, Fut>(
                         debug!(%peer, "connection ended: {e}");
                     }
                     drop(slot);
-                });
+                };
+                match &workers {
+                    None => {
+                        tokio::spawn(serve(stream));
+                    }
+                    Some(w) => w.spawn(stream, peer, serve),
+                }
             }
             () = stopped(&mut stop) => break,
         }
@@ -256,6 +266,93 @@ pub async fn serve_with<F, Fut>(
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             warn!(?local, "requests still open after {SHUTDOWN_GRACE:?}; closing them");
         }
+    }
+}
+
+thread_local! {
+    /// Which of the [`Workers`] this thread is, if it is one.
+    static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index of the worker thread running the caller (`0` off the worker threads): state that
+/// must stay on one runtime, such as the balancer's kept-alive backend connections, is kept
+/// per worker.
+pub fn worker_index() -> usize {
+    WORKER.with(Cell::get).unwrap_or(0)
+}
+
+/// Threads that serve a listener's connections, one single-threaded runtime each (HAProxy's
+/// `nbthread` model): a connection, and the backend connections it uses, stay on one thread
+/// from accept to close, with no work stealing and no wake-ups across threads on the way.
+/// The accept loop stays on the caller's runtime and deals connections out in turn.
+pub struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    next: AtomicUsize,
+    /// Dropped with the workers: each thread then ends its runtime (tasks still on it are
+    /// dropped, which closes their connections).
+    _stop: watch::Sender<()>,
+}
+
+impl Workers {
+    /// Starts `n` (at least one) worker threads named `name`.
+    pub fn start(name: &str, n: usize) -> io::Result<Arc<Workers>> {
+        let (stop, stopped) = watch::channel(());
+        let mut handles = Vec::new();
+        for i in 0..n.max(1) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(rt.handle().clone());
+            let mut stopped = stopped.clone();
+            std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || {
+                    WORKER.with(|w| w.set(Some(i)));
+                    rt.block_on(async move {
+                        // Resolves when the sender (the Workers) is dropped.
+                        while stopped.changed().await.is_ok() {}
+                    });
+                })?;
+        }
+        Ok(Arc::new(Workers {
+            handles,
+            next: AtomicUsize::new(0),
+            _stop: stop,
+        }))
+    }
+
+    /// How many worker threads there are.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Always false: there is at least one worker.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Moves `stream` to the next worker's runtime and runs `serve` on it there.
+    fn spawn<F, Fut>(&self, stream: TcpStream, peer: SocketAddr, serve: F)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        // Registered with this runtime's reactor: the socket is taken out and registered
+        // again with the worker's.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%peer, "connection dropped: {e}");
+                return;
+            }
+        };
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        self.handles[i].spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(s) => serve(s).await,
+                Err(e) => debug!(%peer, "connection dropped: {e}"),
+            }
+        });
     }
 }
 

@@ -68,8 +68,9 @@ pub struct Lb {
     pool: Mutex<Pool>,
     /// For the health checks.
     client: Client<HttpConnector, Full<Bytes>>,
-    /// For the proxied requests.
-    upstreams: Upstreams,
+    /// For the proxied requests: one set per worker thread ([`http::Workers`]), since a
+    /// connection stays on the runtime that opened it.
+    upstreams: Box<[Upstreams]>,
     totals: Totals,
     counters: Counters,
     /// Which member addresses may be backends.
@@ -93,11 +94,14 @@ pub struct Stats {
 }
 
 impl Lb {
+    /// A balancer whose requests are served on `workers` threads (see [`http::Workers`]; 1
+    /// when they are served on the caller's runtime).
     pub fn new(
         node: &str,
         policy: BackendPolicy,
         check: CheckConfig,
         balance: Balance,
+        workers: usize,
     ) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -116,7 +120,7 @@ impl Lb {
                 balance,
             })),
             client,
-            upstreams: Upstreams::default(),
+            upstreams: (0..workers.max(1)).map(|_| Upstreams::default()).collect(),
             totals: Totals::default(),
             counters: Counters {
                 requests: metrics::counter!("vassal.lb.requests"),
@@ -127,6 +131,11 @@ impl Lb {
             refused: Mutex::new(RefusedOnce::default()),
             check,
         })
+    }
+
+    /// The backend connections of the worker thread running the caller.
+    fn upstreams(&self) -> &Upstreams {
+        &self.upstreams[http::worker_index() % self.upstreams.len()]
     }
 
     fn pool(&self) -> MutexGuard<'_, Pool> {
@@ -238,15 +247,18 @@ impl Lb {
             .map(|s| s.to_string())
             .collect();
         let known: Vec<String> = self.pool().names().map(str::to_owned).collect();
-        self.upstreams.sweep(Instant::now(), |name| {
-            if in_rotation.iter().any(|n| n == name) {
-                Some(true)
-            } else if known.iter().any(|n| n == name) {
-                Some(false)
-            } else {
-                None
-            }
-        });
+        let now = Instant::now();
+        for upstreams in &self.upstreams {
+            upstreams.sweep(now, |name| {
+                if in_rotation.iter().any(|n| n == name) {
+                    Some(true)
+                } else if known.iter().any(|n| n == name) {
+                    Some(false)
+                } else {
+                    None
+                }
+            });
+        }
     }
 
     /// One health check: `GET <path>` answered within the timeout with a status the
@@ -409,14 +421,14 @@ impl Lb {
                 }
             }
 
-            let backend = self.upstreams.metrics(&pick.name, pick.addr);
+            let backend = self.upstreams().metrics(&pick.name, pick.addr);
             backend.requests.increment(1);
             let sent = Instant::now();
             let result = self
                 .answer_within(
                     sent,
                     source.as_ref(),
-                    self.upstreams.send(&pick.name, pick.addr, out),
+                    self.upstreams().send(&pick.name, pick.addr, out),
                 )
                 .await;
             if !matches!(result, Ok(Ok(_))) {
@@ -555,7 +567,7 @@ impl Tracked {
             if let Some(conn) = self.conn.take() {
                 guard
                     .lb
-                    .upstreams
+                    .upstreams()
                     .put(&guard.pick.name, guard.pick.addr, conn);
             }
         }

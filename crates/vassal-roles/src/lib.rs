@@ -118,6 +118,8 @@ pub enum RolesError {
     BadCheck(String),
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
+    #[error("cannot start the load balancer's threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// The running roles. [`stop`](Self::stop) them after the node has left, so that requests in
@@ -211,11 +213,16 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
     let limits = config.http_limits;
     if let (Some(listener), Some(listen)) = (lb_listener, lb_addr) {
         let policy = backend::BackendPolicy::for_listener(listen.ip(), config.lb_backend_cidrs);
+        // One thread per core serves the balancer's connections, as HAProxy's default
+        // `nbthread` does.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = http::Workers::start("vassal-lb", threads).map_err(RolesError::Threads)?;
         let lb = lb::Lb::new(
             &config.node,
             policy,
             config.lb_check.clone(),
             config.lb_balance,
+            workers.len(),
         );
         tasks.push(tokio::spawn(lb::run_membership(
             lb.clone(),
@@ -230,6 +237,7 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
             listener,
             limits,
             acceptor,
+            Some(workers),
             move |req, peer| proxy.clone().proxy(req, peer),
             stopped.clone(),
         )));

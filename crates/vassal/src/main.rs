@@ -95,12 +95,13 @@ fn flag_error(e: FlagError, usage: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// An agent serving HTTP for the demo roles (`-lb-listen`, `-web-listen`) gets a worker thread
-/// per core, for the balancer's throughput. Every other agent runs on one thread: its work is a
-/// packet or a timer at a time, and a second and third worker only cost memory (a thread stack
-/// and a malloc arena each, about 1 MiB of private memory in all) and cross-thread wake-ups.
+/// An agent serving the web role (`-web-listen`) gets a worker thread per core, for its
+/// throughput. Every other agent runs on one thread: its work is a packet or a timer at a
+/// time, and a second and third worker only cost memory (a thread stack and a malloc arena
+/// each, about 1 MiB of private memory in all) and cross-thread wake-ups. The balancer
+/// (`-lb-listen`) serves its connections on threads of its own (`vassal_roles::http::Workers`).
 fn agent_runtime(opts: &agent::AgentOptions) -> tokio::runtime::Runtime {
-    if opts.roles.lb_listen.is_some() || opts.roles.web_listen.is_some() {
+    if opts.roles.web_listen.is_some() {
         return runtime();
     }
     tokio::runtime::Builder::new_current_thread()

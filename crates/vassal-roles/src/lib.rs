@@ -238,7 +238,9 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
             limits,
             acceptor,
             Some(workers),
-            move |req, peer| proxy.clone().proxy(req, peer),
+            // Boxed: the proxying future is large, and hyper moves it into place (a copy of
+            // all of it per request, unboxed).
+            move |req, peer| Box::pin(proxy.clone().proxy(req, peer)),
             stopped.clone(),
         )));
         let lb_url = match lb_addr {

@@ -298,13 +298,13 @@ impl Lb {
             Err(detail) => (false, detail),
         };
         let mut pool = self.pool();
-        let was = pool.in_rotation().contains(&pick.name.as_str());
+        let was = pool.in_rotation().contains(&&*pick.name);
         pool.check_result(&pick, ok, detail.clone(), Instant::now());
-        let is = pool.in_rotation().contains(&pick.name.as_str());
+        let is = pool.in_rotation().contains(&&*pick.name);
         Self::publish_rotation(&pool);
         drop(pool);
         if !ok {
-            metrics::counter!("vassal.lb.check_failures", "backend" => pick.name.clone())
+            metrics::counter!("vassal.lb.check_failures", "backend" => pick.name.to_string())
                 .increment(1);
         }
         if was != is {
@@ -371,7 +371,7 @@ impl Lb {
         let mut headers = hyper::HeaderMap::with_capacity(parts.headers.len() + 1);
         copy_end_to_end(&parts.headers, &mut headers);
         append_forwarded_for(&mut headers, peer);
-        let mut tried: Vec<String> = Vec::new();
+        let mut tried: Vec<Arc<str>> = Vec::new();
         let mut errors: Vec<String> = Vec::new();
         loop {
             let Some(pick) = self.pool().pick(&tried) else {
@@ -432,7 +432,7 @@ impl Lb {
                 )
                 .await;
             if !matches!(result, Ok(Ok(_))) {
-                metrics::counter!("vassal.lb.backend.failures", "backend" => pick.name.clone())
+                metrics::counter!("vassal.lb.backend.failures", "backend" => pick.name.to_string())
                     .increment(1);
             }
             match result {

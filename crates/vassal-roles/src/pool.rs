@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -206,7 +207,8 @@ impl Backend {
 /// A backend chosen for one request. Hand it back to [`Pool::finished`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pick {
-    pub name: String,
+    /// Shared with the pool's own copy: a pick per request allocates nothing.
+    pub name: Arc<str>,
     pub addr: SocketAddr,
 }
 
@@ -247,9 +249,9 @@ pub struct BackendStats {
 #[derive(Debug, Clone)]
 pub struct Pool {
     config: PoolConfig,
-    backends: BTreeMap<String, Backend>,
+    backends: BTreeMap<Arc<str>, Backend>,
     /// The last backend picked; the next pick is the first in-rotation name after it.
-    last: Option<String>,
+    last: Option<Arc<str>>,
 }
 
 impl Pool {
@@ -276,7 +278,7 @@ impl Pool {
             }
             None => {
                 self.backends.insert(
-                    name.to_owned(),
+                    Arc::from(name),
                     Backend {
                         addr,
                         membership: Membership::Alive,
@@ -326,7 +328,7 @@ impl Pool {
 
     /// Names of every backend known, in any state.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.backends.keys().map(String::as_str)
+        self.backends.keys().map(|k| &**k)
     }
 
     /// Names in rotation, in pick order.
@@ -334,7 +336,7 @@ impl Pool {
         self.backends
             .iter()
             .filter(|(_, b)| b.in_rotation())
-            .map(|(n, _)| n.as_str())
+            .map(|(n, _)| &**n)
             .collect()
     }
 
@@ -395,7 +397,7 @@ impl Pool {
 
     /// Picks the next backend in rotation by the [`Balance`], skipping `exclude` (the
     /// backends this request already tried), and counts the request as in flight on it.
-    pub fn pick(&mut self, exclude: &[String]) -> Option<Pick> {
+    pub fn pick(&mut self, exclude: &[Arc<str>]) -> Option<Pick> {
         let name = match self.config.balance {
             Balance::RoundRobin => self.next_in_turn(exclude, |_| true)?,
             Balance::LeastConn => {
@@ -417,12 +419,16 @@ impl Pool {
 
     /// The first backend in rotation (and not excluded) that `also` accepts, after the last
     /// one picked.
-    fn next_in_turn(&self, exclude: &[String], also: impl Fn(&Backend) -> bool) -> Option<String> {
+    fn next_in_turn(
+        &self,
+        exclude: &[Arc<str>],
+        also: impl Fn(&Backend) -> bool,
+    ) -> Option<Arc<str>> {
         let usable =
-            |(n, b): &(&String, &Backend)| b.in_rotation() && !exclude.contains(n) && also(b);
-        let after = self.last.as_ref().and_then(|last| {
+            |(n, b): &(&Arc<str>, &Backend)| b.in_rotation() && !exclude.contains(n) && also(b);
+        let after = self.last.as_deref().and_then(|last| {
             self.backends
-                .range::<String, _>((std::ops::Bound::Excluded(last), std::ops::Bound::Unbounded))
+                .range::<str, _>((std::ops::Bound::Excluded(last), std::ops::Bound::Unbounded))
                 .find(usable)
         });
         after
@@ -433,9 +439,9 @@ impl Pool {
     /// nginx's smooth weighted round robin: every candidate's score grows by its weight, the
     /// highest score wins and drops by the sum of the weights. Over any run of picks each
     /// backend's share is its weight's, spread out rather than in bursts.
-    fn smooth_weighted(&mut self, exclude: &[String]) -> Option<String> {
+    fn smooth_weighted(&mut self, exclude: &[Arc<str>]) -> Option<Arc<str>> {
         let mut total: i64 = 0;
-        let mut best: Option<(&String, i64)> = None;
+        let mut best: Option<(&Arc<str>, i64)> = None;
         for (n, b) in &mut self.backends {
             if !b.in_rotation() || exclude.contains(n) {
                 continue;
@@ -483,7 +489,7 @@ impl Pool {
         self.backends
             .iter()
             .map(|(name, b)| BackendStats {
-                name: name.clone(),
+                name: name.to_string(),
                 addr: b.addr.to_string(),
                 state: b.state(),
                 membership: b.membership,
@@ -530,7 +536,7 @@ mod tests {
             .map(|_| {
                 let pick = p.pick(&[]).expect("a backend in rotation");
                 p.finished(&pick, Outcome::Answered, now);
-                pick.name
+                pick.name.to_string()
             })
             .collect()
     }
@@ -593,10 +599,10 @@ mod tests {
         let now = Instant::now();
         let mut p = pool_up(&["web-1", "web-2", "web-3"], now);
         let first = p.pick(&[]).unwrap();
-        assert_eq!(first.name, "web-1");
+        assert_eq!(&*first.name, "web-1");
         p.finished(&first, Outcome::ConnectFailed, now);
         let retry = p.pick(std::slice::from_ref(&first.name)).unwrap();
-        assert_eq!(retry.name, "web-2");
+        assert_eq!(&*retry.name, "web-2");
         p.finished(&retry, Outcome::Answered, now);
         assert_eq!(p.in_rotation(), ["web-2", "web-3"]);
         assert_eq!(serve(&mut p, 4, now), ["web-3", "web-2", "web-3", "web-2"]);
@@ -614,7 +620,7 @@ mod tests {
         let now = Instant::now();
         let mut p = pool_up(&["web-1", "web-2"], now);
         let busy = p.pick(&[]).unwrap();
-        assert_eq!(busy.name, "web-1");
+        assert_eq!(&*busy.name, "web-1");
         p.member_left("web-1");
         assert_eq!(p.stats(now)[0].state, State::Draining);
         assert_eq!(serve(&mut p, 3, now), ["web-2", "web-2", "web-2"]);
@@ -624,7 +630,7 @@ mod tests {
         assert!(
             p.due_checks(now + Duration::from_secs(5))
                 .iter()
-                .all(|c| c.name != "web-1"),
+                .all(|c| &*c.name != "web-1"),
             "left backends are not checked"
         );
     }
@@ -695,14 +701,14 @@ mod tests {
         let mut p = pool_balanced(Balance::LeastConn, &["web-1", "web-2", "web-3"], now);
         let a = p.pick(&[]).unwrap();
         let b = p.pick(&[]).unwrap();
-        assert_eq!((a.name.as_str(), b.name.as_str()), ("web-1", "web-2"));
+        assert_eq!((&*a.name, &*b.name), ("web-1", "web-2"));
         p.finished(&a, Outcome::Answered, now);
         // web-2 is busy: web-3 and web-1 (both idle) in turn, never web-2.
         let got: Vec<String> = (0..2)
             .map(|_| {
                 let k = p.pick(&[]).unwrap();
                 p.finished(&k, Outcome::Answered, now);
-                k.name
+                k.name.to_string()
             })
             .collect();
         assert_eq!(got, ["web-3", "web-1"]);

@@ -730,7 +730,13 @@ mod tests {
 
     #[test]
     fn forwarded_for_names_the_client_address_as_display_does() {
-        for ip in ["0.0.0.0", "127.0.0.1", "10.20.30.40", "255.255.255.255", "192.168.100.9"] {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "192.168.100.9",
+        ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(ip_value(ip), ip.to_string().as_str());
         }

@@ -299,20 +299,34 @@ impl Workers {
         let (stop, stopped) = watch::channel(());
         let mut handles = Vec::new();
         for i in 0..n.max(1) {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            handles.push(rt.handle().clone());
+            // Each runtime is built, run and dropped on its own thread (a runtime dropped on
+            // the caller's, an async context, would abort the agent).
+            let (built, handle) = std::sync::mpsc::sync_channel(1);
             let mut stopped = stopped.clone();
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = built.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = built.send(Ok(rt.handle().clone()));
                     WORKER.with(|w| w.set(Some(i)));
                     rt.block_on(async move {
                         // Resolves when the sender (the Workers) is dropped.
                         while stopped.changed().await.is_ok() {}
                     });
                 })?;
+            let started = handle
+                .recv()
+                .map_err(|_| io::Error::other("a worker thread ended as it started"))?;
+            handles.push(started?);
         }
         Ok(Arc::new(Workers {
             handles,
@@ -451,5 +465,72 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::client::conn::http1 as client;
+
+    async fn ask(sender: &mut client::SendRequest<Full<Bytes>>) -> String {
+        let req = Request::get("/")
+            .header("host", "test")
+            .body(Full::new(Bytes::new()))
+            .expect("a request");
+        let resp = sender.send_request(req).await.expect("an answer");
+        let body = resp.into_body().collect().await.expect("a body").to_bytes();
+        String::from_utf8_lossy(&body).trim().to_owned()
+    }
+
+    /// Each connection goes to the next worker thread and stays there for all its requests;
+    /// a stop still waits for them and ends.
+    #[tokio::test]
+    async fn connections_are_dealt_to_the_worker_threads_in_turn() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        let workers = Workers::start("test-worker", 2).expect("two worker threads");
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve_with(
+            "test",
+            listener,
+            ServeLimits::default(),
+            None,
+            Some(workers),
+            |_req, _peer| async {
+                let thread = std::thread::current();
+                let who = format!("{} {}", worker_index(), thread.name().unwrap_or("?"));
+                text(StatusCode::OK, who)
+            },
+            stopped,
+        ));
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let stream = TcpStream::connect(addr).await.expect("a connection");
+            let (mut sender, conn) = client::handshake(TokioIo::new(stream))
+                .await
+                .expect("an HTTP/1.1 connection");
+            let driver = tokio::spawn(conn);
+            let first = ask(&mut sender).await;
+            let second = ask(&mut sender).await;
+            assert_eq!(first, second, "a connection moved between threads");
+            seen.push(first);
+            drop(sender);
+            let _ = driver.await;
+        }
+        assert_eq!(
+            seen,
+            [
+                "0 test-worker-0",
+                "1 test-worker-1",
+                "0 test-worker-0",
+                "1 test-worker-1"
+            ]
+        );
+        stop.send(true).expect("the server listens for the stop");
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server stopped within 10 s")
+            .expect("the server task ended cleanly");
     }
 }

@@ -535,7 +535,7 @@ fn strip_hop_by_hop(h: &mut hyper::HeaderMap) {
 }
 
 fn append_forwarded_for(h: &mut hyper::HeaderMap, peer: SocketAddr) {
-    let name = header::HeaderName::from_static("x-forwarded-for");
+    let name = HeaderName::from_static("x-forwarded-for");
     let value = match h.get(&name).and_then(|v| v.to_str().ok()) {
         Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", peer.ip())),
         None => Ok(ip_value(peer.ip())),

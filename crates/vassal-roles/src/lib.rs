@@ -51,6 +51,10 @@ use tokio::task::JoinHandle;
 use tracing::info;
 use vassal_node::Handle;
 
+/// The most threads the balancer serves its connections on (HAProxy 2.6's `MAX_THREADS`):
+/// past that, a many-core host gains nothing from more, and each one costs a runtime.
+pub const MAX_LB_THREADS: usize = 64;
+
 /// Which roles to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RolesConfig {
@@ -214,8 +218,10 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
     if let (Some(listener), Some(listen)) = (lb_listener, lb_addr) {
         let policy = backend::BackendPolicy::for_listener(listen.ip(), config.lb_backend_cidrs);
         // One thread per core serves the balancer's connections, as HAProxy's default
-        // `nbthread` does.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // `nbthread` does, and at most as many as HAProxy 2.6 allows.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_LB_THREADS);
         let workers = http::Workers::start("vassal-lb", threads).map_err(RolesError::Threads)?;
         let lb = lb::Lb::new(
             &config.node,

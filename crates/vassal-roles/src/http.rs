@@ -20,7 +20,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,6 +29,8 @@ use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 use vassal_node::{AcceptBackoff, Throttle};
+
+use crate::timer::HyperTimer;
 
 /// Every response body the servers send: a whole buffer or a backend's stream.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -163,10 +165,10 @@ pub async fn serve_with<F, Fut>(
     let mut at_limit = Throttle::new(LIMIT_LOG_INTERVAL);
     let mut backoff = AcceptBackoff::new(name);
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new());
+    builder.timer(HyperTimer);
     builder.header_read_timeout(limits.header_timeout);
     let mut h2 = http2::Builder::new(TokioExecutor::new());
-    h2.timer(TokioTimer::new());
+    h2.timer(HyperTimer);
     let handshake_timeout = limits.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT);
     loop {
         let slot = match slots.clone().try_acquire_owned() {
@@ -281,6 +283,17 @@ pub fn worker_index() -> usize {
     WORKER.with(Cell::get).unwrap_or(0)
 }
 
+/// Whether the caller runs on one of the [`Workers`] (whose runtime lasts as long as the thread).
+pub(crate) fn on_worker() -> bool {
+    WORKER.try_with(|w| w.get().is_some()).unwrap_or(false)
+}
+
+/// Makes the test's thread count as worker `i` (or none).
+#[cfg(test)]
+pub(crate) fn set_worker_for_test(i: Option<usize>) {
+    WORKER.with(|w| w.set(i));
+}
+
 /// Threads that serve a listener's connections, one single-threaded runtime each (HAProxy's
 /// `nbthread` model): a connection, and the backend connections it uses, stay on one thread
 /// from accept to close, with no work stealing and no wake-ups across threads on the way.
@@ -322,6 +335,11 @@ impl Workers {
                         // Resolves when the sender (the Workers) is dropped.
                         while stopped.changed().await.is_ok() {}
                     });
+                    // The connections still open are dropped with the runtime, after its timer
+                    // driver has stopped: no deadline of theirs may be polled or kept then.
+                    WORKER.with(|w| w.set(None));
+                    crate::timer::drop_spares();
+                    drop(rt);
                 })?;
             let started = handle
                 .recv()

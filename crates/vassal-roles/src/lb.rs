@@ -34,6 +34,7 @@ use crate::check::CheckConfig;
 use crate::http::{self, Body};
 use crate::pool::{BackendStats, Balance, Outcome, Pick, Pool, PoolConfig};
 use crate::relay::{Outgoing, Source};
+use crate::timer::{Deadline, Kind};
 use crate::upstream::{Conn, SendError, Upstreams};
 
 /// A health check's page is read (then dropped) up to this size.
@@ -316,23 +317,25 @@ impl Lb {
     /// Waits for `send`: a backend must start its answer within [`RESPONSE_TIMEOUT`] of the
     /// request, or of the last piece of its body the client sent (an upload of any length
     /// is not cut off while it moves).
-    async fn answer_within<T>(
+    async fn answer_within<F: std::future::Future>(
         &self,
         sent: Instant,
         source: Option<&Source>,
-        send: impl std::future::Future<Output = T>,
-    ) -> Result<T, ()> {
-        let mut send = std::pin::pin!(send);
+        mut send: Pin<&mut F>,
+    ) -> Result<F::Output, ()> {
+        let mut since = source.map_or(sent, |s| s.progress().max(sent));
+        let mut timeout = Deadline::at((since + RESPONSE_TIMEOUT).into(), Kind::Answer);
         loop {
-            let since = source.map_or(sent, |s| s.progress().max(sent));
-            let deadline = since + RESPONSE_TIMEOUT;
             tokio::select! {
+                biased;
                 r = &mut send => return Ok(r),
-                () = tokio::time::sleep_until(deadline.into()) => {
-                    let moved = source.is_some_and(|s| s.progress() > since);
-                    if !moved {
+                () = &mut timeout => {
+                    let progress = source.map_or(since, Source::progress);
+                    if progress <= since {
                         return Err(());
                     }
+                    since = progress;
+                    timeout.reset((since + RESPONSE_TIMEOUT).into());
                 }
             }
         }
@@ -368,9 +371,8 @@ impl Lb {
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
         );
-        let mut headers = hyper::HeaderMap::with_capacity(parts.headers.len() + 1);
-        copy_end_to_end(&parts.headers, &mut headers);
-        append_forwarded_for(&mut headers, peer);
+        // The first attempt takes these; a retry builds them again.
+        let mut headers = Some(forwarded_headers(&parts.headers, peer));
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut errors: Vec<String> = Vec::new();
         loop {
@@ -409,7 +411,9 @@ impl Lb {
             let mut out = Request::new(out_body);
             *out.method_mut() = parts.method.clone();
             *out.uri_mut() = path.clone();
-            *out.headers_mut() = headers.clone();
+            *out.headers_mut() = headers
+                .take()
+                .unwrap_or_else(|| forwarded_headers(&parts.headers, peer));
             if !out.headers().contains_key(HOST) {
                 // HTTP/2 names the host in the request's authority, not in a header.
                 let host = match parts.uri.authority() {
@@ -424,13 +428,12 @@ impl Lb {
             let backend = self.upstreams().metrics(&pick.name, pick.addr);
             backend.requests.increment(1);
             let sent = Instant::now();
-            let result = self
-                .answer_within(
-                    sent,
-                    source.as_ref(),
-                    self.upstreams().send(&pick.name, pick.addr, out),
-                )
-                .await;
+            // Pinned here and lent: an owned future would be kept twice in the one awaiting it
+            // (as its argument and as its pinned local), and copied between the two.
+            let result = {
+                let send = std::pin::pin!(self.upstreams().send(&pick.name, pick.addr, out));
+                self.answer_within(sent, source.as_ref(), send).await
+            };
             if !matches!(result, Ok(Ok(_))) {
                 metrics::counter!("vassal.lb.backend.failures", "backend" => pick.name.to_string())
                     .increment(1);
@@ -521,6 +524,15 @@ fn copy_end_to_end(from: &hyper::HeaderMap, to: &mut hyper::HeaderMap) {
             to.append(k.clone(), v.clone());
         }
     }
+}
+
+/// What goes to a backend: the client's end-to-end headers, and its address appended to
+/// `X-Forwarded-For`.
+fn forwarded_headers(from: &hyper::HeaderMap, peer: SocketAddr) -> hyper::HeaderMap {
+    let mut headers = hyper::HeaderMap::with_capacity(from.len() + 1);
+    copy_end_to_end(from, &mut headers);
+    append_forwarded_for(&mut headers, peer);
+    headers
 }
 
 fn strip_hop_by_hop(h: &mut hyper::HeaderMap) {

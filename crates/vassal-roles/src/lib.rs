@@ -37,6 +37,7 @@ pub mod load;
 pub mod pool;
 pub mod relay;
 pub mod stats;
+pub mod timer;
 pub mod tls;
 pub mod ui;
 pub mod upstream;

@@ -31,8 +31,13 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// At most this many idle connections are kept per backend.
 pub const MAX_IDLE_PER_BACKEND: usize = 256;
 
-/// One kept-alive HTTP/1.1 connection to a backend.
-pub struct Conn {
+/// One kept-alive HTTP/1.1 connection to a backend. Boxed: it goes from the idle list to a
+/// request, its response body and back, and hyper's connection state is several hundred bytes
+/// that each of those moves (and every future holding it) would otherwise copy.
+pub struct Conn(Box<ConnState>);
+
+/// What a [`Conn`] holds.
+pub struct ConnState {
     sender: SendRequest<Outgoing>,
     /// The connection's state machine; `None` once it has ended.
     driver: Option<Connection<TokioIo<TcpStream>, Outgoing>>,
@@ -65,6 +70,20 @@ impl std::fmt::Display for SendError {
     }
 }
 
+impl std::ops::Deref for Conn {
+    type Target = ConnState;
+
+    fn deref(&self) -> &ConnState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut ConnState {
+        &mut self.0
+    }
+}
+
 impl Conn {
     /// Opens a connection to `addr` (no bytes are exchanged until the first request).
     async fn connect(addr: SocketAddr) -> Result<Conn, SendError> {
@@ -82,11 +101,11 @@ impl Conn {
         let (sender, driver) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Broken)?;
-        Ok(Conn {
+        Ok(Conn(Box::new(ConnState {
             sender,
             driver: Some(driver),
             idle_since: Instant::now(),
-        })
+        })))
     }
 
     /// Moves the connection on (writes, reads, body chunks); ready once it has ended (with
@@ -274,7 +293,9 @@ impl Upstreams {
         loop {
             let (mut conn, fresh) = match self.take(name, addr) {
                 Some(c) => (c, false),
-                None => (Conn::connect(addr).await?, true),
+                // Boxed: connecting is rare and its future large; unboxed it would make every
+                // request's future as large, and each move of that future a copy.
+                None => (Box::pin(Conn::connect(addr)).await?, true),
             };
             match conn.ready().await {
                 Ok(true) => {}

@@ -425,8 +425,8 @@ impl Lb {
                 }
             }
 
-            let backend = self.upstreams().metrics(&pick.name, pick.addr);
-            backend.requests.increment(1);
+            self.upstreams()
+                .metrics(&pick.name, pick.addr, |m| m.requests.increment(1));
             let sent = Instant::now();
             // Pinned here and lent: an owned future would be kept twice in the one awaiting it
             // (as its argument and as its pinned local), and copied between the two.
@@ -441,18 +441,17 @@ impl Lb {
             match result {
                 Ok(Ok((resp, conn))) => {
                     // Time to the response's headers, in milliseconds as Go's timers.
-                    backend
-                        .latency
-                        .record(sent.elapsed().as_secs_f64() * 1000.0);
+                    let ms = sent.elapsed().as_secs_f64() * 1000.0;
+                    self.upstreams()
+                        .metrics(&pick.name, pick.addr, |m| m.latency.record(ms));
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
                     let body = Tracked {
                         inner: rbody,
                         conn: Some(conn),
-                        guard: Some(Finish {
-                            lb: self.clone(),
-                            pick,
-                        }),
+                        // The request's own handle on the balancer: a clone would be two
+                        // more counts on an atomic every worker thread shares.
+                        guard: Some(Finish { lb: self, pick }),
                     };
                     return Response::from_parts(rparts, body.boxed());
                 }

@@ -192,38 +192,36 @@ impl Upstreams {
         self.by_name.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `name`'s metric handles, registering them on first use (or after a change of address).
-    pub fn metrics(&self, name: &str, addr: SocketAddr) -> BackendMetrics {
+    /// Runs `f` on `name`'s metric handles, registered on first use (or after a change of
+    /// address). Lent, not cloned: a clone of a handle is a count on an atomic that every
+    /// worker thread shares.
+    pub fn metrics<R>(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+        f: impl FnOnce(&BackendMetrics) -> R,
+    ) -> R {
         let mut all = self.lock();
-        let dropped;
-        let m = match all.get_mut(name) {
+        let mut dropped = Vec::new();
+        let u = match all.get_mut(name) {
             Some(u) => {
                 // A new address: the old one's connections are to somewhere else now.
-                dropped = if u.addr == addr {
-                    Vec::new()
-                } else {
+                if u.addr != addr {
                     u.addr = addr;
-                    std::mem::take(&mut u.idle)
-                };
-                u.metrics.clone()
+                    dropped = std::mem::take(&mut u.idle);
+                }
+                u
             }
-            None => {
-                dropped = Vec::new();
-                let metrics = BackendMetrics::register(name);
-                all.insert(
-                    name.to_owned(),
-                    Upstream {
-                        addr,
-                        idle: Vec::new(),
-                        metrics: metrics.clone(),
-                    },
-                );
-                metrics
-            }
+            None => all.entry(name.to_owned()).or_insert_with(|| Upstream {
+                addr,
+                idle: Vec::new(),
+                metrics: BackendMetrics::register(name),
+            }),
         };
+        let r = f(&u.metrics);
         drop(all);
         drop(dropped);
-        m
+        r
     }
 
     /// The most recently used idle connection to `name` at `addr`, if any.

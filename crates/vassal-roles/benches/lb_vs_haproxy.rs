@@ -12,7 +12,7 @@
 //!
 //! `LB_BENCH_SECS` sets the wrk duration of part 1 (default 10), `LB_BENCH_CONNS` its
 //! connections (default 32), `LB_BENCH_ROUNDS` how many times HAProxy and the built-in
-//! balancer are measured in turn (default 3; the ratios are the rounds' medians);
+//! balancer are measured in turn (default 5; the ratios are the rounds' medians);
 //! `LB_BENCH_SKIP_TLS=1` skips the TLS rows and `LB_BENCH_ONLY_THROUGHPUT=1` part 2.
 
 #[path = "../tests/support/mod.rs"]
@@ -40,7 +40,7 @@ fn builtin_lb(lo: &Loopback, name: &str, join: Option<SocketAddr>) -> (VassalAge
 fn throughput() {
     let secs = env_u32("LB_BENCH_SECS", 10);
     let conns = env_u32("LB_BENCH_CONNS", 32);
-    let rounds = env_u32("LB_BENCH_ROUNDS", 3).max(1);
+    let rounds = env_u32("LB_BENCH_ROUNDS", 5).max(1);
     let d = Duration::from_secs(u64::from(secs));
     let lo = Loopback::fresh();
     let fe = lo.addr();

@@ -13,7 +13,7 @@
 //!
 //! [`pool`] is the pure rotation and health state machine under the balancer; [`backend`] says
 //! which members are backends, and where; [`upstream`] holds the balancer's kept-alive
-//! connections to them.
+//! connections to them, and [`timer`] the cheap deadlines its requests wait under.
 //!
 //! ```no_run
 //! # async fn demo(handle: vassal_node::Handle) -> Result<(), vassal_roles::RolesError> {

@@ -86,6 +86,19 @@ pub struct RolesConfig {
     /// `-web-delay`: the web role holds every answer this long first (to stand in for a
     /// slow node in benchmarks and demos of `leastload`).
     pub web_delay: Option<std::time::Duration>,
+    /// `-lb-threads`: how many threads serve the balancer's connections (HAProxy's
+    /// `nbthread`); `None`: one per CPU the agent may use, at most [`MAX_LB_THREADS`].
+    pub lb_threads: Option<usize>,
+}
+
+/// `-lb-threads` / `lb_threads`: a thread count from 1 to [`MAX_LB_THREADS`].
+pub fn parse_lb_threads(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if (1..=MAX_LB_THREADS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be a whole number from 1 to {MAX_LB_THREADS} (HAProxy's nbthread limit)"
+        )),
+    }
 }
 
 impl RolesConfig {
@@ -103,6 +116,7 @@ impl RolesConfig {
             lb_check: check::CheckConfig::default(),
             lb_balance: pool::Balance::RoundRobin,
             web_delay: None,
+            lb_threads: None,
             lb_tls: None,
         }
     }
@@ -218,11 +232,12 @@ pub async fn start(handle: &Handle, config: RolesConfig) -> Result<Roles, RolesE
     let limits = config.http_limits;
     if let (Some(listener), Some(listen)) = (lb_listener, lb_addr) {
         let policy = backend::BackendPolicy::for_listener(listen.ip(), config.lb_backend_cidrs);
-        // One thread per core serves the balancer's connections, as HAProxy's default
-        // `nbthread` does, and at most as many as HAProxy 2.6 allows.
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_LB_THREADS);
+        // Unless told otherwise, one thread per core serves the balancer's connections, as
+        // HAProxy's default `nbthread` does, and at most as many as HAProxy 2.6 allows.
+        let threads = config
+            .lb_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, MAX_LB_THREADS);
         let workers = http::Workers::start("vassal-lb", threads).map_err(RolesError::Threads)?;
         let lb = lb::Lb::new(
             &config.node,

@@ -74,6 +74,8 @@ pub struct RawConfig {
     pub handler_timeout: Option<Duration>,
     pub lb_header_timeout: Option<Duration>,
     pub lb_max_conns: Option<usize>,
+    /// `-lb-threads` (HAProxy's `nbthread`).
+    pub lb_threads: Option<usize>,
     pub lb_backend_cidr: Vec<Cidr>,
     /// The balancer's health check (`-lb-check-*`).
     pub lb_check_path: Option<String>,
@@ -170,6 +172,7 @@ const KEYS: &[&str] = &[
     "handler_timeout",
     "lb_header_timeout",
     "lb_max_conns",
+    "lb_threads",
     "lb_backend_cidr",
     "lb_check_path",
     "lb_check_interval",
@@ -313,6 +316,10 @@ impl RawConfig {
             parse_max_conns(&n.to_string())
                 .map_err(|e| err("lb_max_conns", format!("{n}: {e}")))?;
         }
+        if let Some(n) = self.lb_threads {
+            vassal_roles::parse_lb_threads(&n.to_string())
+                .map_err(|e| err("lb_threads", format!("{n}: {e}")))?;
+        }
         Ok(self)
     }
 
@@ -365,6 +372,7 @@ impl RawConfig {
             handler_timeout,
             lb_header_timeout,
             lb_max_conns,
+            lb_threads,
             lb_check_path,
             lb_check_interval,
             lb_check_timeout,
@@ -571,6 +579,7 @@ impl Decoder<'_> {
             templates: self.templates()?,
             lb_header_timeout: self.duration("lb_header_timeout")?,
             lb_max_conns: self.uint("lb_max_conns")?,
+            lb_threads: self.uint("lb_threads")?,
             lb_check_path: self.parsed("lb_check_path", vassal_roles::check::parse_path)?,
             lb_check_interval: self.period("lb_check_interval")?,
             lb_check_timeout: self.period("lb_check_timeout")?,

@@ -201,6 +201,39 @@ fn thirty_requests_reach_each_of_three_web_nodes_ten_times() {
     }
 }
 
+/// The names of the balancer's threads in `pid` (as `ps -T` shows them), sorted.
+fn balancer_threads(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the agent's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| c.starts_with("vassal-lb-"))
+        .collect();
+    names.sort();
+    names
+}
+
+// As HAProxy's `nbthread`: `-lb-threads=3` runs three balancer threads, and requests dealt
+// over them still reach the web nodes in turn.
+#[test]
+fn lb_threads_sets_how_many_threads_serve_the_balancer() {
+    let (b, proxy, stats) = lb_builder(&Loopback::fresh());
+    let mut lb = Lb {
+        agent: b.arg("-lb-threads=3").spawn(),
+        proxy,
+        stats,
+    };
+    let _webs: Vec<VassalAgent> = (1..=2)
+        .map(|i| web_builder(&format!("web-{i}"), lb.agent.addr()).spawn())
+        .collect();
+    wait_rotation(&mut lb, &["web-1", "web-2"], CONVERGE);
+    assert_eq!(
+        balancer_threads(lb.agent.pid()),
+        ["vassal-lb-0", "vassal-lb-1", "vassal-lb-2"]
+    );
+    assert_eq!(served_by(&lb, 12), even(&["web-1", "web-2"], 6));
+}
+
 // Issue 5: kill -9 of a web node takes it out of rotation (no request fails, thanks to the
 // retry on another backend), well within gossip's failure detection; a new web node is in
 // rotation within 2 s of its join.

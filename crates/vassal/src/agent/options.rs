@@ -280,6 +280,13 @@ pub fn flags() -> FlagSet {
             "The PEM private key of -lb-tls-cert",
         )
         .flag(
+            "lb-threads",
+            Kind::Value,
+            "<n>",
+            "Threads serving the load balancer's connections, as HAProxy's nbthread (default \
+             one per CPU, at most 64)",
+        )
+        .flag(
             "web-delay",
             Kind::Value,
             "<duration>",
@@ -671,6 +678,12 @@ pub fn options(args: &[String]) -> Result<AgentOptions, FlagError> {
             file.lb_balance.unwrap_or_default(),
             str::parse,
         )?,
+        lb_threads: match p.value("lb-threads") {
+            Some(v) => {
+                Some(vassal_roles::parse_lb_threads(v).map_err(|why| bad("lb-threads", v, why))?)
+            }
+            None => file.lb_threads,
+        },
         web_delay: Some(p.parse_or(
             "web-delay",
             file.web_delay.unwrap_or(Duration::ZERO),

@@ -527,3 +527,27 @@ fn lb_tls_needs_both_files_and_the_balancer() {
         assert!(e.contains(says), "{a:?}: {e}");
     }
 }
+
+#[test]
+fn lb_threads_come_from_the_flag_over_the_file_and_stay_within_haproxys_limit() {
+    assert_eq!(options(&[]).unwrap().roles.lb_threads, None);
+    let o = options(&args(&["-lb-threads=3"])).unwrap();
+    assert_eq!(o.roles.lb_threads, Some(3));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_file(&dir, r#"{"lb_threads": 2}"#);
+    assert_eq!(options(&args(&[&file])).unwrap().roles.lb_threads, Some(2));
+    let o = options(&args(&[&file, "-lb-threads=5"])).unwrap();
+    assert_eq!(o.roles.lb_threads, Some(5));
+
+    for bad in ["-lb-threads=0", "-lb-threads=65", "-lb-threads=many"] {
+        let e = options(&args(&[bad])).unwrap_err().to_string();
+        assert!(
+            e.contains("-lb-threads") && e.contains("1 to 64"),
+            "{bad}: {e}"
+        );
+    }
+    let file = config_file(&dir, r#"{"lb_threads": 0}"#);
+    let e = options(&args(&[&file])).unwrap_err().to_string();
+    assert!(e.contains("lb_threads") && e.contains("1 to 64"), "{e}");
+}

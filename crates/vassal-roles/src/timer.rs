@@ -172,6 +172,15 @@ impl hyper::rt::Timer for HyperTimer {
 mod tests {
     use super::*;
 
+    /// A runtime whose clock moves only to the next deadline when every task waits.
+    fn paused_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    }
+
     /// `elapsed` is `secs` to the timer wheel's millisecond.
     fn assert_about(elapsed: Duration, secs: u64) {
         let want = Duration::from_secs(secs);
@@ -185,12 +194,7 @@ mod tests {
     /// a kept one that had already fired still fires at its new time, not at once.
     #[test]
     fn a_worker_keeps_dropped_sleeps_and_they_fire_at_their_new_time() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        paused_runtime().block_on(async {
             http::set_worker_for_test(Some(0));
             let first = Deadline::after(Duration::from_secs(10), Kind::Answer);
             let addr = first.sleep.as_ref().map(|s| &**s as *const Sleep);
@@ -233,12 +237,7 @@ mod tests {
     /// Off the worker threads nothing is kept (a thread may run several runtimes in turn).
     #[test]
     fn other_threads_keep_nothing() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        paused_runtime().block_on(async {
             let start = Instant::now();
             Deadline::after(Duration::from_secs(3), Kind::Header).await;
             assert_about(start.elapsed(), 3);

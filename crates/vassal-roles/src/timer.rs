@@ -85,9 +85,14 @@ impl Deadline {
         }
     }
 
-    /// Ready `after` from now.
+    /// Ready `after` from now (or in about 30 years, as tokio's `sleep`, if that is past what
+    /// an `Instant` can hold).
     pub fn after(after: Duration, kind: Kind) -> Deadline {
-        Deadline::at(Instant::now() + after, kind)
+        let now = Instant::now();
+        let when = now
+            .checked_add(after)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+        Deadline::at(when, kind)
     }
 
     /// Ready at `when` instead.
@@ -231,6 +236,16 @@ mod tests {
             assert_eq!(ANSWER.with(|s| s.borrow().len()), 0);
             assert_eq!(HEADER.with(|s| s.borrow().len()), 0);
             http::set_worker_for_test(None);
+        });
+    }
+
+    /// A duration past what an `Instant` holds waits (a long time) instead of panicking.
+    #[test]
+    fn a_deadline_too_far_to_hold_waits_instead_of_panicking() {
+        paused_runtime().block_on(async {
+            let mut d = Deadline::after(Duration::MAX, Kind::Header);
+            let waited = tokio::time::timeout(Duration::from_secs(86_400 * 365), &mut d).await;
+            assert!(waited.is_err(), "fired within a year");
         });
     }
 

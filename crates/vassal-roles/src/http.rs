@@ -335,8 +335,9 @@ impl Workers {
                         // Resolves when the sender (the Workers) is dropped.
                         while stopped.changed().await.is_ok() {}
                     });
-                    // The connections still open are dropped with the runtime, after its timer
-                    // driver has stopped: no deadline of theirs may be polled or kept then.
+                    // The connections still open are dropped with the runtime: none of their
+                    // deadlines is kept, so that no spare `Sleep` outlives the runtime (and its
+                    // timer driver) it is filed with.
                     WORKER.with(|w| w.set(None));
                     crate::timer::drop_spares();
                     drop(rt);

@@ -1,4 +1,5 @@
-//! Deadlines that cost no allocation, lock or wake-up per request on the balancer's threads.
+//! Deadlines that take no new `Sleep`, timer-wheel lock or driver wake-up per request on the
+//! balancer's threads (hyper still boxes the small [`Deadline`] it is handed).
 //!
 //! Every proxied request has two deadlines: hyper's for the whole header of the client's next
 //! request (`header_read_timeout`) and the balancer's for the backend's answer. A fresh tokio
@@ -53,7 +54,8 @@ impl Kind {
     }
 }
 
-/// A future ready at a deadline, like `tokio::time::sleep_until`, that can be moved.
+/// A future ready at a deadline, like `tokio::time::sleep_until`, whose deadline can be moved
+/// later cheaply ([`Deadline::reset`]).
 #[derive(Debug)]
 pub struct Deadline {
     /// `None` only while it is dropped.

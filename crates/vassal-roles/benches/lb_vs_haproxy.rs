@@ -7,6 +7,9 @@
 //!    Then the same over TLS: HAProxy terminating with OpenSSL (`bind … ssl crt`) against the
 //!    built-in balancer with rustls (`-lb-tls-cert`/`-lb-tls-key`), one self-signed P-256
 //!    certificate for both, HTTP/1.1 (wrk offers no ALPN), keep-alive connections.
+//!    Each proxy row also gives what the proxy's threads spent per request: CPU time, and
+//!    preemptions (the kernel taking a CPU from a thread that could still run), to tell a
+//!    proxy that costs more from one that the scheduler treated worse.
 //! 2. A graceful leave under load: failed requests with HAProxy through the runtime API, with
 //!    the original demo's handlers and reloads, and with the built-in load balancer.
 //!
@@ -85,11 +88,22 @@ fn throughput() {
     );
     println!("{TABLE_HEAD}");
     let direct = Wrk::run(&format!("http://{}/", nodes[0].web.addr()), 2, conns, d);
-    println!("{}", row("one web backend directly (no LB)", &direct));
+    println!(
+        "{} – | – |",
+        row("one web backend directly (no LB)", &direct)
+    );
     compare(
         rounds,
-        ("HAProxy 2.6 (runtime-API sync)", &format!("http://{fe}/")),
-        ("Vassal built-in LB", &format!("http://{listen}/")),
+        (
+            "HAProxy 2.6 (runtime-API sync)",
+            &format!("http://{fe}/"),
+            haproxy.pid(),
+        ),
+        (
+            "Vassal built-in LB",
+            &format!("http://{listen}/"),
+            builtin.pid(),
+        ),
         "built-in / HAProxy",
         |url| Wrk::run(url, 2, conns, d),
     );
@@ -101,36 +115,90 @@ fn throughput() {
     println!("{TABLE_HEAD}");
     compare(
         rounds,
-        ("HAProxy 2.6, TLS by OpenSSL", &format!("https://{fe_tls}/")),
+        (
+            "HAProxy 2.6, TLS by OpenSSL",
+            &format!("https://{fe_tls}/"),
+            haproxy.pid(),
+        ),
         (
             "Vassal built-in LB, TLS by rustls",
             &format!("https://{listen_tls}/"),
+            builtin_tls.pid(),
         ),
         "built-in / HAProxy over TLS",
         |url| Wrk::run(url, 2, conns, d),
     );
 }
 
-/// HAProxy (`hap`) against the built-in balancer (`own`), `rounds` times in turn, each round's
-/// rows printed; then the medians of the rounds' ratios. The order alternates from round to
-/// round, so that a machine growing busier or quieter favours neither.
+/// What a proxy's threads spent during one wrk run: time on a CPU, and how many times the
+/// kernel took a CPU from one of them while it could still run (a preemption, as opposed to
+/// waiting in `epoll_wait`). Summed over `/proc/PID/task/*`: `schedstat`'s first field and
+/// `status`'s `nonvoluntary_ctxt_switches`.
+#[derive(Clone, Copy, Default)]
+struct Spent {
+    cpu_ns: u64,
+    preempted: u64,
+}
+
+impl Spent {
+    fn of(pid: u32) -> Spent {
+        let mut spent = Spent::default();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return spent;
+        };
+        for task in tasks.flatten() {
+            let dir = task.path();
+            let cpu = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+            spent.cpu_ns += cpu
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+            spent.preempted += status
+                .lines()
+                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        spent
+    }
+
+    /// Per request of `r`, from `before` to `self`: CPU µs and preemptions.
+    fn per_request(self, before: Spent, r: &WrkReport) -> (f64, f64) {
+        let requests = (r.requests as f64).max(1.0);
+        (
+            (self.cpu_ns.saturating_sub(before.cpu_ns)) as f64 / 1e3 / requests,
+            (self.preempted.saturating_sub(before.preempted)) as f64 / requests,
+        )
+    }
+}
+
+/// HAProxy (`hap`) against the built-in balancer (`own`), each a label, a URL and the PID whose
+/// CPU time and preemptions are counted, `rounds` times in turn, each round's rows printed;
+/// then the medians of the rounds' ratios. The order alternates from round to round, so that a
+/// machine growing busier or quieter favours neither.
 fn compare(
     rounds: u32,
-    hap: (&str, &str),
-    own: (&str, &str),
+    hap: (&str, &str, u32),
+    own: (&str, &str, u32),
     what: &str,
     run: impl Fn(&str) -> WrkReport,
 ) {
-    let (mut rps, mut p99) = (Vec::new(), Vec::new());
+    let (mut rps, mut p99, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut hap_preempted, mut own_preempted) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let one = |(label, url): (&str, &str)| {
+        let one = |(label, url, pid): (&str, &str, u32)| {
+            let before = Spent::of(pid);
             let r = run(url);
-            if rounds > 1 {
-                println!("{}", row(&format!("{label}, round {round}"), &r));
+            let (cpu, preempted) = Spent::of(pid).per_request(before, &r);
+            let label = if rounds > 1 {
+                format!("{label}, round {round}")
             } else {
-                println!("{}", row(label, &r));
-            }
-            r
+                label.to_owned()
+            };
+            println!("{} {cpu:.1} | {preempted:.2} |", row(&label, &r));
+            (r, cpu, preempted)
         };
         let (h, o) = if round % 2 == 1 {
             let h = one(hap);
@@ -139,8 +207,11 @@ fn compare(
             let o = one(own);
             (one(hap), o)
         };
-        rps.push(o.requests_per_sec / h.requests_per_sec);
-        p99.push(o.p99_ms / h.p99_ms);
+        rps.push(o.0.requests_per_sec / h.0.requests_per_sec);
+        p99.push(o.0.p99_ms / h.0.p99_ms);
+        cpu.push(o.1 / h.1);
+        hap_preempted.push(h.2);
+        own_preempted.push(o.2);
     }
     let each = |v: &[f64]| {
         v.iter()
@@ -156,6 +227,13 @@ fn compare(
         each(&rps),
         each(&p99)
     );
+    println!(
+        "{what}: CPU per request {:.2}× ({}); preemptions per request {:.2} against {:.2}",
+        median(&cpu),
+        each(&cpu),
+        median(&own_preempted),
+        median(&hap_preempted)
+    );
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -169,8 +247,9 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-const TABLE_HEAD: &str =
-    "| target | requests/s | p50 ms | p99 ms | failed |\n|---|---|---|---|---|";
+/// The last two columns are the proxy's: its threads' CPU time and preemptions per request.
+const TABLE_HEAD: &str = "| target | requests/s | p50 ms | p99 ms | failed | CPU µs/request | \
+     preempted/request |\n|---|---|---|---|---|---|---|";
 
 /// A self-signed P-256 certificate for `ip` in `dir`: the certificate, the key, and both in
 /// one file (HAProxy's `crt`). wrk does not verify it; curl is told not to.

@@ -141,11 +141,13 @@ struct Spent {
 }
 
 impl Spent {
+    /// Panics if the process's threads cannot be listed: a proxy that is gone has no figures,
+    /// and zeros would print as a proxy that cost nothing. A thread that ends while it is
+    /// read counts for nothing.
     fn of(pid: u32) -> Spent {
         let mut spent = Spent::default();
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return spent;
-        };
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap_or_else(|e| panic!("listing the threads of proxy PID {pid}: {e}"));
         for task in tasks.flatten() {
             let dir = task.path();
             let cpu = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();

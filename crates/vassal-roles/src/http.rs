@@ -30,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 use vassal_node::{AcceptBackoff, Throttle};
 
+use crate::cork::Corked;
 use crate::timer::HyperTimer;
 
 /// Every response body the servers send: a whole buffer or a backend's stream.
@@ -217,7 +218,7 @@ pub async fn serve_with<F, Fut>(
                 let (h1, h2, watcher) = (builder.clone(), h2.clone(), graceful.watcher());
                 let (tls, write_timeout) = (tls.clone(), limits.write_timeout);
                 let serve = move |stream: TcpStream| async move {
-                    let stream = WriteTimeout::new(stream, write_timeout);
+                    let stream = WriteTimeout::new(Corked::new(stream), write_timeout);
                     let Some(acceptor) = tls else {
                         let conn = h1.serve_connection(TokioIo::new(stream), service);
                         if let Err(e) = watcher.watch(conn).await {
@@ -321,6 +322,7 @@ impl Workers {
                 .spawn(move || {
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
+                        .on_thread_park(crate::cork::send_held)
                         .build()
                     {
                         Ok(rt) => rt,
@@ -380,11 +382,21 @@ impl Workers {
             }
         };
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        self.handles[i].spawn(async move {
+        let served = async move {
             match TcpStream::from_std(stream) {
                 Ok(s) => serve(s).await,
                 Err(e) => debug!(%peer, "connection dropped: {e}"),
             }
+        };
+        self.handles[i].spawn(async move {
+            // Each poll counts towards the turn after which held writes are sent.
+            let mut served = std::pin::pin!(served);
+            std::future::poll_fn(|cx| {
+                let r = served.as_mut().poll(cx);
+                crate::cork::polled();
+                r
+            })
+            .await
         });
     }
 }
@@ -545,6 +557,80 @@ mod tests {
                 "0 test-worker-0",
                 "1 test-worker-1"
             ]
+        );
+        stop.send(true).expect("the server listens for the stop");
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server stopped within 10 s")
+            .expect("the server task ended cleanly");
+    }
+
+    /// A client that takes none of a large response is cut off after the write timeout on a
+    /// worker thread too, where writes are held to the end of the turn: its connection slot
+    /// is freed and the next client is served.
+    #[tokio::test]
+    async fn a_client_reading_nothing_is_cut_off_and_frees_its_slot() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        let workers = Workers::start("test-worker", 1).expect("a worker thread");
+        let (stop, stopped) = watch::channel(false);
+        let limits = ServeLimits {
+            max_conns: 1,
+            write_timeout: Some(Duration::from_millis(300)),
+            ..ServeLimits::default()
+        };
+        let server = tokio::spawn(serve_with(
+            "test",
+            listener,
+            limits,
+            None,
+            Some(workers),
+            |req: Request<Incoming>, _peer| async move {
+                if req.uri().path() == "/big" {
+                    Response::new(full(vec![b'x'; 32 << 20]))
+                } else {
+                    Response::new(full("small"))
+                }
+            },
+            stopped,
+        ));
+        let mut silent = TcpStream::connect(addr).await.expect("a connection");
+        silent
+            .write_all(b"GET /big HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .expect("a request");
+        // The only slot is taken: the next client waits in the backlog until it is freed.
+        let mut next = TcpStream::connect(addr).await.expect("a second connection");
+        next.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("a request");
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(20), next.read_to_string(&mut answer))
+            .await
+            .expect("the second client was answered within 20 s")
+            .expect("an answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("small"),
+            "the second client got {answer:?}"
+        );
+        // The silent client's connection was closed under it: reading on, it ends well short
+        // of the 32 MiB (a close or a reset).
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 20];
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match silent.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the silent client's connection stayed open");
+        assert!(
+            got < 32 << 20,
+            "the silent client got the whole body ({got} bytes)"
         );
         stop.send(true).expect("the server listens for the stop");
         tokio::time::timeout(Duration::from_secs(10), server)

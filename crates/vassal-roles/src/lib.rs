@@ -13,7 +13,8 @@
 //!
 //! [`pool`] is the pure rotation and health state machine under the balancer; [`backend`] says
 //! which members are backends, and where; [`upstream`] holds the balancer's kept-alive
-//! connections to them, and [`timer`] the cheap deadlines its requests wait under.
+//! connections to them, [`timer`] the cheap deadlines its requests wait under, and [`cork`]
+//! holds its writes to the end of each worker thread's turn.
 //!
 //! ```no_run
 //! # async fn demo(handle: vassal_node::Handle) -> Result<(), vassal_roles::RolesError> {
@@ -30,6 +31,7 @@
 
 pub mod backend;
 pub mod check;
+pub mod cork;
 pub mod haproxy;
 pub mod http;
 pub mod lb;

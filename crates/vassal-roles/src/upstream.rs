@@ -22,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use metrics::{Counter, Histogram};
 use tokio::net::TcpStream;
 
+use crate::cork::Corked;
 use crate::relay::Outgoing;
 
 /// A backend must accept a connection within this.
@@ -40,7 +41,7 @@ pub struct Conn(Box<ConnState>);
 pub struct ConnState {
     sender: SendRequest<Outgoing>,
     /// The connection's state machine; `None` once it has ended.
-    driver: Option<Connection<TokioIo<TcpStream>, Outgoing>>,
+    driver: Option<Connection<TokioIo<Corked>, Outgoing>>,
     idle_since: Instant,
 }
 
@@ -98,7 +99,7 @@ impl Conn {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (sender, driver) = http1::handshake(TokioIo::new(stream))
+        let (sender, driver) = http1::handshake(TokioIo::new(Corked::new(stream)))
             .await
             .map_err(SendError::Broken)?;
         Ok(Conn(Box::new(ConnState {

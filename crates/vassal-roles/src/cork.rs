@@ -138,7 +138,7 @@ impl Held {
 }
 
 /// Sends every stream's held bytes on this thread. The worker runtimes call it before they
-/// wait for events; [`Turns`] after every [`TURN`] task polls.
+/// wait for events; [`polled`] after every [`TURN`] task polls.
 pub fn send_held() {
     POLLS.with(|p| p.set(0));
     let Ok(mut queued) = HELD.try_with(|h| std::mem::take(&mut *h.borrow_mut())) else {

@@ -342,6 +342,9 @@ impl Workers {
                     // timer driver) it is filed with.
                     WORKER.with(|w| w.set(None));
                     crate::timer::drop_spares();
+                    // What the last turn held goes out, and no stream outlives the runtime
+                    // on this thread's queue.
+                    crate::cork::send_held();
                     drop(rt);
                 })?;
             let started = handle

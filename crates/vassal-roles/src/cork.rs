@@ -224,9 +224,13 @@ impl AsyncWrite for Corked {
             h.queued = true;
             let queued = HELD.try_with(|q| q.borrow_mut().push(this.write.clone()));
             if queued.is_err() {
-                // The thread is ending: send it now.
+                // The thread is ending: send it now. The bytes are taken either way (a
+                // remainder goes out with the next write or flush, `cx` is woken for it), so
+                // a pending send must not make the caller write them again.
                 h.queued = false;
-                ready!(h.poll_send(cx))?;
+                if let Poll::Ready(Err(e)) = h.poll_send(cx) {
+                    return Poll::Ready(Err(e));
+                }
             }
         }
         Poll::Ready(Ok(len))

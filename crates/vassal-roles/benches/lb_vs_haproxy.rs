@@ -17,6 +17,10 @@
 //! connections (default 32), `LB_BENCH_ROUNDS` how many times HAProxy and the built-in
 //! balancer are measured in turn (default 5; the ratios are the rounds' medians);
 //! `LB_BENCH_SKIP_TLS=1` skips the TLS rows and `LB_BENCH_ONLY_THROUGHPUT=1` part 2.
+//! `LB_BENCH_BASELINE_BIN=PATH` also runs the built-in balancer from another `vassal` binary
+//! (the build before a change) beside this one, over the same backends, and compares the two
+//! in alternating rounds as it compares HAProxy: what a change to the balancer bought, which
+//! the ratios against HAProxy cannot resolve when the machine drifts more than the change.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -81,6 +85,37 @@ fn throughput() {
     );
     wait_answering_tls(listen_tls, &["w1", "w2", "w3"], &mut builtin_tls);
     wait_answering_tls(fe_tls, &["w1", "w2", "w3"], &mut lb);
+    let baseline = std::env::var_os("LB_BENCH_BASELINE_BIN").map(|bin| {
+        let bin = PathBuf::from(bin);
+        let (plain, tls) = (lo.addr(), lo.addr());
+        let mut agents = [
+            lb_agent_from(
+                Some(&bin),
+                "lb-base",
+                &lo,
+                &[
+                    format!("-lb-listen={plain}"),
+                    format!("-lb-stats={}", lo.addr()),
+                    format!("-join={}", lb.addr()),
+                ],
+            ),
+            lb_agent_from(
+                Some(&bin),
+                "lb-base-tls",
+                &lo,
+                &[
+                    format!("-lb-listen={tls}"),
+                    format!("-lb-stats={}", lo.addr()),
+                    format!("-lb-tls-cert={}", cert.display()),
+                    format!("-lb-tls-key={}", key.display()),
+                    format!("-join={}", lb.addr()),
+                ],
+            ),
+        ];
+        wait_answering(plain, &["w1", "w2", "w3"], &mut agents[0]);
+        wait_answering_tls(tls, &["w1", "w2", "w3"], &mut agents[1]);
+        (bin, agents, plain, tls)
+    });
 
     println!(
         "\n## Throughput and p99: wrk -t2 -c{conns} -d{secs}s, three loopback web backends, \
@@ -107,6 +142,25 @@ fn throughput() {
         "built-in / HAProxy",
         |url| Wrk::run(url, 2, conns, d),
     );
+    if let Some((bin, agents, plain, _)) = &baseline {
+        println!("\n## This build against the baseline {}\n", bin.display());
+        println!("{TABLE_HEAD}");
+        compare(
+            rounds,
+            (
+                "Vassal built-in LB, baseline build",
+                &format!("http://{plain}/"),
+                agents[0].pid(),
+            ),
+            (
+                "Vassal built-in LB, this build",
+                &format!("http://{listen}/"),
+                builtin.pid(),
+            ),
+            "this build / baseline",
+            |url| Wrk::run(url, 2, conns, d),
+        );
+    }
 
     if std::env::var_os("LB_BENCH_SKIP_TLS").is_some() {
         return;
@@ -128,6 +182,28 @@ fn throughput() {
         "built-in / HAProxy over TLS",
         |url| Wrk::run(url, 2, conns, d),
     );
+    if let Some((bin, agents, _, tls)) = &baseline {
+        println!(
+            "\n## Over TLS, this build against the baseline {}\n",
+            bin.display()
+        );
+        println!("{TABLE_HEAD}");
+        compare(
+            rounds,
+            (
+                "Vassal built-in LB, TLS, baseline build",
+                &format!("https://{tls}/"),
+                agents[1].pid(),
+            ),
+            (
+                "Vassal built-in LB, TLS, this build",
+                &format!("https://{listen_tls}/"),
+                builtin_tls.pid(),
+            ),
+            "this build / baseline over TLS",
+            |url| Wrk::run(url, 2, conns, d),
+        );
+    }
 }
 
 /// What a proxy's threads spent during one wrk run: time on a CPU, and how many times the
@@ -176,19 +252,20 @@ impl Spent {
     }
 }
 
-/// HAProxy (`hap`) against the built-in balancer (`own`), each a label, a URL and the PID whose
-/// CPU time and preemptions are counted, `rounds` times in turn, each round's rows printed;
-/// then the medians of the rounds' ratios. The order alternates from round to round, so that a
+/// A proxy to compare against (`base`: HAProxy, or a baseline build of the balancer) and the
+/// built-in balancer (`own`), each a label, a URL and the PID whose CPU time and preemptions
+/// are counted, `rounds` times in turn, each round's rows printed; then the medians of the
+/// rounds' ratios. The order alternates from round to round, so that a
 /// machine growing busier or quieter favours neither.
 fn compare(
     rounds: u32,
-    hap: (&str, &str, u32),
+    base: (&str, &str, u32),
     own: (&str, &str, u32),
     what: &str,
     run: impl Fn(&str) -> WrkReport,
 ) {
     let (mut rps, mut p99, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut hap_preempted, mut own_preempted) = (Vec::new(), Vec::new());
+    let (mut base_preempted, mut own_preempted) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         let one = |(label, url, pid): (&str, &str, u32)| {
             let before = Spent::of(pid);
@@ -203,16 +280,16 @@ fn compare(
             (r, cpu, preempted)
         };
         let (h, o) = if round % 2 == 1 {
-            let h = one(hap);
+            let h = one(base);
             (h, one(own))
         } else {
             let o = one(own);
-            (one(hap), o)
+            (one(base), o)
         };
         rps.push(o.0.requests_per_sec / h.0.requests_per_sec);
         p99.push(o.0.p99_ms / h.0.p99_ms);
         cpu.push(o.1 / h.1);
-        hap_preempted.push(h.2);
+        base_preempted.push(h.2);
         own_preempted.push(o.2);
     }
     let each = |v: &[f64]| {
@@ -234,7 +311,7 @@ fn compare(
         median(&cpu),
         each(&cpu),
         median(&own_preempted),
-        median(&hap_preempted)
+        median(&base_preempted)
     );
 }
 

@@ -58,6 +58,14 @@ impl VassalAgentBuilder {
         self.spawn_program(&bin, Vec::new())
     }
 
+    /// Starts the agent from another `vassal` binary than [`vassal_bin`]: a baseline build, for
+    /// a benchmark that measures two builds side by side.
+    #[track_caller]
+    pub fn spawn_bin(&self, bin: &Path) -> VassalAgent {
+        assert!(bin.exists(), "{} not found", bin.display());
+        self.spawn_program(bin, Vec::new())
+    }
+
     /// Starts the agent through a wrapper: `program prefix… vassal agent …`. The wrapper must
     /// end by exec-ing its arguments (as `unshare -m sh -c '…; exec "$0" "$@"'` does), so
     /// that the PID we signal is the agent's.

@@ -57,13 +57,26 @@ pub fn web_node(
 
 /// A load balancer's agent with `extra` flags, started and listening (web nodes join it).
 pub fn lb_agent(name: &str, lo: &Loopback, extra: &[String]) -> VassalAgent {
+    lb_agent_from(None, name, lo, extra)
+}
+
+/// [`lb_agent`] run from `bin` instead of the build under test, if given.
+pub fn lb_agent_from(
+    bin: Option<&std::path::Path>,
+    name: &str,
+    lo: &Loopback,
+    extra: &[String],
+) -> VassalAgent {
     let mut b = VassalAgent::builder(name, lo)
         .tag("role", "lb")
         .arg("-profile=local");
     for a in extra {
         b = b.arg(a);
     }
-    let mut lb = b.spawn();
+    let mut lb = match bin {
+        Some(bin) => b.spawn_bin(bin),
+        None => b.spawn(),
+    };
     lb.wait_log_contains("Serf agent running", SETTLE);
     lb
 }

@@ -4,7 +4,7 @@
 //! Each send on loopback wakes the thread that receives it (wrk, a backend, a client). Sent
 //! in the middle of the worker's turn, that wake-up often takes the CPU from the worker while
 //! it still has other connections' requests in hand, and all of them wait for the CPU to come
-//! back: that is most of the balancer's tail latency on a busy machine. So on the
+//! back, which lengthens the balancer's tail latency on a busy machine. So on the
 //! [`Workers`](crate::http::Workers) threads a [`Corked`] stream accepts a write into its own
 //! buffer and queues itself with its thread; the queue is sent when the thread is about to
 //! wait for events ([`send_held`], the runtime's park hook), or after [`TURN`] task polls if

@@ -21,6 +21,10 @@
 //! (the build before a change) beside this one, over the same backends, and compares the two
 //! in alternating rounds as it compares HAProxy: what a change to the balancer bought, which
 //! the ratios against HAProxy cannot resolve when the machine drifts more than the change.
+//!
+//! `LB_BENCH_INSTRUCTIONS=1` runs neither part: instead it counts, with valgrind's callgrind,
+//! the instructions HAProxy and the built-in balancer (and the baseline build, if given) run
+//! per request, a figure that does not move with the machine (see `instructions`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -503,6 +507,196 @@ fn leaves() {
     println!("{}", leave_row("Vassal built-in LB", &r, took));
 }
 
+/// A process run under valgrind's callgrind (HAProxy, here), killed by PID when dropped.
+struct Profiled(std::process::Child);
+
+impl Drop for Profiled {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The instructions callgrind counted in `pid` during a wrk run against `url`, per request:
+/// its counters are zeroed before the run and dumped to `out.N` after it.
+fn instructions_per_request(pid: u32, out: &Path, url: &str, d: Duration) -> (WrkReport, f64) {
+    let control = |what: &str| {
+        let status = Command::new("callgrind_control")
+            .args([what, &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("running callgrind_control {what} {pid}: {e}"));
+        assert!(status.success(), "callgrind_control {what} {pid}: {status}");
+    };
+    let dumps = |dir: &Path| -> BTreeSet<PathBuf> {
+        let name = out.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        std::fs::read_dir(dir)
+            .map(|e| {
+                e.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with(name) && n != name)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let dir = out.parent().expect("the dump's directory");
+    let before = dumps(dir);
+    control("-z");
+    let r = Wrk::run(url, 1, 8, d);
+    control("-d");
+    let mut total = None;
+    wait_until(SETTLE, &format!("callgrind's dump of PID {pid}"), || {
+        for dump in dumps(dir).difference(&before) {
+            let text = std::fs::read_to_string(dump).unwrap_or_default();
+            if let Some(n) = text.lines().find_map(|l| l.strip_prefix("totals: ")) {
+                total = n
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok());
+                return Ok(());
+            }
+        }
+        Err("no new dump with its totals yet".to_owned())
+    });
+    let total = total.expect("the dump's totals");
+    let per = total as f64 / (r.requests as f64).max(1.0);
+    (r, per)
+}
+
+/// `LB_BENCH_INSTRUCTIONS=1`: the instructions each proxy's own code runs per request, counted
+/// by valgrind's callgrind over one wrk run (`-t1 -c8`, `LB_BENCH_INSTRUCTIONS_SECS`, default
+/// 10) against HAProxy and the built-in balancer, each under callgrind, over three web
+/// backends. User space only: the kernel's part (the same sends and receives for both) is not
+/// in it. Unlike the timings, this figure does not drift with the machine, so it resolves a
+/// change of a few percent in one run; with `LB_BENCH_BASELINE_BIN` the baseline build is
+/// counted too. The agent's count includes its own background work (gossip, one health check
+/// a second per backend), well under 1 % of a run's. `LB_BENCH_INSTRUCTIONS_KEEP=1` keeps the
+/// dumps (with a build that has symbols, `callgrind_annotate` says where the instructions go).
+fn instructions() {
+    let secs = env_u32("LB_BENCH_INSTRUCTIONS_SECS", 10);
+    let d = Duration::from_secs(u64::from(secs));
+    let lo = Loopback::fresh();
+    let dir = tempfile::tempdir().expect("a temp dir for callgrind's dumps");
+    // A wrapper that drops the binary the testkit names and runs `bin` under callgrind.
+    let under_callgrind = |label: &str, bin: &Path| -> (PathBuf, PathBuf) {
+        let out = dir.path().join(format!("{label}.out"));
+        let wrapper = dir.path().join(format!("{label}.sh"));
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nshift\nexec valgrind --quiet --tool=callgrind \
+                 --callgrind-out-file='{}' '{}' \"$@\"\n",
+                out.display(),
+                bin.display()
+            ),
+        )
+        .expect("writing the callgrind wrapper");
+        let mut perm = std::fs::metadata(&wrapper)
+            .expect("the wrapper")
+            .permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&wrapper, perm).expect("making the wrapper executable");
+        (wrapper, out)
+    };
+    let builtin = |label: &str, bin: &Path, join: Option<SocketAddr>| {
+        let (wrapper, out) = under_callgrind(label, bin);
+        let listen = lo.addr();
+        let mut b = VassalAgent::builder(label, &lo)
+            .tag("role", "lb")
+            .arg("-profile=local")
+            .arg(&format!("-lb-listen={listen}"));
+        if let Some(j) = join {
+            b = b.join(j);
+        }
+        let mut agent = b.spawn_via(&wrapper, &[]);
+        agent.wait_log_contains("Serf agent running", SETTLE);
+        (agent, listen, out)
+    };
+    let (mut lb, listen, lb_out) = builtin("lb-cg", &vassal_bin(), None);
+    let nodes: Vec<WebNode> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|n| web_node(n, &lo, lo.addr(), true, lb.addr()))
+        .collect();
+    wait_answering(listen, &["w1", "w2", "w3"], &mut lb);
+    let baseline = std::env::var_os("LB_BENCH_BASELINE_BIN").map(|bin| {
+        let (mut agent, listen, out) = builtin("lb-cg-base", Path::new(&bin), Some(lb.addr()));
+        wait_answering(listen, &["w1", "w2", "w3"], &mut agent);
+        (agent, listen, out)
+    });
+    let fe = lo.addr();
+    let servers: String = nodes
+        .iter()
+        .map(|n| format!("    server {} {}\n", n.web.name(), n.web.addr()))
+        .collect();
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg, format!("{}{servers}", runtime_sections(fe)))
+        .expect("writing haproxy.cfg");
+    let hap_out = dir.path().join("haproxy.out");
+    let haproxy = Profiled(
+        Command::new("valgrind")
+            .args(["--quiet", "--tool=callgrind"])
+            .arg(format!("--callgrind-out-file={}", hap_out.display()))
+            .arg(vassal_testkit::haproxy_bin())
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting HAProxy under valgrind (is valgrind installed?): {e}")
+            }),
+    );
+    wait_until(
+        SETTLE,
+        &format!("HAProxy under callgrind to answer on {fe}"),
+        || match answering(fe, 8) {
+            Ok(got) if got.len() == 3 => Ok(()),
+            got => Err(format!("answered by {got:?}")),
+        },
+    );
+
+    println!(
+        "\n## Instructions per request: valgrind's callgrind, user space only, wrk -t1 -c8 -d{secs}s\n"
+    );
+    println!("| proxy | requests | instructions per request |\n|---|---|---|");
+    let url = |a: SocketAddr| format!("http://{a}/");
+    let (hr, h) = instructions_per_request(haproxy.0.id(), &hap_out, &url(fe), d);
+    println!("| HAProxy 2.6 | {} | {h:.0} |", hr.requests);
+    let (vr, v) = instructions_per_request(lb.pid(), &lb_out, &url(listen), d);
+    println!("| Vassal built-in LB | {} | {v:.0} |", vr.requests);
+    let base = baseline.as_ref().map(|(agent, listen, out)| {
+        let (br, b) = instructions_per_request(agent.pid(), out, &url(*listen), d);
+        println!(
+            "| Vassal built-in LB, baseline build | {} | {b:.0} |",
+            br.requests
+        );
+        b
+    });
+    println!(
+        "\nbuilt-in / HAProxy: {:.2}× the instructions per request",
+        v / h
+    );
+    if let Some(b) = base {
+        println!(
+            "this build / baseline: {:.3}× the instructions per request",
+            v / b
+        );
+    }
+    drop(haproxy);
+    if std::env::var_os("LB_BENCH_INSTRUCTIONS_KEEP").is_some() {
+        println!(
+            "callgrind's dumps kept in {} (callgrind_annotate reads them)",
+            dir.keep().display()
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; anything else (`cargo test --all-targets`, nextest's
     // listing) must not start a minute of load.
@@ -516,6 +710,10 @@ fn main() {
         version(&vassal_testkit::haproxy_bin(), "-v"),
         version(&vassal_testkit::wrk_bin(), "--version"),
     );
+    if std::env::var_os("LB_BENCH_INSTRUCTIONS").is_some() {
+        instructions();
+        return;
+    }
     throughput();
     if std::env::var_os("LB_BENCH_ONLY_THROUGHPUT").is_none() {
         leaves();

@@ -425,8 +425,6 @@ impl Lb {
                 }
             }
 
-            self.upstreams()
-                .metrics(&pick.name, pick.addr, |m| m.requests.increment(1));
             let sent = Instant::now();
             // Pinned here and lent: an owned future would be kept twice in the one awaiting it
             // (as its argument and as its pinned local), and copied between the two.
@@ -441,9 +439,7 @@ impl Lb {
             match result {
                 Ok(Ok((resp, conn))) => {
                     // Time to the response's headers, in milliseconds as Go's timers.
-                    let ms = sent.elapsed().as_secs_f64() * 1000.0;
-                    self.upstreams()
-                        .metrics(&pick.name, pick.addr, |m| m.latency.record(ms));
+                    let latency_ms = sent.elapsed().as_secs_f64() * 1000.0;
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
                     let body = Tracked {
@@ -452,6 +448,7 @@ impl Lb {
                         // The request's own handle on the balancer: a clone would be two
                         // more counts on an atomic every worker thread shares.
                         guard: Some(Finish { lb: self, pick }),
+                        latency_ms,
                     };
                     return Response::from_parts(rparts, body.boxed());
                 }
@@ -514,22 +511,20 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
-}
-
-fn copy_end_to_end(from: &hyper::HeaderMap, to: &mut hyper::HeaderMap) {
-    for (k, v) in from {
-        if !is_hop_by_hop(k) {
-            to.append(k.clone(), v.clone());
-        }
-    }
+    // The lengths of the names above: most headers are ruled out without a comparison.
+    matches!(name.as_str().len(), 2 | 6 | 7 | 10 | 16 | 17 | 19) && HOP_BY_HOP.contains(name)
 }
 
 /// What goes to a backend: the client's end-to-end headers, and its address appended to
-/// `X-Forwarded-For`.
+/// `X-Forwarded-For`. Copied into a map with room for that one more (a clone of the client's
+/// map would have to grow for it).
 fn forwarded_headers(from: &hyper::HeaderMap, peer: SocketAddr) -> hyper::HeaderMap {
     let mut headers = hyper::HeaderMap::with_capacity(from.len() + 1);
-    copy_end_to_end(from, &mut headers);
+    for (k, v) in from {
+        if !is_hop_by_hop(k) {
+            headers.append(k.clone(), v.clone());
+        }
+    }
     append_forwarded_for(&mut headers, peer);
     headers
 }
@@ -605,19 +600,20 @@ struct Tracked {
     inner: Incoming,
     conn: Option<Conn>,
     guard: Option<Finish>,
+    /// Time to the response's headers, recorded when the request ends.
+    latency_ms: f64,
 }
 
 impl Tracked {
-    /// The body is over: the request leaves the pool's in-flight count, and a connection that
-    /// can carry another request goes back to the idle ones.
-    fn done(&mut self) {
+    /// The request is over: it leaves the pool's in-flight count, its latency is recorded, and
+    /// with `keep` (a body read to its end) its connection goes back to the idle ones.
+    fn done(&mut self, keep: bool) {
         if let Some(guard) = self.guard.take() {
-            if let Some(conn) = self.conn.take() {
-                guard
-                    .lb
-                    .upstreams()
-                    .put(&guard.pick.name, guard.pick.addr, conn);
-            }
+            let conn = if keep { self.conn.take() } else { None };
+            guard
+                .lb
+                .upstreams()
+                .finish(&guard.pick.name, guard.pick.addr, self.latency_ms, conn);
         }
     }
 }
@@ -626,9 +622,8 @@ impl Drop for Tracked {
     fn drop(&mut self) {
         // A body with nothing left to read may never be polled (no content); its connection
         // is as good as after a read to the end.
-        if self.inner.is_end_stream() {
-            self.done();
-        }
+        let ended = self.inner.is_end_stream();
+        self.done(ended);
     }
 }
 
@@ -651,7 +646,7 @@ impl hyper::body::Body for Tracked {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => continue,
                 Poll::Ready(None) => {
-                    this.done();
+                    this.done(true);
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -728,13 +723,20 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_not_forwarded() {
         let mut from = hyper::HeaderMap::new();
-        from.insert("connection", HeaderValue::from_static("close"));
+        for name in HOP_BY_HOP.iter() {
+            from.insert(name, HeaderValue::from_static("x"));
+        }
         from.insert("accept", HeaderValue::from_static("text/html"));
-        let mut to = hyper::HeaderMap::new();
-        copy_end_to_end(&from, &mut to);
-        assert!(to.get("connection").is_none());
-        assert_eq!(to["accept"], "text/html");
-        append_forwarded_for(&mut to, "127.0.0.9:5000".parse().unwrap());
+        from.append("accept", HeaderValue::from_static("text/plain"));
+        from.insert("x-custom-header", HeaderValue::from_static("kept"));
+        let mut to = forwarded_headers(&from, "127.0.0.9:5000".parse().unwrap());
+        for name in HOP_BY_HOP.iter() {
+            assert!(to.get(name).is_none(), "{name} was forwarded");
+        }
+        let accept: Vec<_> = to.get_all("accept").iter().collect();
+        assert_eq!(accept, ["text/html", "text/plain"]);
+        assert_eq!(to["x-custom-header"], "kept");
+        assert_eq!(to["x-forwarded-for"], "127.0.0.9");
         append_forwarded_for(&mut to, "127.0.0.8:5000".parse().unwrap());
         assert_eq!(to["x-forwarded-for"], "127.0.0.9, 127.0.0.8");
     }

@@ -193,20 +193,15 @@ impl Upstreams {
         self.by_name.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on `name`'s metric handles, registered on first use (or after a change of
-    /// address). Lent, not cloned: a clone of a handle is a count on an atomic that every
-    /// worker thread shares.
-    pub fn metrics<R>(
-        &self,
-        name: &str,
-        addr: SocketAddr,
-        f: impl FnOnce(&BackendMetrics) -> R,
-    ) -> R {
+    /// Counts a request to `name` at `addr` and takes the backend's most recently used idle
+    /// connection, if any, in one lookup. The backend's metric handles are registered on its
+    /// first request; a new address drops the old one's connections (they are to somewhere
+    /// else now).
+    fn checkout(&self, name: &str, addr: SocketAddr) -> Option<Conn> {
         let mut all = self.lock();
         let mut dropped = Vec::new();
         let u = match all.get_mut(name) {
             Some(u) => {
-                // A new address: the old one's connections are to somewhere else now.
                 if u.addr != addr {
                     u.addr = addr;
                     dropped = std::mem::take(&mut u.idle);
@@ -219,10 +214,11 @@ impl Upstreams {
                 metrics: BackendMetrics::register(name),
             }),
         };
-        let r = f(&u.metrics);
+        u.metrics.requests.increment(1);
+        let conn = u.idle.pop();
         drop(all);
         drop(dropped);
-        r
+        conn
     }
 
     /// The most recently used idle connection to `name` at `addr`, if any.
@@ -235,21 +231,29 @@ impl Upstreams {
         u.idle.pop()
     }
 
-    /// Keeps `conn` to `name` at `addr` for the next request, if it is still open.
-    pub fn put(&self, name: &str, addr: SocketAddr, mut conn: Conn) {
-        if !conn.is_open() {
-            return;
-        }
-        conn.idle_since = Instant::now();
+    /// Ends a request to `name` at `addr` whose response's headers came `latency_ms` after it
+    /// was sent, in one lookup: records the latency, and keeps `conn` (if given and still
+    /// open) for the next request.
+    pub fn finish(&self, name: &str, addr: SocketAddr, latency_ms: f64, conn: Option<Conn>) {
+        let conn = conn.filter(Conn::is_open).map(|mut c| {
+            c.idle_since = Instant::now();
+            c
+        });
         let mut all = self.lock();
-        if let Some(u) = all.get_mut(name) {
+        let Some(u) = all.get_mut(name) else {
+            drop(all);
+            drop(conn);
+            return;
+        };
+        u.metrics.latency.record(latency_ms);
+        if let Some(conn) = conn {
             if u.addr == addr && u.idle.len() < MAX_IDLE_PER_BACKEND {
                 u.idle.push(conn);
                 return;
             }
+            drop(all);
+            drop(conn);
         }
-        drop(all);
-        drop(conn);
     }
 
     /// Closes the connections idle longer than [`IDLE_TIMEOUT`] and every idle connection of
@@ -279,18 +283,20 @@ impl Upstreams {
         drop(closed);
     }
 
-    /// Sends `req` to `name` at `addr` on an idle connection, or a new one; returns the
-    /// response's headers and the connection, which its body (read through
-    /// [`Conn::poll_drive`]) still needs. A kept connection the backend has closed meanwhile
-    /// is dropped and the next one tried: the request was not written to it.
+    /// Counts a request to `name` at `addr` and sends it on an idle connection, or a new one;
+    /// returns the response's headers and the connection, which its body (read through
+    /// [`Conn::poll_drive`]) still needs, and which goes back with [`Upstreams::finish`]. A
+    /// kept connection the backend has closed meanwhile is dropped and the next one tried:
+    /// the request was not written to it.
     pub async fn send(
         &self,
         name: &str,
         addr: SocketAddr,
         mut req: Request<Outgoing>,
     ) -> Result<(Response<Incoming>, Conn), SendError> {
+        let mut idle = self.checkout(name, addr);
         loop {
-            let (mut conn, fresh) = match self.take(name, addr) {
+            let (mut conn, fresh) = match idle.take() {
                 Some(c) => (c, false),
                 // Boxed: connecting is rare and its future large; unboxed it would make every
                 // request's future as large, and each move of that future a copy.
@@ -299,14 +305,20 @@ impl Upstreams {
             match conn.ready().await {
                 Ok(true) => {}
                 // Closed by the backend while it was kept: the request was not written.
-                _ if !fresh => continue,
+                _ if !fresh => {
+                    idle = self.take(name, addr);
+                    continue;
+                }
                 // A new connection that ended at once: sending says why.
                 Ok(false) => {}
                 Err(e) => return Err(SendError::Broken(e)),
             }
             match conn.send(req).await {
                 Ok(resp) => return Ok((resp, conn)),
-                Err((_, Some(r))) if !fresh => req = r,
+                Err((_, Some(r))) if !fresh => {
+                    req = r;
+                    idle = self.take(name, addr);
+                }
                 Err((e, _)) => return Err(SendError::Broken(e)),
             }
         }

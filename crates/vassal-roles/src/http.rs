@@ -21,7 +21,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -159,7 +159,7 @@ pub async fn serve_with<F, Fut>(
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
+    let graceful = Graceful::default();
     let local = listener.local_addr().ok();
     let max_conns = limits.max_conns.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max_conns));
@@ -268,6 +268,103 @@ pub async fn serve_with<F, Fut>(
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             warn!(?local, "requests still open after {SHUTDOWN_GRACE:?}; closing them");
+        }
+    }
+}
+
+/// A server's open connections, told to finish when it stops: hyper-util's `GracefulShutdown`,
+/// without its lock on every poll. That one parks each connection's task on a `watch`
+/// channel that every connection of the server shares, and re-polls it, under the channel's
+/// mutex, each time the connection is polled (two or three times a request), so that the
+/// worker threads took turns at one lock all the time. Here a poll reads one atomic flag; the
+/// task's waker is filed once (again only if it changes), and woken when the stop begins.
+#[derive(Default)]
+struct Graceful(Arc<GracefulState>);
+
+#[derive(Default)]
+struct GracefulState {
+    stopping: std::sync::atomic::AtomicBool,
+    /// The open connections' wakers, by connection.
+    wakers: std::sync::Mutex<std::collections::HashMap<u64, std::task::Waker>>,
+    next_id: std::sync::atomic::AtomicU64,
+    /// Connections watched and not yet ended (or dropped).
+    open: AtomicUsize,
+    all_ended: tokio::sync::Notify,
+}
+
+/// One connection's place in [`Graceful`], taken when it is accepted.
+struct GracefulWatcher {
+    state: Arc<GracefulState>,
+    id: u64,
+}
+
+impl Graceful {
+    fn watcher(&self) -> GracefulWatcher {
+        self.0.open.fetch_add(1, Ordering::AcqRel);
+        GracefulWatcher {
+            state: self.0.clone(),
+            id: self.0.next_id.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Tells every open connection to finish (hyper's `graceful_shutdown`: the request in
+    /// progress is answered, then the connection closes) and waits until all have ended.
+    async fn shutdown(&self) {
+        self.0.stopping.store(true, Ordering::Release);
+        let wakers: Vec<_> = self.0.wakers().drain().map(|(_, w)| w).collect();
+        wakers.into_iter().for_each(std::task::Waker::wake);
+        loop {
+            let ended = self.0.all_ended.notified();
+            let mut ended = std::pin::pin!(ended);
+            ended.as_mut().enable();
+            if self.0.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+impl GracefulState {
+    fn wakers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, std::task::Waker>> {
+        self.wakers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl GracefulWatcher {
+    /// Runs `conn` to its end, starting its graceful shutdown when the server stops.
+    async fn watch<C: GracefulConnection>(self, conn: C) -> Result<(), C::Error> {
+        let mut conn = std::pin::pin!(conn);
+        let mut told = false;
+        let mut filed: Option<std::task::Waker> = None;
+        std::future::poll_fn(|cx| {
+            if !told {
+                let mut stopping = self.state.stopping.load(Ordering::Acquire);
+                if !stopping && !filed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    let w = cx.waker().clone();
+                    self.state.wakers().insert(self.id, w.clone());
+                    filed = Some(w);
+                    // The stop may have begun (and taken the wakers) before this one was filed.
+                    stopping = self.state.stopping.load(Ordering::Acquire);
+                }
+                if stopping {
+                    told = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            conn.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+impl Drop for GracefulWatcher {
+    fn drop(&mut self) {
+        self.state.wakers().remove(&self.id);
+        if self.state.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.state.all_ended.notify_waiters();
         }
     }
 }
@@ -639,6 +736,91 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), server)
             .await
             .expect("the server stopped within 10 s")
+            .expect("the server task ended cleanly");
+    }
+
+    /// A stopping server answers the request in progress, closes the idle kept-alive
+    /// connection at once, and returns as soon as both have ended (not after the grace time).
+    #[tokio::test]
+    async fn a_stop_finishes_the_request_in_progress_and_closes_idle_connections() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        let workers = Workers::start("test-worker", 1).expect("a worker thread");
+        let (stop, stopped) = watch::channel(false);
+        let (started, release) = (
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        let (s, r) = (started.clone(), release.clone());
+        let server = tokio::spawn(serve_with(
+            "test",
+            listener,
+            ServeLimits::default(),
+            None,
+            Some(workers),
+            move |req: Request<Incoming>, _peer| {
+                let (started, release) = (s.clone(), r.clone());
+                async move {
+                    if req.uri().path() == "/slow" {
+                        started.notify_one();
+                        release.notified().await;
+                        Response::new(full("slow"))
+                    } else {
+                        Response::new(full("quick"))
+                    }
+                }
+            },
+            stopped,
+        ));
+        // One kept-alive connection, answered and idle.
+        let mut idle = TcpStream::connect(addr).await.expect("a connection");
+        idle.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .expect("a request");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"quick") {
+            let n = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf))
+                .await
+                .expect("an answer within 10 s")
+                .expect("an answer");
+            assert!(
+                n > 0,
+                "closed before the answer: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        // One request in progress.
+        let mut busy = TcpStream::connect(addr).await.expect("a second connection");
+        busy.write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .expect("a request");
+        tokio::time::timeout(Duration::from_secs(10), started.notified())
+            .await
+            .expect("the slow request reached its handler within 10 s");
+
+        stop.send(true).expect("the server listens for the stop");
+        let closed = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "the idle connection was not closed within 3 s of the stop: {closed:?}"
+        );
+        release.notify_one();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), busy.read_to_string(&mut answer))
+            .await
+            .expect("the request in progress was answered, and its connection closed, within 10 s")
+            .expect("an answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("slow"),
+            "the request in progress got {answer:?}"
+        );
+        // Well inside the 5 s grace: the server saw both connections end.
+        tokio::time::timeout(Duration::from_secs(3), server)
+            .await
+            .expect("the server stopped within 3 s of its last connection's end")
             .expect("the server task ended cleanly");
     }
 }

@@ -614,27 +614,65 @@ mod tests {
         String::from_utf8_lossy(&body).trim().to_owned()
     }
 
-    /// Each connection goes to the next worker thread and stays there for all its requests;
-    /// a stop still waits for them and ends.
-    #[tokio::test]
-    async fn connections_are_dealt_to_the_worker_threads_in_turn() {
+    /// A server on a fresh loopback port, its connections served by `threads` worker threads
+    /// under `limits`: its address, and what stops it.
+    async fn test_server<F, Fut>(
+        threads: usize,
+        limits: ServeLimits,
+        handle: F,
+    ) -> (SocketAddr, TestStop)
+    where
+        F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let addr = listener.local_addr().expect("its address");
-        let workers = Workers::start("test-worker", 2).expect("two worker threads");
+        let workers = Workers::start("test-worker", threads).expect("the worker threads");
         let (stop, stopped) = watch::channel(false);
         let server = tokio::spawn(serve_with(
             "test",
             listener,
-            ServeLimits::default(),
+            limits,
             None,
             Some(workers),
-            |_req, _peer| async {
-                let thread = std::thread::current();
-                let who = format!("{} {}", worker_index(), thread.name().unwrap_or("?"));
-                text(StatusCode::OK, who)
-            },
+            handle,
             stopped,
         ));
+        (addr, TestStop { stop, server })
+    }
+
+    struct TestStop {
+        stop: watch::Sender<bool>,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    impl TestStop {
+        /// Starts the stop.
+        fn begin(&self) {
+            self.stop
+                .send(true)
+                .expect("the server listens for the stop");
+        }
+
+        /// Waits up to `secs` for the stopping server to return.
+        async fn ended_within(self, secs: u64) {
+            tokio::time::timeout(Duration::from_secs(secs), self.server)
+                .await
+                .unwrap_or_else(|_| panic!("the server did not stop within {secs} s"))
+                .expect("the server task ended cleanly");
+        }
+    }
+
+    /// Each connection goes to the next worker thread and stays there for all its requests;
+    /// a stop still waits for them and ends.
+    #[tokio::test]
+    async fn connections_are_dealt_to_the_worker_threads_in_turn() {
+        let (addr, stop) = test_server(2, ServeLimits::default(), |_req, _peer| async {
+            let thread = std::thread::current();
+            let who = format!("{} {}", worker_index(), thread.name().unwrap_or("?"));
+            text(StatusCode::OK, who)
+        })
+        .await;
         let mut seen = Vec::new();
         for _ in 0..4 {
             let stream = TcpStream::connect(addr).await.expect("a connection");
@@ -658,11 +696,25 @@ mod tests {
                 "1 test-worker-1"
             ]
         );
-        stop.send(true).expect("the server listens for the stop");
-        tokio::time::timeout(Duration::from_secs(10), server)
+        stop.begin();
+        stop.ended_within(10).await;
+    }
+
+    /// Reads `stream` until the server closes it (within 20 s) and checks that `who` got a
+    /// 200 whose body ends with `body`.
+    async fn read_ok_to_end(stream: &mut TcpStream, body: &str, who: &str) {
+        use tokio::io::AsyncReadExt;
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut answer))
             .await
-            .expect("the server stopped within 10 s")
-            .expect("the server task ended cleanly");
+            .unwrap_or_else(|_| {
+                panic!("{who} was answered, and the connection closed, within 20 s")
+            })
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with(body),
+            "{who} got {answer:?}"
+        );
     }
 
     /// A client that takes none of a large response is cut off after the write timeout on a
@@ -671,30 +723,19 @@ mod tests {
     #[tokio::test]
     async fn a_client_reading_nothing_is_cut_off_and_frees_its_slot() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-        let addr = listener.local_addr().expect("its address");
-        let workers = Workers::start("test-worker", 1).expect("a worker thread");
-        let (stop, stopped) = watch::channel(false);
         let limits = ServeLimits {
             max_conns: 1,
             write_timeout: Some(Duration::from_millis(300)),
             ..ServeLimits::default()
         };
-        let server = tokio::spawn(serve_with(
-            "test",
-            listener,
-            limits,
-            None,
-            Some(workers),
-            |req: Request<Incoming>, _peer| async move {
-                if req.uri().path() == "/big" {
-                    Response::new(full(vec![b'x'; 32 << 20]))
-                } else {
-                    Response::new(full("small"))
-                }
-            },
-            stopped,
-        ));
+        let (addr, stop) = test_server(1, limits, |req: Request<Incoming>, _peer| async move {
+            if req.uri().path() == "/big" {
+                Response::new(full(vec![b'x'; 32 << 20]))
+            } else {
+                Response::new(full("small"))
+            }
+        })
+        .await;
         let mut silent = TcpStream::connect(addr).await.expect("a connection");
         silent
             .write_all(b"GET /big HTTP/1.1\r\nhost: test\r\n\r\n")
@@ -705,15 +746,7 @@ mod tests {
         next.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
             .await
             .expect("a request");
-        let mut answer = String::new();
-        tokio::time::timeout(Duration::from_secs(20), next.read_to_string(&mut answer))
-            .await
-            .expect("the second client was answered within 20 s")
-            .expect("an answer");
-        assert!(
-            answer.starts_with("HTTP/1.1 200") && answer.ends_with("small"),
-            "the second client got {answer:?}"
-        );
+        read_ok_to_end(&mut next, "small", "the second client").await;
         // The silent client's connection was closed under it: reading on, it ends well short
         // of the 32 MiB (a close or a reset).
         let mut got = 0usize;
@@ -732,11 +765,8 @@ mod tests {
             got < 32 << 20,
             "the silent client got the whole body ({got} bytes)"
         );
-        stop.send(true).expect("the server listens for the stop");
-        tokio::time::timeout(Duration::from_secs(10), server)
-            .await
-            .expect("the server stopped within 10 s")
-            .expect("the server task ended cleanly");
+        stop.begin();
+        stop.ended_within(10).await;
     }
 
     /// A stopping server answers the request in progress, closes the idle kept-alive
@@ -744,21 +774,14 @@ mod tests {
     #[tokio::test]
     async fn a_stop_finishes_the_request_in_progress_and_closes_idle_connections() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-        let addr = listener.local_addr().expect("its address");
-        let workers = Workers::start("test-worker", 1).expect("a worker thread");
-        let (stop, stopped) = watch::channel(false);
         let (started, release) = (
             Arc::new(tokio::sync::Notify::new()),
             Arc::new(tokio::sync::Notify::new()),
         );
         let (s, r) = (started.clone(), release.clone());
-        let server = tokio::spawn(serve_with(
-            "test",
-            listener,
+        let (addr, stop) = test_server(
+            1,
             ServeLimits::default(),
-            None,
-            Some(workers),
             move |req: Request<Incoming>, _peer| {
                 let (started, release) = (s.clone(), r.clone());
                 async move {
@@ -771,8 +794,8 @@ mod tests {
                     }
                 }
             },
-            stopped,
-        ));
+        )
+        .await;
         // One kept-alive connection, answered and idle.
         let mut idle = TcpStream::connect(addr).await.expect("a connection");
         idle.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
@@ -801,26 +824,15 @@ mod tests {
             .await
             .expect("the slow request reached its handler within 10 s");
 
-        stop.send(true).expect("the server listens for the stop");
+        stop.begin();
         let closed = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf)).await;
         assert!(
             matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
             "the idle connection was not closed within 3 s of the stop: {closed:?}"
         );
         release.notify_one();
-        let mut answer = String::new();
-        tokio::time::timeout(Duration::from_secs(10), busy.read_to_string(&mut answer))
-            .await
-            .expect("the request in progress was answered, and its connection closed, within 10 s")
-            .expect("an answer");
-        assert!(
-            answer.starts_with("HTTP/1.1 200") && answer.ends_with("slow"),
-            "the request in progress got {answer:?}"
-        );
+        read_ok_to_end(&mut busy, "slow", "the request in progress").await;
         // Well inside the 5 s grace: the server saw both connections end.
-        tokio::time::timeout(Duration::from_secs(3), server)
-            .await
-            .expect("the server stopped within 3 s of its last connection's end")
-            .expect("the server task ended cleanly");
+        stop.ended_within(3).await;
     }
 }

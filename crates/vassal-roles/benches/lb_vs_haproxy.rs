@@ -529,8 +529,10 @@ fn instructions_per_request(pid: u32, out: &Path, url: &str, d: Duration) -> (Wr
             .unwrap_or_else(|e| panic!("running callgrind_control {what} {pid}: {e}"));
         assert!(status.success(), "callgrind_control {what} {pid}: {status}");
     };
-    let dumps = |dir: &Path| -> BTreeSet<PathBuf> {
-        let name = out.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let dir = out.parent().expect("the dump's directory");
+    let name = out.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    // callgrind names each dump after `out`, with the dump's number appended.
+    let dumps = || -> BTreeSet<PathBuf> {
         std::fs::read_dir(dir)
             .map(|e| {
                 e.flatten()
@@ -544,27 +546,35 @@ fn instructions_per_request(pid: u32, out: &Path, url: &str, d: Duration) -> (Wr
             })
             .unwrap_or_default()
     };
-    let dir = out.parent().expect("the dump's directory");
-    let before = dumps(dir);
+    let before = dumps();
     control("-z");
     let r = Wrk::run(url, 1, 8, d);
     control("-d");
-    let mut total = None;
+    assert!(
+        r.requests > 0,
+        "wrk got no answer through {url} in {d:?} under callgrind (PID {pid}): no figure per request"
+    );
+    let mut total = 0u64;
     wait_until(SETTLE, &format!("callgrind's dump of PID {pid}"), || {
-        for dump in dumps(dir).difference(&before) {
+        for dump in dumps().difference(&before) {
             let text = std::fs::read_to_string(dump).unwrap_or_default();
-            if let Some(n) = text.lines().find_map(|l| l.strip_prefix("totals: ")) {
-                total = n
+            if let Some(line) = text.lines().find_map(|l| l.strip_prefix("totals: ")) {
+                total = line
                     .split_whitespace()
                     .next()
-                    .and_then(|n| n.parse::<u64>().ok());
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{}: a totals line that is not a count: {line:?}",
+                            dump.display()
+                        )
+                    });
                 return Ok(());
             }
         }
         Err("no new dump with its totals yet".to_owned())
     });
-    let total = total.expect("the dump's totals");
-    let per = total as f64 / (r.requests as f64).max(1.0);
+    let per = total as f64 / r.requests as f64;
     (r, per)
 }
 

@@ -2,14 +2,15 @@
 //! response helpers, and HTML escaping.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -147,7 +148,10 @@ pub async fn serve<F, Fut>(
 ///
 /// With `workers`, each accepted connection is handed to the next worker thread in turn and
 /// served there to its end (TLS handshake included); without, on the caller's runtime.
-pub async fn serve_with<F, Fut>(
+///
+/// The response body is any body of bytes: the balancer answers with its own, which holds a
+/// backend's response without a box per request.
+pub async fn serve_with<F, Fut, B>(
     name: &'static str,
     listener: TcpListener,
     limits: ServeLimits,
@@ -157,7 +161,8 @@ pub async fn serve_with<F, Fut>(
     mut stop: watch::Receiver<bool>,
 ) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
 {
     let graceful = Graceful::default();
     let local = listener.local_addr().ok();
@@ -283,10 +288,10 @@ struct Graceful(Arc<GracefulState>);
 
 #[derive(Default)]
 struct GracefulState {
-    stopping: std::sync::atomic::AtomicBool,
+    stopping: AtomicBool,
     /// The open connections' wakers, by connection.
-    wakers: std::sync::Mutex<std::collections::HashMap<u64, std::task::Waker>>,
-    next_id: std::sync::atomic::AtomicU64,
+    wakers: Mutex<HashMap<u64, Waker>>,
+    next_id: AtomicU64,
     /// Connections watched and not yet ended (or dropped).
     open: AtomicUsize,
     all_ended: tokio::sync::Notify,
@@ -312,7 +317,7 @@ impl Graceful {
     async fn shutdown(&self) {
         self.0.stopping.store(true, Ordering::Release);
         let wakers: Vec<_> = self.0.wakers().drain().map(|(_, w)| w).collect();
-        wakers.into_iter().for_each(std::task::Waker::wake);
+        wakers.into_iter().for_each(Waker::wake);
         loop {
             let ended = self.0.all_ended.notified();
             let mut ended = std::pin::pin!(ended);
@@ -326,9 +331,7 @@ impl Graceful {
 }
 
 impl GracefulState {
-    fn wakers(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, std::task::Waker>> {
+    fn wakers(&self) -> MutexGuard<'_, HashMap<u64, Waker>> {
         self.wakers.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -338,8 +341,8 @@ impl GracefulWatcher {
     async fn watch<C: GracefulConnection>(self, conn: C) -> Result<(), C::Error> {
         let mut conn = std::pin::pin!(conn);
         let mut told = false;
-        let mut filed: Option<std::task::Waker> = None;
-        std::future::poll_fn(|cx| {
+        let mut filed: Option<Waker> = None;
+        poll_fn(|cx| {
             if !told {
                 let mut stopping = self.state.stopping.load(Ordering::Acquire);
                 if !stopping && !filed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -491,7 +494,7 @@ impl Workers {
         self.handles[i].spawn(async move {
             // Each poll counts towards the turn after which held writes are sent.
             let mut served = std::pin::pin!(served);
-            std::future::poll_fn(|cx| {
+            poll_fn(|cx| {
                 let r = served.as_mut().poll(cx);
                 crate::cork::polled();
                 r

@@ -347,7 +347,7 @@ impl Lb {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Response<Body> {
+    ) -> Response<ProxyBody> {
         self.totals.requests.fetch_add(1, Ordering::Relaxed);
         self.counters.requests.increment(1);
         let (parts, body) = req.into_parts();
@@ -378,7 +378,7 @@ impl Lb {
         loop {
             let Some(pick) = self.pool().pick(&tried) else {
                 self.count_failed();
-                return if tried.is_empty() {
+                return local(if tried.is_empty() {
                     http::text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "no backend in rotation: no alive member tagged role=web passes its health check",
@@ -388,7 +388,7 @@ impl Lb {
                         StatusCode::BAD_GATEWAY,
                         format!("every backend tried failed: {}", errors.join("; ")),
                     )
-                };
+                });
             };
             if !tried.is_empty() {
                 self.totals.retries.fetch_add(1, Ordering::Relaxed);
@@ -397,13 +397,13 @@ impl Lb {
             if source.as_ref().is_some_and(|s| !s.retryable()) {
                 // Part of the body went to the backend that failed: it cannot be replayed.
                 self.count_failed();
-                return http::text(
+                return local(http::text(
                     StatusCode::BAD_GATEWAY,
                     format!(
                         "backend failed while the request body was being sent (not retried): {}",
                         errors.join("; ")
                     ),
-                );
+                ));
             }
             let out_body = source
                 .as_ref()
@@ -450,7 +450,7 @@ impl Lb {
                         guard: Some(Finish { lb: self, pick }),
                         latency_ms,
                     };
-                    return Response::from_parts(rparts, body.boxed());
+                    return Response::from_parts(rparts, ProxyBody::Backend(body));
                 }
                 Ok(Err(e)) => {
                     let connect = matches!(e, SendError::Connect(_));
@@ -465,21 +465,63 @@ impl Lb {
                     tried.push(pick.name);
                     if !(connect || idempotent) {
                         self.count_failed();
-                        return http::text(
+                        return local(http::text(
                             StatusCode::BAD_GATEWAY,
                             format!("backend failed: {}", errors.join("; ")),
-                        );
+                        ));
                     }
                 }
                 Err(_) => {
                     self.pool().finished(&pick, Outcome::Broken, Instant::now());
                     self.count_failed();
-                    return http::text(
+                    return local(http::text(
                         StatusCode::GATEWAY_TIMEOUT,
                         format!("{} did not answer within {RESPONSE_TIMEOUT:?}", pick.name),
-                    );
+                    ));
                 }
             }
+        }
+    }
+}
+
+/// What the balancer answers a client with: a backend's response, or its own.
+pub enum ProxyBody {
+    /// A backend's body, streamed (unboxed: most responses are these).
+    Backend(Tracked),
+    /// An answer of the balancer's own (no backend, a timeout).
+    Local(Body),
+}
+
+/// The balancer's own answer `r`.
+fn local(r: Response<Body>) -> Response<ProxyBody> {
+    r.map(ProxyBody::Local)
+}
+
+impl hyper::body::Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Backend(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Local(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Backend(b) => b.is_end_stream(),
+            ProxyBody::Local(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Backend(b) => b.size_hint(),
+            ProxyBody::Local(b) => b.size_hint(),
         }
     }
 }
@@ -596,7 +638,7 @@ impl Drop for Finish {
 /// A backend's response body, counted as in flight until it is done, read through its
 /// connection; the connection is kept for another request once the body has been read to its
 /// end (and closed if the client went away before that).
-struct Tracked {
+pub struct Tracked {
     inner: Incoming,
     conn: Option<Conn>,
     guard: Option<Finish>,
